@@ -1,6 +1,17 @@
 """bayesmix: lme4's lmer and glmer in Python, with the same model in PyMC one call away."""
 
+from bayesmix.api import ConvergenceWarning, SingularFitWarning, lmer
 from bayesmix.datasets import list_datasets, load_dataset
+from bayesmix.design import DataError
+from bayesmix.formula import FormulaError
 
-__all__ = ["list_datasets", "load_dataset"]
+__all__ = [
+    "ConvergenceWarning",
+    "DataError",
+    "FormulaError",
+    "SingularFitWarning",
+    "list_datasets",
+    "lmer",
+    "load_dataset",
+]
 __version__ = "0.1.0"

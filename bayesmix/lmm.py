@@ -1,0 +1,266 @@
+"""The profiled (RE)ML deviance of a linear mixed model: cross-products once, a blocked Cholesky per θ.
+
+The penalized least-squares system for ``[u; β; y]`` (Bates et al. 2015, JSS 67(1)) is
+factored in two blocks, as MixedModels.jl does:
+
+* block 1 is the first random-effects term (the one with most levels): its part of
+  ``Λ'Z'WZΛ + I`` is block diagonal (one k x k block per level; diagonal for scalar
+  terms), so its Cholesky factor costs O(levels k^3);
+* the rest — the other random-effects terms, then X, then y — is a dense Schur
+  complement, small in all but the largest problems.
+
+Everything that depends on the data alone (``Z'WZ``, ``Z'WX``, ``X'WX``, ``X'Wy``,
+``y'Wy``) is computed once in :class:`CrossProducts`; each deviance evaluation only
+rescales those by θ and factors the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+
+from bayesmix.terms import RandomEffectsTerm
+
+
+@dataclass
+class CrossProducts:
+    """``[Z X y]' W [Z X y]`` in the blocks the factorization uses.
+
+    Built from sums over observations only, so data arriving in chunks can be
+    accumulated with :meth:`__add__` and give the same result.
+    """
+
+    a11: np.ndarray  # (levels1, k1, k1): first term's diagonal blocks of Z1'WZ1
+    a_x1: np.ndarray  # (p+1, levels1, k1): [X y]'WZ1
+    a_r1: sp.csr_matrix | np.ndarray  # (q2, q1): Zrest'WZ1, dense when small
+    a_rr: np.ndarray  # (q2, q2): Zrest'WZrest, dense
+    a_xr: np.ndarray  # (p+1, q2): [X y]'WZrest
+    a_xx: np.ndarray  # (p+1, p+1): [X y]'W[X y]
+    n: int
+    sum_log_weights: float
+
+    @classmethod
+    def from_data(cls, terms, X, y, weights) -> CrossProducts:
+        first, rest = terms[0], terms[1:]
+        w = np.asarray(weights, dtype=float)
+        xy = np.column_stack([X, y])
+        J1 = first.indicator()
+        z1 = first.columns
+        k1 = first.k
+        a11 = (J1 @ (w[:, None, None] * z1[:, :, None] * z1[:, None, :]).reshape(len(w), -1)).reshape(-1, k1, k1)
+        wxz = (w[:, None, None] * xy[:, :, None] * z1[:, None, :]).reshape(len(w), -1)
+        a_x1 = (J1 @ wxz).reshape(first.nlevels, xy.shape[1], k1).transpose(1, 0, 2)
+        if rest:
+            z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr")
+            wz_rest = sp.diags(w) @ z_rest
+            a_r1 = (wz_rest.T @ first.z_matrix()).tocsr()
+            if a_r1.shape[0] * a_r1.shape[1] <= _DENSE_LIMIT:
+                a_r1 = a_r1.toarray()  # small blocks: dense arithmetic beats sparse overhead
+            a_rr = (wz_rest.T @ z_rest).toarray()
+            a_xr = np.asarray((wz_rest.T @ xy).T)
+        else:
+            a_r1 = sp.csr_matrix((0, first.q))
+            a_rr = np.zeros((0, 0))
+            a_xr = np.zeros((xy.shape[1], 0))
+        a_xx = xy.T @ (w[:, None] * xy)
+        positive = w[w > 0]
+        return cls(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, int(len(positive)), float(np.log(positive).sum()))
+
+    def __add__(self, other: CrossProducts) -> CrossProducts:
+        return CrossProducts(
+            self.a11 + other.a11,
+            self.a_x1 + other.a_x1,
+            (self.a_r1 + other.a_r1).tocsr(),
+            self.a_rr + other.a_rr,
+            self.a_xr + other.a_xr,
+            self.a_xx + other.a_xx,
+            self.n + other.n,
+            self.sum_log_weights + other.sum_log_weights,
+        )
+
+
+@dataclass
+class Factorization:
+    """The blocked Cholesky factor of the augmented system at one θ."""
+
+    theta: np.ndarray
+    l1: np.ndarray  # (levels1, k1, k1) lower Cholesky blocks of block 1
+    m1: np.ndarray  # (levels1, k1, k1) = T1 L1^{-T}, maps block-1 rows into u-space
+    c_r: sp.csr_matrix  # (q2, q1) rest rows of L21
+    c_x: np.ndarray  # (p+1, q1) X and y rows of L21
+    l_s: np.ndarray  # lower Cholesky of the Schur complement over [u2, β, y]
+    lambda_rest: sp.csr_matrix
+    q2: int
+    p: int
+
+    @property
+    def ldL2(self) -> float:
+        """log det(L)^2 for the random-effects part, ``log|Λ'Z'WZΛ + I|``."""
+        d1 = np.diagonal(self.l1, axis1=1, axis2=2)
+        d2 = np.diag(self.l_s)[: self.q2]
+        return 2.0 * (np.log(d1).sum() + np.log(d2).sum())
+
+    @property
+    def ldRX2(self) -> float:
+        return 2.0 * np.log(np.diag(self.l_s)[self.q2 : self.q2 + self.p]).sum()
+
+    @property
+    def pwrss(self) -> float:
+        """Penalized weighted residual sum of squares, ``||W^½(y - Xβ - ZΛu)||² + ||u||²``."""
+        return float(self.l_s[-1, -1] ** 2)
+
+
+class ProfiledDeviance:
+    """``θ -> -2 log L`` (ML) or the REML criterion, profiled over β and σ."""
+
+    def __init__(self, terms: list[RandomEffectsTerm], X, y, weights, reml: bool, cross: CrossProducts | None = None):
+        self.terms = terms
+        self.reml = reml
+        self.p = X.shape[1]
+        self.cross = cross if cross is not None else CrossProducts.from_data(terms, X, y, weights)
+        self.q2 = self.cross.a_rr.shape[0]
+        self._slices = _theta_slices(terms)
+        rest = terms[1:]
+        self._rest_scalar = all(t.k == 1 for t in rest)
+        self._rest_nlevels = [t.nlevels for t in rest]
+        self.evaluations = 0
+
+    @property
+    def n(self) -> int:
+        return self.cross.n
+
+    def factorize(self, theta: np.ndarray) -> Factorization | None:
+        """The blocked Cholesky factor at θ, or None where the system is not positive definite."""
+        cp = self.cross
+        first = self.terms[0]
+        T1 = first.factor_matrix(theta[self._slices[0]])
+        k1 = first.k
+        if k1 == 1:
+            t = T1[0, 0]
+            d = t * t * cp.a11[:, 0, 0] + 1.0
+            l1 = np.sqrt(d)[:, None, None]
+            m1 = (t / l1[:, 0, 0])[:, None, None]
+        else:
+            d = np.einsum("ji,ljk,km->lim", T1, cp.a11, T1) + np.eye(k1)
+            try:
+                l1 = np.linalg.cholesky(d)
+            except np.linalg.LinAlgError:
+                return None
+            # m1_l = T1 L_l^{-T}: solve L_l X = T1' for X = L_l^{-1} T1', then transpose.
+            m1 = np.linalg.solve(l1, np.broadcast_to(T1.T, l1.shape)).transpose(0, 2, 1)
+        c_x = _times_block_diag(cp.a_x1, m1)
+        lam_r = self._lambda_rest(theta)
+        c_r = self._rest_rows(m1, lam_r) if self.q2 else None
+        s = self._schur(c_r, c_x, lam_r)
+        try:
+            l_s = la.cholesky(s, lower=True, overwrite_a=True, check_finite=False)
+        except la.LinAlgError:
+            return None
+        return Factorization(theta, l1, m1, c_r, c_x, l_s, lam_r, self.q2, self.p)
+
+    def _lambda_rest(self, theta):
+        if not self.q2:
+            return None
+        if self._rest_scalar:
+            return np.repeat([theta[s][0] for s in self._slices[1:]], self._rest_nlevels)
+        return sp.block_diag([t.lambda_matrix(theta[s]) for t, s in zip(self.terms[1:], self._slices[1:])], format="csr")
+
+    def _rest_rows(self, m1, lam_r):
+        """Rows of L21 for the other random effects: ``Λ_rest' Zrest'WZ1 Λ1 L1^{-T}``."""
+        a_r1 = self.cross.a_r1
+        k1 = m1.shape[1]
+        if isinstance(a_r1, np.ndarray):
+            c_r = _times_block_diag(a_r1.reshape(a_r1.shape[0], -1, k1), m1)
+        elif k1 == 1:
+            c_r = a_r1 @ sp.diags(m1[:, 0, 0])
+        else:
+            c_r = a_r1 @ sp.block_diag(list(m1), format="csr")
+        if isinstance(lam_r, np.ndarray):
+            return lam_r[:, None] * c_r if isinstance(c_r, np.ndarray) else sp.csr_matrix(sp.diags(lam_r) @ c_r)
+        return lam_r.T @ c_r if isinstance(c_r, np.ndarray) else sp.csr_matrix(lam_r.T @ c_r)
+
+    def _schur(self, c_r, c_x, lam_r) -> np.ndarray:
+        cp = self.cross
+        s_xx = cp.a_xx - c_x @ c_x.T
+        if not self.q2:
+            return s_xx
+        if isinstance(lam_r, np.ndarray):
+            s_rr = cp.a_rr * np.outer(lam_r, lam_r)
+            a_xr = cp.a_xr * lam_r[None, :]
+        else:
+            s_rr = np.asarray((lam_r.T @ (lam_r.T @ cp.a_rr).T).T)
+            a_xr = np.asarray((lam_r.T @ cp.a_xr.T).T)
+        crr = c_r @ c_r.T
+        s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
+        s_rr[np.diag_indices_from(s_rr)] += 1.0
+        s_xr = a_xr - np.asarray(c_r @ c_x.T).T
+        return np.block([[s_rr, s_xr.T], [s_xr, s_xx]])
+
+    def deviance_from(self, f: Factorization | None) -> float:
+        if f is None:
+            return np.inf
+        n, pwrss = self.n, f.pwrss
+        if pwrss <= 0:
+            return np.inf
+        if self.reml:
+            nmp = n - self.p
+            return f.ldL2 + f.ldRX2 + nmp * (1.0 + np.log(2.0 * np.pi * pwrss / nmp)) - self.cross.sum_log_weights
+        return f.ldL2 + n * (1.0 + np.log(2.0 * np.pi * pwrss / n)) - self.cross.sum_log_weights
+
+    def __call__(self, theta: np.ndarray) -> float:
+        self.evaluations += 1
+        return self.deviance_from(self.factorize(np.asarray(theta, dtype=float)))
+
+    # --- the solution at a given θ ----------------------------------------------------
+
+    def solve(self, f: Factorization) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed effects β and spherical random effects u (in Z's column order) at θ."""
+        q2, p = self.q2, self.p
+        l_top = f.l_s[:-1, :-1]
+        c_top = f.l_s[-1, :-1]
+        rest_beta = la.solve_triangular(l_top, c_top, lower=True, trans="T", check_finite=False)
+        u2, beta = rest_beta[:q2], rest_beta[q2 : q2 + p]
+        rhs1 = f.c_x[-1] - f.c_x[:-1].T @ beta
+        if q2:
+            rhs1 = rhs1 - f.c_r.T @ u2
+        k1 = f.l1.shape[1]
+        rhs1 = rhs1.reshape(-1, k1)
+        u1 = np.linalg.solve(f.l1.transpose(0, 2, 1), rhs1[:, :, None])[:, :, 0].ravel()
+        return beta, np.concatenate([u1, u2])
+
+    def fixef_covariance_unscaled(self, f: Factorization) -> np.ndarray:
+        """``(X'V⁻¹X)⁻¹ / σ²``: inverse of R_X'R_X."""
+        l_xx = f.l_s[self.q2 : self.q2 + self.p, self.q2 : self.q2 + self.p]
+        inv = la.solve_triangular(l_xx, np.eye(self.p), lower=True, check_finite=False)
+        return inv.T @ inv
+
+    def b_from_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``b = Λ(θ) u``, term by term."""
+        out, start = [], 0
+        for t, s in zip(self.terms, self._slices):
+            T = t.factor_matrix(theta[s])
+            block = u[start : start + t.q].reshape(t.nlevels, t.k)
+            out.append((block @ T.T).ravel())
+            start += t.q
+        return np.concatenate(out)
+
+
+_DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense
+
+
+def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:
+    """``a (rows, levels, k) @ blockdiag(m1)`` flattened to (rows, levels*k)."""
+    if m1.shape[1] == 1:
+        return a[:, :, 0] * m1[None, :, 0, 0]
+    return np.einsum("mla,lab->mlb", a, m1).reshape(a.shape[0], -1)
+
+
+def _theta_slices(terms) -> list[slice]:
+    out, start = [], 0
+    for t in terms:
+        out.append(slice(start, start + t.ntheta))
+        start += t.ntheta
+    return out

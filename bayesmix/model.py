@@ -1,0 +1,242 @@
+"""Compile a formula and data into one mixed model: response, X, random-effects terms, weights, offset.
+
+This is lme4's ``lFormula`` / ``glFormula`` stage: every check on the input happens
+here, before any fitting, and rows with missing values are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.design import DataError, Evaluator, as_factor, drop_rank_deficient, interaction_factor, is_categorical, model_matrix
+from bayesmix.formula import ParsedFormula, cbind_arguments, parse_formula
+from bayesmix.terms import RandomEffectsTerm, order_terms
+
+
+@dataclass
+class CompiledModel:
+    """Everything the estimation engines need, and what results need to explain themselves."""
+
+    formula: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixef_names: list[str]
+    terms: list[RandomEffectsTerm]
+    weights: np.ndarray  # prior weights (binomial: times the number of trials)
+    offset: np.ndarray
+    data: pd.DataFrame  # the rows used, original columns
+    n_dropped: int = 0
+    dropped_fixef: list[str] = field(default_factory=list)
+    weights_name: str | None = None
+    response_trials: np.ndarray | None = None  # binomial: trials per row (cbind or weights)
+    raw_weights: np.ndarray | None = None  # the prior weights as given (before trials)
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def ntheta(self) -> int:
+        return sum(t.ntheta for t in self.terms)
+
+    def theta_start(self) -> np.ndarray:
+        return np.concatenate([t.theta_start() for t in self.terms])
+
+    def theta_lower(self) -> np.ndarray:
+        return np.concatenate([t.theta_lower() for t in self.terms])
+
+    def theta_names(self) -> list[str]:
+        return [name for t in self.terms for name in t.theta_names()]
+
+    def split_theta(self, theta: np.ndarray) -> list[np.ndarray]:
+        out, start = [], 0
+        for t in self.terms:
+            out.append(theta[start : start + t.ntheta])
+            start += t.ntheta
+        return out
+
+
+def compile_model(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    weights=None,
+    offset=None,
+    binomial_response: bool = False,
+    check_levels_vs_nobs: bool = True,
+) -> CompiledModel:
+    """Parse, check and build the model's matrices (lme4's ``lFormula``)."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("data has no rows")
+    parsed = parse_formula(formula)
+    ev_all = Evaluator(data)
+    _check_names(parsed, ev_all, weights)
+
+    weights_name = weights if isinstance(weights, str) else ("weights" if weights is not None else None)
+    data, n_dropped = _drop_missing(parsed, data, ev_all, weights, offset)
+    if len(data) == 0:
+        raise DataError("no rows left after removing rows with missing values")
+    ev = Evaluator(data)
+
+    y, trials = _response(parsed.response, ev, binomial_response)
+    prior = _prior_weights(weights, data)
+    offset_vec = _offset(parsed, ev, offset, data)
+
+    fixed = model_matrix(parsed.fixed, ev)
+    X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    terms = order_terms([_random_term(spec, ev) for spec in parsed.random])
+    _check_terms(terms, len(y), check_levels_vs_nobs)
+
+    return CompiledModel(
+        formula=parsed,
+        y=y,
+        X=X,
+        fixef_names=names,
+        terms=terms,
+        weights=prior if trials is None else prior * trials,
+        offset=offset_vec,
+        data=data,
+        n_dropped=n_dropped,
+        dropped_fixef=dropped,
+        weights_name=weights_name,
+        response_trials=trials,
+        raw_weights=prior,
+    )
+
+
+def _check_names(parsed: ParsedFormula, ev: Evaluator, weights) -> None:
+    pieces = [parsed.response, parsed.fixed, *parsed.offsets]
+    for term in parsed.random:
+        pieces += [term.expr, term.group]
+    missing = []
+    for piece in pieces:
+        missing += [m for m in ev.unknown_names(piece) if m not in missing]
+    if isinstance(weights, str) and weights not in ev.data.columns:
+        missing.append(weights)
+    if missing:
+        cols = ", ".join(map(repr, ev.data.columns))
+        raise DataError(f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found in data (columns: {cols})")
+
+
+def _drop_missing(parsed, data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
+    text = " ".join([parsed.response, parsed.fixed, *parsed.offsets] + [f"{t.expr} {t.group}" for t in parsed.random])
+    used = ev.referenced_columns(text)
+    if isinstance(weights, str):
+        used.append(weights)
+    mask = ~data[used].isna().any(axis=1).to_numpy() if used else np.ones(len(data), bool)
+    for extra in (weights, offset):
+        if extra is not None and not isinstance(extra, str):
+            mask &= ~np.isnan(np.asarray(extra, dtype=float))
+    n_dropped = int((~mask).sum())
+    if n_dropped:
+        warnings.warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed", stacklevel=4)
+        data = data.loc[mask]
+        if weights is not None and not isinstance(weights, str):
+            data = data.assign(**{"(weights)": np.asarray(weights, dtype=float)[mask]})
+        if offset is not None and not isinstance(offset, str):
+            data = data.assign(**{"(offset)": np.asarray(offset, dtype=float)[mask]})
+    return data.reset_index(drop=True), n_dropped
+
+
+def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    pair = cbind_arguments(text)
+    if pair is not None:
+        if not binomial:
+            raise DataError("cbind(successes, failures) responses are for binomial glmer models")
+        succ = np.asarray(ev.evaluate(pair[0]), dtype=float)
+        fail = np.asarray(ev.evaluate(pair[1]), dtype=float)
+        if np.any(succ < 0) or np.any(fail < 0):
+            raise DataError(f"negative counts in the response {text}")
+        trials = succ + fail
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
+        return y, trials
+    values = ev.evaluate(text)
+    if is_categorical(values):
+        if not binomial:
+            raise DataError(f"the response {text!r} is not numeric (it is categorical)")
+        factor = as_factor(values, text)
+        # R's binomial(): the first level is failure, every other level success.
+        return (factor.codes != 0).astype(float), None
+    try:
+        y = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"the response {text!r} is not numeric") from exc
+    if y.ndim != 1:
+        raise DataError(f"the response {text!r} must be a single column")
+    return y, None
+
+
+def _prior_weights(weights, data: pd.DataFrame) -> np.ndarray:
+    if weights is None:
+        return np.ones(len(data))
+    w = data["(weights)"] if not isinstance(weights, str) and "(weights)" in data else (
+        data[weights] if isinstance(weights, str) else weights
+    )
+    w = np.asarray(w, dtype=float)
+    if w.shape != (len(data),):
+        raise DataError(f"weights has {w.size} values for {len(data)} rows")
+    if np.any(w < 0):
+        raise DataError("negative weights are not allowed")
+    return w
+
+
+def _offset(parsed: ParsedFormula, ev: Evaluator, offset, data: pd.DataFrame) -> np.ndarray:
+    total = np.zeros(len(data))
+    for text in parsed.offsets:
+        total = total + np.asarray(ev.evaluate(text), dtype=float)
+    if offset is not None:
+        if isinstance(offset, str):
+            total = total + np.asarray(ev.evaluate(offset), dtype=float)
+        else:
+            values = data["(offset)"] if "(offset)" in data else offset
+            values = np.asarray(values, dtype=float)
+            if values.shape != (len(data),):
+                raise DataError(f"offset has {values.size} values for {len(data)} rows")
+            total = total + values
+    return total
+
+
+def grouping_factor(group: str, ev: Evaluator):
+    """Evaluate a grouping factor; ``a:b`` is the interaction of factors, as R's ``:``."""
+    parts = [p.strip() for p in group.split(":")]
+    factors = [as_factor(ev.evaluate(p), p) for p in parts]
+    return factors[0] if len(factors) == 1 else interaction_factor(factors)
+
+
+def _random_term(spec, ev: Evaluator) -> RandomEffectsTerm:
+    factor = grouping_factor(spec.group, ev)
+    lhs = model_matrix(spec.expr, ev)
+    if lhs.matrix.shape[1] == 0:
+        raise DataError(f"random term ({spec.expr} | {spec.group}) has no columns")
+    return RandomEffectsTerm(spec.group, factor, lhs.matrix, tuple(lhs.names), spec.expr)
+
+
+def _check_terms(terms: list[RandomEffectsTerm], n: int, check_levels_vs_nobs: bool) -> None:
+    for t in terms:
+        if t.nlevels < 2:
+            raise DataError(
+                f"grouping factor {t.group!r} has a single level ({t.factor.levels[0]!r}); "
+                "grouping factors must have more than one sampled level"
+            )
+        if check_levels_vs_nobs and t.nlevels >= n:
+            raise DataError(
+                f"number of levels of grouping factor {t.group!r} ({t.nlevels}) must be less than the "
+                f"number of observations ({n}); the random effects and the residual variance are unidentifiable"
+            )
+        if check_levels_vs_nobs and t.q >= n:
+            raise DataError(
+                f"number of observations ({n}) <= number of random effects ({t.q}) for term "
+                f"({t.expr} | {t.group}); the random-effects parameters and the residual variance are "
+                "probably unidentifiable"
+            )

@@ -1,0 +1,347 @@
+"""Fitted-model objects: estimates, variance components, random effects, predictions, summaries."""
+
+from __future__ import annotations
+
+import html
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.design import Evaluator, model_matrix
+from bayesmix.formula import parse_formula
+from bayesmix.model import CompiledModel, grouping_factor
+
+
+class MixedModelResult:
+    """What lmer and glmer fits share: lme4's accessor names, as properties and methods.
+
+    ``theta`` holds lme4's relative Cholesky parameters, ``beta`` the fixed effects and
+    ``b`` the conditional modes of the random effects in Z's column order.
+    """
+
+    is_lmm = True
+    family_name = "gaussian"
+    link_name = "identity"
+
+    def __init__(self, compiled: CompiledModel, theta, beta, b, sigma, vcov_matrix, criterion_value, *, method: str,
+                 optimizer_messages=(), converged=True, data_name="df", nAGQ=1):
+        self.compiled = compiled
+        self._theta = np.asarray(theta, dtype=float)
+        self._beta = np.asarray(beta, dtype=float)
+        self.b = np.asarray(b, dtype=float)
+        self.sigma = float(sigma)
+        self._vcov = np.asarray(vcov_matrix, dtype=float)
+        self.criterion_value = float(criterion_value)
+        self.method = method
+        self.nAGQ = nAGQ
+        self.optimizer_messages = list(optimizer_messages)
+        self.converged = converged
+        self.data_name = data_name
+
+    # --- estimates ----------------------------------------------------------------------
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self._beta, index=self.compiled.fixef_names, name="fixef")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        names = self.compiled.fixef_names
+        return pd.DataFrame(self._vcov, index=names, columns=names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self._vcov)), index=self.compiled.fixef_names, name="Std. Error")
+
+    @property
+    def coef_table(self) -> pd.DataFrame:
+        est, se = self._beta, np.sqrt(np.diag(self._vcov))
+        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+
+    @property
+    def theta(self) -> pd.Series:
+        return pd.Series(self._theta, index=self.compiled.theta_names(), name="theta")
+
+    @property
+    def has_scale(self) -> bool:
+        return True
+
+    @property
+    def singular(self) -> bool:
+        """lme4's ``isSingular``: a diagonal θ on (or within 1e-4 of) its zero bound."""
+        lower = self.compiled.theta_lower()
+        return bool(np.any(self._theta[lower == 0] < 1e-4))
+
+    def term_covariances(self) -> list[np.ndarray]:
+        """Σ for each random-effects term: ``σ² T T'``."""
+        return [self.sigma**2 * (T @ T.T) for T in self._factors()]
+
+    def _factors(self):
+        return [t.factor_matrix(th) for t, th in zip(self.compiled.terms, self.compiled.split_theta(self._theta))]
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(m))``: variances, then covariances, per term."""
+        rows = []
+        for group, term, cov in zip(self.group_labels(), self.compiled.terms, self.term_covariances()):
+            sd = np.sqrt(np.diag(cov))
+            names = term.column_names
+            for i in range(term.k):
+                rows.append((group, names[i], "", cov[i, i], sd[i]))
+            for i in range(term.k):
+                for j in range(i + 1, term.k):
+                    corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((group, names[i], names[j], cov[i, j], corr))
+        if self.has_scale:
+            rows.append(("Residual", "", "", self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    def group_labels(self) -> list[str]:
+        """Group names made unique as R's ``make.unique`` does (``Subject``, ``Subject.1``)."""
+        seen: dict[str, int] = {}
+        out = []
+        for t in self.compiled.terms:
+            count = seen.get(t.group, 0)
+            out.append(t.group if count == 0 else f"{t.group}.{count}")
+            seen[t.group] = count + 1
+        return out
+
+    @property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes per grouping factor: levels by term columns."""
+        out: dict[str, pd.DataFrame] = {}
+        for term, block in zip(self.compiled.terms, self._b_blocks()):
+            frame = pd.DataFrame(block, index=pd.Index(term.factor.levels, name=term.group), columns=list(term.column_names))
+            out[term.group] = frame if term.group not in out else pd.concat([out[term.group], frame], axis=1)
+        return out
+
+    def _b_blocks(self):
+        start = 0
+        for term in self.compiled.terms:
+            yield self.b[start : start + term.q].reshape(term.nlevels, term.k)
+            start += term.q
+
+    @property
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """lme4's ``coef()``: fixed effects plus each level's random effects."""
+        out = {}
+        fe = self.fixef
+        for group, re in self.ranef.items():
+            frame = pd.DataFrame(np.repeat(fe.to_numpy()[None, :], len(re), axis=0), index=re.index, columns=fe.index)
+            for col in re.columns:
+                if col in frame:
+                    frame[col] = frame[col] + re[col]
+                else:
+                    frame[col] = re[col]
+            out[group] = frame
+        return out
+
+    # --- fit statistics -----------------------------------------------------------------
+
+    @property
+    def nobs(self) -> int:
+        return self.compiled.n
+
+    @property
+    def ngrps(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.compiled.terms:
+            out.setdefault(t.group, t.nlevels)
+        return out
+
+    @property
+    def n_dropped(self) -> int:
+        return self.compiled.n_dropped
+
+    @property
+    def df(self) -> int:
+        """Number of estimated parameters, as ``attr(logLik(m), "df")``."""
+        return self.compiled.p + self.compiled.ntheta + int(self.has_scale)
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion_value
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.df
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + self.df * np.log(self.nobs)
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.df
+
+    @property
+    def formula_display(self) -> str:
+        return self.compiled.formula.display
+
+    @property
+    def weights_name(self) -> str | None:
+        return self.compiled.weights_name
+
+    # --- fitted values, residuals, predictions ------------------------------------------
+
+    @cached_property
+    def _z_b(self) -> np.ndarray:
+        out = np.zeros(self.nobs)
+        for term, block in zip(self.compiled.terms, self._b_blocks()):
+            out += np.einsum("ij,ij->i", term.columns, block[term.factor.codes])
+        return out
+
+    def linear_predictor(self) -> np.ndarray:
+        return self.compiled.X @ self._beta + self._z_b + self.compiled.offset
+
+    def fitted(self) -> np.ndarray:
+        """Conditional fitted values on the response scale."""
+        return self.linear_predictor()
+
+    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, type: str = "response") -> np.ndarray:
+        """Predictions as lme4's ``predict``: ``re_form=None`` uses every random term,
+        ``re_form="~0"`` (or ``NA``) none, a formula of random terms just those.
+        Levels not seen in fitting get the population-level prediction.
+        """
+        wanted = self._terms_in(re_form)
+        if newdata is None:
+            eta = self.compiled.X @ self._beta + self.compiled.offset
+            for idx, (term, block) in enumerate(zip(self.compiled.terms, self._b_blocks())):
+                if idx in wanted:
+                    eta = eta + np.einsum("ij,ij->i", term.columns, block[term.factor.codes])
+        else:
+            eta = self._predict_new(newdata, wanted)
+        return self._inverse_link(eta) if type == "response" else eta
+
+    def _inverse_link(self, eta):
+        return eta
+
+    def _terms_in(self, re_form) -> set[int]:
+        terms = self.compiled.terms
+        if re_form is None:
+            return set(range(len(terms)))
+        if isinstance(re_form, float) and np.isnan(re_form) or str(re_form).replace(" ", "") in ("~0", "NA", "0"):
+            return set()
+        wanted = parse_formula("zzy " + str(re_form).strip() if str(re_form).strip().startswith("~") else "zzy ~ " + str(re_form)).random
+        keys = {(w.expr.replace(" ", ""), w.group) for w in wanted}
+        return {i for i, t in enumerate(terms) if (t.expr.replace(" ", ""), t.group) in keys}
+
+    def _predict_new(self, newdata: pd.DataFrame, wanted: set[int]) -> np.ndarray:
+        c = self.compiled
+        train = c.data
+        common = [col for col in train.columns if col in newdata.columns]
+        # Building on training + new rows reproduces the training coding of every factor.
+        stacked = pd.concat([train[common], newdata[common]], ignore_index=True)
+        for col in common:
+            if isinstance(train[col].dtype, pd.CategoricalDtype):
+                stacked[col] = pd.Categorical(stacked[col].astype(object), categories=train[col].cat.categories,
+                                              ordered=train[col].cat.ordered)
+        ev = Evaluator(stacked)
+        n_train = len(train)
+        fixed = model_matrix(c.formula.fixed, ev)
+        cols = [fixed.names.index(name) for name in c.fixef_names]
+        X_new = fixed.matrix[n_train:, cols]
+        eta = X_new @ self._beta
+        for text in c.formula.offsets:
+            eta = eta + np.asarray(ev.evaluate(text), dtype=float)[n_train:]
+        for idx, (term, block) in enumerate(zip(c.terms, self._b_blocks())):
+            if idx not in wanted:
+                continue
+            factor = grouping_factor(term.group, ev)
+            labels = np.asarray(factor.levels, dtype=object)[factor.codes[n_train:]]
+            position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
+            rows = np.array([position.get(lbl, -1) for lbl in labels])
+            z_new = model_matrix(term.expr, ev).matrix[n_train:]
+            contrib = np.einsum("ij,ij->i", z_new, block[np.maximum(rows, 0)])
+            eta = eta + np.where(rows >= 0, contrib, 0.0)  # unseen levels: population prediction
+        return eta
+
+    def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
+        y, mu = self.compiled.y, self.fitted()
+        if type == "response":
+            r = y - mu
+        elif type in ("pearson", "deviance", "working"):
+            r = (y - mu) * np.sqrt(self.compiled.weights)
+        else:
+            raise ValueError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        return r / self.sigma if scaled else r
+
+    @property
+    def scaled_residuals(self) -> np.ndarray:
+        return self.residuals(type="pearson", scaled=True)
+
+    # --- display ------------------------------------------------------------------------
+
+    def summary(self) -> str:
+        from bayesmix.printing import format_summary
+
+        return format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        kind = "lmer" if self.is_lmm else "glmer"
+        return f"<{kind} fit by {self.method}: {self.formula_display}, {self.nobs} obs>"
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + html.escape(self.summary()) + "</pre>"
+
+
+class LmerResult(MixedModelResult):
+    """A linear mixed model fitted by REML or ML (lme4's ``lmerMod``)."""
+
+    def __init__(self, *args, deviance_obj=None, factorization=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._deviance_obj = deviance_obj
+        self._factorization = factorization
+
+    @property
+    def REML(self) -> bool:
+        return self.method == "REML"
+
+    @property
+    def reml_criterion(self) -> float | None:
+        return self.criterion_value if self.REML else None
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood at the estimates (for a REML fit: the ML deviance at the REML θ, profiled over σ)."""
+        if not self.REML:
+            return self.criterion_value
+        f, dev = self._factorization, self._deviance_obj
+        n = dev.n
+        return f.ldL2 + n * (1.0 + np.log(2.0 * np.pi * f.pwrss / n)) - dev.cross.sum_log_weights
+
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional variances of the random effects given θ and β (lme4's ``condVar``).
+
+        Keyed by term (``group_labels()``), each an array (levels, k, k).
+        """
+        f, dev = self._factorization, self._deviance_obj
+        q1 = f.l1.shape[0] * f.l1.shape[1]
+        k1 = f.l1.shape[1]
+        l1_inv = np.linalg.inv(f.l1)  # (levels, k, k)
+        blocks_u1 = np.einsum("lji,ljk->lik", l1_inv, l1_inv)
+        out_u = []
+        if f.q2:
+            l_rr = f.l_s[: f.q2, : f.q2]
+            c_r = f.c_r.toarray() if hasattr(f.c_r, "toarray") else np.asarray(f.c_r)
+            c_r_l1inv = np.einsum("rla,lab->rlb", c_r.reshape(f.q2, -1, k1), l1_inv).reshape(f.q2, q1)
+            import scipy.linalg as la
+
+            w = la.solve_triangular(l_rr, c_r_l1inv, lower=True)
+            wb = w.reshape(f.q2, -1, k1)
+            blocks_u1 = blocks_u1 + np.einsum("rla,rlb->lab", wb, wb)
+            l_rr_inv = la.solve_triangular(l_rr, np.eye(f.q2), lower=True)
+            m_rr = l_rr_inv.T @ l_rr_inv
+            start = 0
+            for term in self.compiled.terms[1:]:
+                idx = start + np.arange(term.q).reshape(term.nlevels, term.k)
+                out_u.append(m_rr[idx[:, :, None], idx[:, None, :]])
+                start += term.q
+        return {
+            label: self.sigma**2 * np.einsum("ab,lbc,dc->lad", T, vu, T)
+            for label, T, vu in zip(self.group_labels(), self._factors(), [blocks_u1] + out_u)
+        }

@@ -1,0 +1,94 @@
+"""Random-effects terms: grouping codes, the term's model matrix, and its relative covariance factor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from bayesmix.design import Factor
+
+
+@dataclass(frozen=True)
+class RandomEffectsTerm:
+    """One ``(expr | group)`` term: ``b_g ~ N(0, sigma^2 T T')`` for each level g.
+
+    ``T`` is the k x k lower-triangular relative covariance factor; its non-zero entries,
+    column by column, are this term's slice of lme4's θ.  The term's columns of Z are
+    level-major, as lme4 orders them: level 1's k columns, then level 2's, ...
+    """
+
+    group: str  # the grouping factor as lme4 names it, e.g. "Subject", "cask:batch"
+    factor: Factor
+    columns: np.ndarray  # n x k model matrix of the term's left-hand side
+    column_names: tuple[str, ...]
+    expr: str  # the term's left-hand side as written
+
+    @property
+    def k(self) -> int:
+        return self.columns.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        return self.factor.nlevels
+
+    @property
+    def q(self) -> int:
+        return self.nlevels * self.k
+
+    @property
+    def ntheta(self) -> int:
+        return self.k * (self.k + 1) // 2
+
+    @property
+    def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of each θ in T: lower triangle, column-major (lme4's order)."""
+        cols, rows = np.triu_indices(self.k)  # transposed upper triangle = lower, column-major
+        return rows, cols
+
+    def theta_start(self) -> np.ndarray:
+        rows, cols = self.theta_rows_cols
+        return (rows == cols).astype(float)
+
+    def theta_lower(self) -> np.ndarray:
+        rows, cols = self.theta_rows_cols
+        return np.where(rows == cols, 0.0, -np.inf)
+
+    def theta_names(self) -> list[str]:
+        rows, cols = self.theta_rows_cols
+        names = []
+        for r, c in zip(rows, cols):
+            if r == c:
+                names.append(f"{self.group}.{self.column_names[r]}")
+            else:
+                names.append(f"{self.group}.{self.column_names[r]}.{self.column_names[c]}")
+        return names
+
+    def factor_matrix(self, theta: np.ndarray) -> np.ndarray:
+        """T(θ), the k x k lower-triangular relative covariance factor."""
+        T = np.zeros((self.k, self.k))
+        rows, cols = self.theta_rows_cols
+        T[rows, cols] = theta
+        return T
+
+    def indicator(self) -> sp.csr_matrix:
+        """Sparse nlevels x n matrix that sums observations into their level."""
+        n = len(self.factor.codes)
+        return sp.csr_matrix((np.ones(n), (self.factor.codes, np.arange(n))), shape=(self.nlevels, n))
+
+    def z_matrix(self) -> sp.csr_matrix:
+        """This term's columns of Z (n x q), sparse, level-major."""
+        n, k = self.columns.shape
+        rows = np.repeat(np.arange(n), k)
+        cols = (self.factor.codes[:, None] * k + np.arange(k)[None, :]).ravel()
+        return sp.csr_matrix((self.columns.ravel(), (rows, cols)), shape=(n, self.q))
+
+    def lambda_matrix(self, theta: np.ndarray) -> sp.csr_matrix:
+        """This term's block of Λ(θ): nlevels copies of T on the diagonal."""
+        return sp.kron(sp.identity(self.nlevels, format="csr"), sp.csr_matrix(self.factor_matrix(theta)), format="csr")
+
+
+def order_terms(terms: list[RandomEffectsTerm]) -> list[RandomEffectsTerm]:
+    """lme4's order: by decreasing number of levels, ties kept in formula order."""
+    return sorted(terms, key=lambda t: -t.nlevels)

@@ -1,6 +1,6 @@
 """bayesmix: lme4's lmer and glmer in Python, with the same model in PyMC one call away."""
 
-from bayesmix.api import ConvergenceWarning, SingularFitWarning, lmer
+from bayesmix.api import ConvergenceWarning, SingularFitWarning, glmer, lmer
 from bayesmix.datasets import list_datasets, load_dataset
 from bayesmix.design import DataError
 from bayesmix.formula import FormulaError
@@ -11,6 +11,7 @@ __all__ = [
     "FormulaError",
     "SingularFitWarning",
     "list_datasets",
+    "glmer",
     "lmer",
     "load_dataset",
 ]

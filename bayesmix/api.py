@@ -11,6 +11,7 @@ from bayesmix.lmm import ProfiledDeviance
 from bayesmix.model import compile_model
 from bayesmix.optimize import minimize_bounded
 from bayesmix.results import LmerResult
+from bayesmix.threads import blas_threads_for, dense_dimension
 
 
 class ConvergenceWarning(UserWarning):
@@ -29,7 +30,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     prior weights.  REML (the default, as in lme4) or ML by the profiled deviance.
     """
     compiled = compile_model(formula, data, weights=weights, offset=offset)
-    return fit_lmm(compiled, REML=REML, data_name=data_name)
+    with blas_threads_for(dense_dimension(compiled)):
+        return fit_lmm(compiled, REML=REML, data_name=data_name)
 
 
 def fit_lmm(compiled, REML: bool = True, data_name: str = "df") -> LmerResult:
@@ -64,3 +66,40 @@ def _check_fit(opt, compiled, theta) -> list[str]:
             messages.append("optimizer (L-BFGS-B) convergence code: 0 (OK)")
         messages.append("boundary (singular) fit: see help('isSingular')")
     return messages
+
+
+def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, offset=None, nAGQ: int = 1, *,
+          data_name: str = "df"):
+    """Fit a generalized linear mixed model as lme4's ``glmer``.
+
+    ``family`` is a name ("binomial", "poisson", "Gamma", "inverse.gaussian", "gaussian"),
+    an R-style string ("Gamma(log)") or a family object (``bm.families.Gamma(link="log")``).
+    Binomial responses may be 0/1 (or a two-level factor), ``cbind(successes, failures)``,
+    or proportions with ``weights=`` trials.  ``nAGQ=1`` (default) is the Laplace
+    approximation; ``nAGQ=0`` optimizes θ only (β from PIRLS); ``nAGQ>1`` is adaptive
+    Gauss-Hermite quadrature, available for a single scalar random-effects term.
+    """
+    from bayesmix.families import get_family
+    from bayesmix.glmm import fit_glmm
+    from bayesmix.results import GlmerResult
+
+    fam = get_family(family)
+    if not isinstance(nAGQ, int | np.integer) or nAGQ < 0:
+        raise ValueError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
+    compiled = compile_model(formula, data, weights=weights, offset=offset,
+                             binomial_response=fam.name == "binomial", check_levels_vs_nobs=False)
+    if nAGQ > 1 and (len(compiled.terms) != 1 or compiled.terms[0].k != 1):
+        raise ValueError(
+            f"nAGQ = {nAGQ} > 1 is only available for models with a single, scalar random-effects term; "
+            f"this model has {', '.join(f'({t.expr} | {t.group})' for t in compiled.terms)}. Use nAGQ=1 (Laplace)."
+        )
+    fam.check_response(compiled.y, compiled.weights)
+    with blas_threads_for(dense_dimension(compiled)):
+        fit = fit_glmm(compiled, fam, nAGQ=int(nAGQ))
+    for message in fit.messages:
+        warnings.warn(message, ConvergenceWarning, stacklevel=2)
+    result = GlmerResult.from_fit(compiled, fam, fit, data_name=data_name)
+    if result.singular:
+        warnings.warn("boundary (singular) fit: see help('isSingular')", SingularFitWarning, stacklevel=2)
+        result.optimizer_messages.append("boundary (singular) fit: see help('isSingular')")
+    return result

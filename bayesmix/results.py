@@ -345,3 +345,97 @@ class LmerResult(MixedModelResult):
             label: self.sigma**2 * np.einsum("ab,lbc,dc->lad", T, vu, T)
             for label, T, vu in zip(self.group_labels(), self._factors(), [blocks_u1] + out_u)
         }
+
+
+class GlmerResult(MixedModelResult):
+    """A generalized linear mixed model fitted by Laplace or adaptive Gauss-Hermite quadrature (lme4's ``glmerMod``)."""
+
+    is_lmm = False
+
+    def __init__(self, *args, family=None, fit=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.family = family
+        self._fit = fit
+
+    @classmethod
+    def from_fit(cls, compiled, family, fit, data_name="df"):
+        sigma = 1.0
+        if family.has_scale:
+            # lme4's sigmaML for GLMMs: sqrt(pwrss / n), pwrss = Pearson RSS + ||u||^2
+            state = fit.state
+            pearson = (compiled.y - state.mu) ** 2 * compiled.weights / family.variance(state.mu)
+            sigma = float(np.sqrt((pearson.sum() + state.u @ state.u) / compiled.n))
+        b = _b_from_u(compiled.terms, fit.theta, fit.state.u)
+        method = "Laplace" if fit.objective.nAGQ == 1 else "AGQ"
+        return cls(compiled, fit.theta, fit.beta, b, sigma, fit.vcov, fit.criterion, method=method,
+                   optimizer_messages=list(fit.messages), converged=fit.converged, data_name=data_name,
+                   nAGQ=fit.objective.nAGQ, family=family, fit=fit)
+
+    @property
+    def family_name(self) -> str:
+        return self.family.name
+
+    @property
+    def link_name(self) -> str:
+        return self.family.link.name
+
+    @property
+    def has_scale(self) -> bool:
+        return bool(self.family.has_scale)
+
+    def term_covariances(self) -> list[np.ndarray]:
+        scale2 = self.sigma**2 if self.has_scale else 1.0
+        return [scale2 * (T @ T.T) for T in self._factors()]
+
+    @property
+    def coef_table(self) -> pd.DataFrame:
+        from scipy.stats import norm
+
+        est, se = self._beta, np.sqrt(np.diag(self._vcov))
+        stat = est / se
+        label = "t value" if self.has_scale else "z value"
+        return pd.DataFrame({"Estimate": est, "Std. Error": se, label: stat, "Pr(>|z|)": 2 * norm.sf(np.abs(stat))},
+                            index=self.compiled.fixef_names)
+
+    @property
+    def deviance(self) -> float:
+        """lme4's ``deviance()`` for a GLMM: the conditional deviance, the sum of squared deviance residuals."""
+        return float(np.sum(self.residuals(type="deviance") ** 2))
+
+    @property
+    def vcov_source(self) -> str:
+        """"hessian" (lme4's default, from the finite-difference Hessian in θ and β) or "RX"."""
+        return self._fit.vcov_source
+
+    def vcov_rx(self) -> pd.DataFrame:
+        """The Cholesky-based covariance of β (lme4's ``vcov(m, use.hessian = FALSE)``)."""
+        from bayesmix.glmm import rx_vcov
+
+        v = rx_vcov(self._fit.objective, self._fit.state) * (self.sigma**2 if self.has_scale else 1.0)
+        return pd.DataFrame(v, index=self.compiled.fixef_names, columns=self.compiled.fixef_names)
+
+    def _inverse_link(self, eta):
+        return self.family.link.linkinv(eta)
+
+    def fitted(self) -> np.ndarray:
+        return self.family.link.linkinv(self.linear_predictor())
+
+    def residuals(self, type: str = "deviance", scaled: bool = False) -> np.ndarray:
+        y, mu, wt = self.compiled.y, self.fitted(), self.compiled.weights
+        if type == "response":
+            r = y - mu
+        elif type == "pearson":
+            r = (y - mu) * np.sqrt(wt) / np.sqrt(self.family.variance(mu))
+        elif type == "deviance":
+            r = np.sign(y - mu) * np.sqrt(np.maximum(self.family.dev_resids(y, mu, wt), 0.0))
+        elif type == "working":
+            r = (y - mu) / self.family.link.mu_eta(self.linear_predictor())
+        else:
+            raise ValueError(f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or 'working'")
+        return r / self.sigma if scaled else r
+
+
+def _b_from_u(terms, theta, u):
+    from bayesmix.glmm import b_from_u
+
+    return b_from_u(terms, theta, u)

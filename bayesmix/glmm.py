@@ -1,0 +1,348 @@
+"""Generalized linear mixed models: PIRLS for the conditional modes, the Laplace and adaptive Gauss-Hermite objectives.
+
+As lme4's ``glmer``: penalized iteratively reweighted least squares (PIRLS, with step
+halving) finds the conditional modes u* for given θ (and β); the Laplace approximation
+to -2 log L is ``log|L|² + ||u*||² + family aic`` (the aic carrying the family's
+normalizing constants); nAGQ > 1 replaces it by adaptive Gauss-Hermite quadrature for
+a single scalar random-effects term.  Every weighted least-squares solve reuses the
+blocked Cholesky of :mod:`bayesmix.lmm`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import norm
+
+from bayesmix.lmm import CrossProducts, ProfiledDeviance
+from bayesmix.optimize import minimize_bounded
+
+
+class PirlsError(RuntimeError):
+    """PIRLS could not find the conditional modes."""
+
+
+@dataclass
+class PirlsState:
+    """The conditional modes at one (θ, β) and everything the objectives need there."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    u: np.ndarray
+    eta: np.ndarray
+    mu: np.ndarray
+    working_weights: np.ndarray
+    factorization: object
+    deviance_obj: ProfiledDeviance
+    pdev: float  # sum of deviance residuals + ||u||^2
+
+
+class WeightedSystem:
+    """The data structures of the weighted least-squares problem, built once per model.
+
+    Only the working weights change between PIRLS iterations, so Z's sparse blocks, the
+    level indicators and X are kept and the cross-products recomputed from them.
+    """
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.terms = compiled.terms
+        first = self.terms[0]
+        self.z1 = first.columns
+        self.k1 = first.k
+        self.J1 = first.indicator()
+        self.Z1 = first.z_matrix()
+        rest = self.terms[1:]
+        self.Z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr") if rest else None
+        self.Z_full = sp.hstack([t.z_matrix() for t in self.terms], format="csr")
+
+    def cross(self, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> CrossProducts:
+        n = len(w)
+        xy = np.column_stack([X, response])
+        k1 = self.k1
+        z1 = self.z1
+        a11 = (self.J1 @ (w[:, None, None] * z1[:, :, None] * z1[:, None, :]).reshape(n, -1)).reshape(-1, k1, k1)
+        wxz = (w[:, None, None] * xy[:, :, None] * z1[:, None, :]).reshape(n, -1)
+        a_x1 = (self.J1 @ wxz).reshape(-1, xy.shape[1], k1).transpose(1, 0, 2)
+        if self.Z_rest is not None:
+            wz = self.Z_rest.multiply(w[:, None]).tocsr()
+            a_r1 = (wz.T @ self.Z1).tocsr()
+            if a_r1.shape[0] * a_r1.shape[1] <= 250_000:
+                a_r1 = a_r1.toarray()
+            a_rr = (wz.T @ self.Z_rest).toarray()
+            a_xr = np.asarray(wz.T @ xy).T
+        else:
+            a_r1 = sp.csr_matrix((0, self.terms[0].q))
+            a_rr = np.zeros((0, 0))
+            a_xr = np.zeros((xy.shape[1], 0))
+        a_xx = xy.T @ (w[:, None] * xy)
+        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0)
+
+    def z_lambda_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``Z Λ(θ) u``: the random effects' contribution to the linear predictor."""
+        return self.Z_full @ b_from_u(self.terms, theta, u)
+
+
+class GlmmObjective:
+    """The Laplace (or AGQ) deviance as a function of θ (nAGQ = 0) or of (θ, β)."""
+
+    def __init__(self, compiled, family, nAGQ: int = 1, tol: float = 1e-12, maxit: int = 60):
+        self.compiled = compiled
+        self.family = family
+        self.nAGQ = nAGQ
+        self.system = WeightedSystem(compiled)
+        self.tol = tol
+        self.maxit = maxit
+        y, wt = compiled.y, compiled.weights
+        self.y = y
+        self.prior_weights = wt
+        # R's binomial family: n (trials) is 1 for proportions given with weights, or cbind counts.
+        self.n_trials = compiled.response_trials if compiled.response_trials is not None else np.ones_like(y)
+        self.eta_start = family.link.linkfun(family.initialize(y, wt)[2])
+        self._u_warm = np.zeros(sum(t.q for t in compiled.terms))
+        self._beta_warm = None
+        self.ntheta = compiled.ntheta
+        self.p = compiled.p
+        if nAGQ > 1:
+            self.gh_z, self.gh_w, self.gh_ldnorm = gauss_hermite_rule(nAGQ)
+
+    # --- PIRLS ------------------------------------------------------------------------
+
+    def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None, u0: np.ndarray | None = None) -> PirlsState:
+        """Conditional modes of u (and of β too when ``beta`` is None: lme4's nAGQ = 0 step)."""
+        fam, c = self.family, self.compiled
+        u_only = beta is not None
+        X = c.X
+        offset = c.offset
+        u = self._u_warm.copy() if u0 is None else u0.copy()
+        if u_only:
+            eta = offset + X @ beta + self.system.z_lambda_u(theta, u)
+        elif self._beta_warm is not None:
+            beta = self._beta_warm.copy()
+            eta = offset + X @ beta + self.system.z_lambda_u(theta, u)
+        else:
+            eta = self.eta_start.copy()
+            u = np.zeros_like(u)
+            beta = np.zeros(self.p)
+        mu = fam.link.linkinv(eta)
+        old_pdev = np.inf
+        for _ in range(self.maxit):
+            mu_eta = fam.link.mu_eta(eta)
+            w = self.prior_weights * mu_eta**2 / fam.variance(mu)
+            z = eta - offset + (self.y - mu) / mu_eta
+            if u_only:
+                X_used, response = np.zeros((c.n, 0)), z - X @ beta
+            else:
+                X_used, response = X, z
+            dev = self._deviance(X_used, self.system.cross(w, X_used, response))
+            f = dev.factorize(theta)
+            if f is None:
+                raise PirlsError("the weighted least-squares system is not positive definite")
+            beta_new, u_new = dev.solve(f)
+            if u_only:
+                beta_new = beta
+            pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(theta, dev, u, beta, u_new, beta_new, old_pdev)
+            converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and np.max(np.abs(u_new - u), initial=0) < 1e-9
+            u, beta, eta, mu, old_pdev = u_new, beta_new, eta_new, mu_new, pdev
+            if converged:
+                break
+        else:
+            raise PirlsError(
+                f"PIRLS did not converge in {self.maxit} iterations at theta = {np.round(theta, 6).tolist()}; "
+                "try rescaling covariates, a different link, or nAGQ=0"
+            )
+        # the factorization with the weights at the final modes (lme4's L at convergence)
+        mu_eta = fam.link.mu_eta(eta)
+        w = self.prior_weights * mu_eta**2 / fam.variance(mu)
+        z = eta - offset + (self.y - mu) / mu_eta
+        X_used = np.zeros((c.n, 0)) if u_only else X
+        response = z - X @ beta if u_only else z
+        dev = self._deviance(X_used, self.system.cross(w, X_used, response))
+        f = dev.factorize(theta)
+        self._u_warm = u
+        if not u_only:
+            self._beta_warm = beta
+        return PirlsState(theta, beta, u, eta, mu, w, f, dev, old_pdev)
+
+    def _halve_steps(self, theta, dev, u, beta, u_new, beta_new, old_pdev):
+        """Step halving (lme4's pwrssUpdate): shrink the step until the penalized deviance drops."""
+        for _ in range(12):
+            eta = self.compiled.offset + self.compiled.X @ beta_new + self.system.z_lambda_u(theta, u_new)
+            mu = self.family.link.linkinv(eta)
+            pdev = float(self.family.dev_resids(self.y, mu, self.prior_weights).sum() + u_new @ u_new)
+            if np.isfinite(pdev) and pdev <= old_pdev + 1e-10 * abs(old_pdev if np.isfinite(old_pdev) else 0):
+                return pdev, eta, mu, u_new, beta_new
+            u_new = 0.5 * (u + u_new)
+            beta_new = 0.5 * (beta + beta_new)
+        raise PirlsError("PIRLS step-halvings failed to reduce the deviance; try rescaling covariates or nAGQ=0")
+
+    def _deviance(self, X_used, cross: CrossProducts) -> ProfiledDeviance:
+        return ProfiledDeviance(self.compiled.terms, X_used, None, None, reml=False, cross=cross)
+
+    # --- objectives -------------------------------------------------------------------
+
+    def laplace(self, state: PirlsState) -> float:
+        fam = self.family
+        dev = fam.dev_resids(self.y, state.mu, self.prior_weights).sum()
+        aic = fam.aic(self.y, self.n_trials, state.mu, self.prior_weights, dev)
+        return float(state.factorization.ldL2 + state.u @ state.u + aic)
+
+    def agq(self, state: PirlsState) -> float:
+        """lme4's glmerAGQ: per-level quadrature around the conditional modes (one scalar term)."""
+        fam = self.family
+        term = self.compiled.terms[0]
+        codes = term.factor.codes
+        nl = term.nlevels
+        f = state.factorization
+        sd = 1.0 / f.l1[:, 0, 0]
+        devc0 = np.bincount(codes, fam.dev_resids(self.y, state.mu, self.prior_weights), minlength=nl) + state.u**2
+        mult = np.zeros(nl)
+        base = self.compiled.offset + self.compiled.X @ state.beta
+        lam = state.theta[0]
+        for z, w, ldn in zip(self.gh_z, self.gh_w, self.gh_ldnorm):
+            if z == 0:
+                mult += w
+                continue
+            uk = state.u + z * sd
+            mu_k = fam.link.linkinv(base + term.columns[:, 0] * lam * uk[codes])
+            devc = np.bincount(codes, fam.dev_resids(self.y, mu_k, self.prior_weights), minlength=nl) + uk**2
+            mult += np.exp(-0.5 * (devc - devc0) - ldn) * w
+        return float(devc0.sum() + f.ldL2 - 2.0 * np.log(mult).sum())
+
+    def objective(self, state: PirlsState) -> float:
+        return self.agq(state) if self.nAGQ > 1 else self.laplace(state)
+
+    def theta_only(self, theta: np.ndarray) -> float:
+        """nAGQ = 0: β from PIRLS together with u."""
+        try:
+            return self.laplace(self.pirls(np.asarray(theta, dtype=float)))
+        except PirlsError:
+            return np.inf
+
+    def theta_beta(self, par: np.ndarray) -> float:
+        par = np.asarray(par, dtype=float)
+        try:
+            return self.objective(self.pirls(par[: self.ntheta], par[self.ntheta :]))
+        except PirlsError:
+            return np.inf
+
+
+def b_from_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``b = Λ(θ) u``, term by term (u in Z's level-major column order)."""
+    out, t0, u0 = [], 0, 0
+    for term in terms:
+        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
+        out.append((u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T).ravel())
+        t0 += term.ntheta
+        u0 += term.q
+    return np.concatenate(out)
+
+
+def gauss_hermite_rule(n: int):
+    """lme4's GHrule: nodes z, weights w for the N(0, 1) density (summing to 1), and log φ(z)."""
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / np.sqrt(2.0 * np.pi)
+    z[np.abs(z) < 1e-12] = 0.0
+    return z, w, norm.logpdf(z)
+
+
+# --- fitting ------------------------------------------------------------------------------
+
+
+@dataclass
+class GlmmFit:
+    theta: np.ndarray
+    beta: np.ndarray
+    state: PirlsState
+    criterion: float
+    vcov: np.ndarray
+    vcov_source: str
+    converged: bool
+    messages: list[str]
+    objective: GlmmObjective
+
+
+def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
+    """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together."""
+    obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
+    lower_theta = compiled.theta_lower()
+    stage1 = minimize_bounded(obj.theta_only, compiled.theta_start(), lower_theta)
+    state0 = obj.pirls(stage1.x)
+    messages = []
+    if nAGQ == 0:
+        theta, beta, state, crit = stage1.x, state0.beta, state0, stage1.fun
+        converged = stage1.converged
+        hess = None
+    else:
+        # optimize (θ, β) with β whitened by its stage-1 covariance, so every direction has unit scale
+        unscaled = state0.deviance_obj.fixef_covariance_unscaled(state0.factorization)
+        scale = np.linalg.cholesky(unscaled + 1e-12 * np.eye(len(unscaled)) * np.trace(unscaled))
+        beta0 = state0.beta
+
+        def whitened(par):
+            return obj.theta_beta(np.concatenate([par[: obj.ntheta], beta0 + scale @ par[obj.ntheta :]]))
+
+        x0 = np.concatenate([stage1.x, np.zeros(obj.p)])
+        lower = np.concatenate([lower_theta, np.full(obj.p, -np.inf)])
+        stage2 = minimize_bounded(whitened, x0, lower)
+        theta = stage2.x[: obj.ntheta]
+        beta = beta0 + scale @ stage2.x[obj.ntheta :]
+        state = obj.pirls(theta, beta)
+        crit = obj.objective(state)
+        converged = stage2.converged
+        hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
+    vcov, source = _glmm_vcov(obj, state, hess)
+    if source != "hessian" and nAGQ > 0:
+        warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
+                      "falling back to the one estimated from RX", stacklevel=3)
+    if not converged:
+        messages.append("optimizer (L-BFGS-B) convergence code: 1 (did not converge)")
+    return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj)
+
+
+def _hessian(fun, x, lower, rel_step: float = 1e-4) -> np.ndarray | None:
+    """Central-difference Hessian of ``fun`` at ``x`` (lme4's deriv12, delta = 1e-4)."""
+    m = len(x)
+    h = np.full(m, rel_step)
+    f0 = fun(x)
+    H = np.zeros((m, m))
+    fp, fm = np.zeros(m), np.zeros(m)
+    for a in range(m):
+        e = np.zeros(m)
+        e[a] = h[a]
+        fp[a], fm[a] = fun(x + e), fun(x - e)
+        H[a, a] = (fp[a] - 2 * f0 + fm[a]) / h[a] ** 2
+    for a in range(m):
+        for b in range(a):
+            e = np.zeros(m)
+            e[a], e[b] = h[a], h[b]
+            fpp, fmm = fun(x + e), fun(x - e)
+            H[a, b] = H[b, a] = (fpp + fmm - 2 * f0 - h[a] ** 2 * H[a, a] - h[b] ** 2 * H[b, b]) / (2 * h[a] * h[b])
+    return H if np.all(np.isfinite(H)) else None
+
+
+def _glmm_vcov(obj: GlmmObjective, state: PirlsState, hess) -> tuple[np.ndarray, str]:
+    """lme4's vcov.merMod for GLMMs: ``2 H⁻¹`` restricted to β, else the RX-based one."""
+    ntheta = obj.ntheta
+    if hess is not None:
+        try:
+            v = 2.0 * np.linalg.inv(hess)[ntheta:, ntheta:]
+            v = 0.5 * (v + v.T)
+            if np.all(np.isfinite(v)) and np.linalg.eigvalsh(v).min() > 0:
+                return v, "hessian"
+        except np.linalg.LinAlgError:
+            pass
+    return rx_vcov(obj, state), "RX"
+
+
+def rx_vcov(obj: GlmmObjective, state: PirlsState) -> np.ndarray:
+    """The Cholesky-based covariance ``(R_X'R_X)⁻¹`` from the joint (u, β) system at the estimates."""
+    fam, c = obj.family, obj.compiled
+    mu_eta = fam.link.mu_eta(state.eta)
+    w = obj.prior_weights * mu_eta**2 / fam.variance(state.mu)
+    z = state.eta - c.offset + (obj.y - state.mu) / mu_eta
+    dev = obj._deviance(c.X, obj.system.cross(w, c.X, z))
+    return dev.fixef_covariance_unscaled(dev.factorize(state.theta))

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from bayesmix.lmm import CrossProducts, ProfiledDeviance
+from bayesmix.lmm import _DENSE_LIMIT, CrossProducts, GramPattern, ProfiledDeviance
 from bayesmix.optimize import minimize_bounded
 
 
@@ -43,8 +43,9 @@ class PirlsState:
 class WeightedSystem:
     """The data structures of the weighted least-squares problem, built once per model.
 
-    Only the working weights change between PIRLS iterations, so Z's sparse blocks, the
-    level indicators and X are kept and the cross-products recomputed from them.
+    Only the working weights change between PIRLS iterations, so every cross-product is
+    a weighted sum over observations into a fixed pattern: ``np.bincount`` over index
+    arrays computed here once, rather than sparse products rebuilt each iteration.
     """
 
     def __init__(self, compiled):
@@ -53,36 +54,93 @@ class WeightedSystem:
         first = self.terms[0]
         self.z1 = first.columns
         self.k1 = first.k
+        self.nlevels1 = first.nlevels
+        self.codes1 = first.factor.codes
         self.J1 = first.indicator()
-        self.Z1 = first.z_matrix()
-        rest = self.terms[1:]
-        self.Z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr") if rest else None
+        self.z1_outer = (self.z1[:, :, None] * self.z1[:, None, :]).reshape(len(self.z1), -1)
         self.Z_full = sp.hstack([t.z_matrix() for t in self.terms], format="csr")
+        self.all_scalar = all(t.k == 1 for t in self.terms)
+        self.nlevels = [t.nlevels for t in self.terms]
+        rest = self.terms[1:]
+        self.q2 = sum(t.q for t in rest)
+        if rest:
+            self._init_rest(rest, first)
+
+    def _init_rest(self, rest, first):
+        """Index arrays of Zrest'WZrest, Zrest'WZ1 (dense, or CSR on a fixed pattern) per observation."""
+        q1, q2, n = first.q, self.q2, len(self.codes1)
+        cols, vals, offset = [], [], 0
+        for t in rest:
+            cols.append(t.factor.codes[:, None] * t.k + np.arange(t.k) + offset)
+            vals.append(t.columns)
+            offset += t.q
+        rest_cols, rest_vals = np.hstack(cols), np.hstack(vals)  # (n, m): each row's entries of Zrest
+        self.rr_index = (rest_cols[:, :, None] * q2 + rest_cols[:, None, :]).reshape(n, -1)
+        self.rr_vals = (rest_vals[:, :, None] * rest_vals[:, None, :]).reshape(n, -1)
+        first_cols = self.codes1[:, None] * self.k1 + np.arange(self.k1)
+        r1_key = (rest_cols[:, :, None] * q1 + first_cols[:, None, :]).reshape(n, -1)
+        self.r1_vals = (rest_vals[:, :, None] * self.z1[:, None, :]).reshape(n, -1)
+        self.r1_dense = q1 * q2 <= _DENSE_LIMIT
+        if self.r1_dense:
+            self.r1_index = r1_key
+        else:  # fixed sparsity pattern, CSR order (keys sort row-major)
+            keys, self.r1_index = np.unique(r1_key.ravel(), return_inverse=True)
+            self.r1_index = self.r1_index.reshape(n, -1)
+            self.r1_indices = (keys % q1).astype(np.int32)
+            self.r1_indptr = np.searchsorted(keys // q1, np.arange(q2 + 1)).astype(np.int32)
+            self.r1_nnz = len(keys)
+        self.r1_pattern = None
+        if not self.r1_dense:
+            probe = sp.csr_matrix((np.ones(self.r1_nnz), self.r1_indices, self.r1_indptr), shape=(q2, q1))
+            self.r1_pattern = GramPattern.from_csr(probe)
+        elif self.k1 == 1:
+            keys = np.unique(r1_key.ravel())
+            probe = sp.csr_matrix((np.ones(len(keys)), (keys // q1, keys % q1)), shape=(q2, q1))
+            pattern = GramPattern.from_csr(probe)
+            if pattern.worthwhile(q1):  # sparse enough: store on the pattern instead of densely
+                self.r1_dense = False
+                self.r1_index = np.searchsorted(keys, r1_key)
+                self.r1_indices, self.r1_indptr, self.r1_nnz = probe.indices, probe.indptr, len(keys)
+                self.r1_pattern = pattern
+        self.Zrest_T = sp.hstack([t.z_matrix() for t in rest], format="csr").T.tocsr()
 
     def cross(self, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> CrossProducts:
-        n = len(w)
+        n, k1, nl = len(w), self.k1, self.nlevels1
         xy = np.column_stack([X, response])
-        k1 = self.k1
-        z1 = self.z1
-        a11 = (self.J1 @ (w[:, None, None] * z1[:, :, None] * z1[:, None, :]).reshape(n, -1)).reshape(-1, k1, k1)
-        wxz = (w[:, None, None] * xy[:, :, None] * z1[:, None, :]).reshape(n, -1)
-        a_x1 = (self.J1 @ wxz).reshape(-1, xy.shape[1], k1).transpose(1, 0, 2)
-        if self.Z_rest is not None:
-            wz = self.Z_rest.multiply(w[:, None]).tocsr()
-            a_r1 = (wz.T @ self.Z1).tocsr()
-            if a_r1.shape[0] * a_r1.shape[1] <= 250_000:
-                a_r1 = a_r1.toarray()
-            a_rr = (wz.T @ self.Z_rest).toarray()
-            a_xr = np.asarray(wz.T @ xy).T
+        wxy = w[:, None] * xy
+        if k1 == 1:
+            a11 = np.bincount(self.codes1, w * self.z1_outer[:, 0], minlength=nl).reshape(nl, 1, 1)
+        else:
+            a11 = (self.J1 @ (w[:, None] * self.z1_outer)).reshape(nl, k1, k1)
+        wxz = (wxy[:, :, None] * self.z1[:, None, :]).reshape(n, -1)
+        a_x1 = (self.J1 @ wxz).reshape(nl, xy.shape[1], k1).transpose(1, 0, 2)
+        q2 = self.q2
+        if q2:
+            a_rr = np.bincount(self.rr_index.ravel(), (w[:, None] * self.rr_vals).ravel(), minlength=q2 * q2)
+            a_rr = a_rr.reshape(q2, q2)
+            r1 = (w[:, None] * self.r1_vals).ravel()
+            if self.r1_dense:
+                a_r1 = np.bincount(self.r1_index.ravel(), r1, minlength=q2 * self.q1).reshape(q2, self.q1)
+            else:
+                data = np.bincount(self.r1_index.ravel(), r1, minlength=self.r1_nnz)
+                a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
+            a_xr = np.asarray(self.Zrest_T @ wxy).T
         else:
             a_r1 = sp.csr_matrix((0, self.terms[0].q))
             a_rr = np.zeros((0, 0))
             a_xr = np.zeros((xy.shape[1], 0))
-        a_xx = xy.T @ (w[:, None] * xy)
-        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0)
+        a_xx = xy.T @ wxy
+        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0,
+                             self.r1_pattern if q2 else None)
+
+    @property
+    def q1(self) -> int:
+        return self.terms[0].q
 
     def z_lambda_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``Z Λ(θ) u``: the random effects' contribution to the linear predictor."""
+        if self.all_scalar:  # Λ is diagonal: θ_t repeated over term t's levels
+            return self.Z_full @ (np.repeat(theta, self.nlevels) * u)
         return self.Z_full @ b_from_u(self.terms, theta, u)
 
 
@@ -154,7 +212,8 @@ class GlmmObjective:
                 f"PIRLS did not converge in {self.maxit} iterations at theta = {np.round(theta, 6).tolist()}; "
                 "try rescaling covariates, a different link, or nAGQ=0"
             )
-        # the factorization with the weights at the final modes (lme4's L at convergence)
+        # refactor at the weights of the final modes (lme4's L): reusing the last iteration's
+        # factor (weights one converged step old) measurably roughens the objective for the optimizer
         mu_eta = fam.link.mu_eta(eta)
         w = self.prior_weights * mu_eta**2 / fam.variance(mu)
         z = eta - offset + (self.y - mu) / mu_eta
@@ -269,7 +328,9 @@ def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
     """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together."""
     obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
     lower_theta = compiled.theta_lower()
-    stage1 = minimize_bounded(obj.theta_only, compiled.theta_start(), lower_theta)
+    # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do
+    rough = {"max_newton": 0, "ftol": 1e-8} if nAGQ > 0 else {}
+    stage1 = minimize_bounded(obj.theta_only, compiled.theta_start(), lower_theta, **rough)
     state0 = obj.pirls(stage1.x)
     messages = []
     if nAGQ == 0:
@@ -287,13 +348,16 @@ def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
 
         x0 = np.concatenate([stage1.x, np.zeros(obj.p)])
         lower = np.concatenate([lower_theta, np.full(obj.p, -np.inf)])
-        stage2 = minimize_bounded(whitened, x0, lower)
+        import os; _ft = float(os.environ.get("FT", "1e-12"))
+        stage2 = minimize_bounded(whitened, x0, lower, ftol=_ft)
         theta = stage2.x[: obj.ntheta]
         beta = beta0 + scale @ stage2.x[obj.ntheta :]
         state = obj.pirls(theta, beta)
         crit = obj.objective(state)
         converged = stage2.converged
-        hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
+        hess = _reuse_polish_hessian(stage2, scale, obj.ntheta)
+        if hess is None:
+            hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
     vcov, source = _glmm_vcov(obj, state, hess)
     if source != "hessian" and nAGQ > 0:
         warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
@@ -301,6 +365,22 @@ def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
     if not converged:
         messages.append("optimizer (L-BFGS-B) convergence code: 1 (did not converge)")
     return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj)
+
+
+def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | None:
+    """The Newton polish's last Hessian, back in (θ, β) coordinates, when it covers every parameter.
+
+    It was computed at (or one converged Newton step from) the optimum, so computing
+    another would cost as many evaluations again for the same numbers.
+    """
+    if opt.hessian is None or not opt.hessian_free.all():
+        return None
+    if np.max(np.abs(opt.hessian_at - opt.x)) > 1e-3:
+        return None
+    m = len(opt.x)
+    jac_inv = np.eye(m)
+    jac_inv[ntheta:, ntheta:] = np.linalg.inv(scale)  # whitened v = S⁻¹(β - β0)
+    return jac_inv.T @ opt.hessian @ jac_inv
 
 
 def _hessian(fun, x, lower, rel_step: float = 1e-4) -> np.ndarray | None:

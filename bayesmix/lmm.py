@@ -26,6 +26,46 @@ from bayesmix.terms import RandomEffectsTerm
 
 
 @dataclass
+class GramPattern:
+    """The fixed sparsity pattern of a CSR matrix M, with the entry pairs that share a column.
+
+    ``M M'`` then costs one ``np.bincount`` over those pairs, far less than a dense
+    product when M is sparse (e.g. nested grouping factors: one entry per column).
+    """
+
+    rows: np.ndarray  # row of each stored entry, CSR order
+    cols: np.ndarray
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+    target: np.ndarray  # flat index rows[a] * nrows + rows[b]
+    nrows: int
+
+    @classmethod
+    def from_csr(cls, m: sp.csr_matrix) -> GramPattern:
+        coo_rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        cols = m.indices
+        by_col = np.argsort(cols, kind="stable")
+        counts = np.bincount(cols, minlength=m.shape[1])
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        # all ordered pairs (a, b) of entries within each column
+        sizes = counts**2
+        col_of_pair = np.repeat(np.arange(m.shape[1]), sizes)
+        within = np.arange(sizes.sum()) - np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+        cnt = counts[col_of_pair]
+        a = by_col[starts[col_of_pair] + within // np.maximum(cnt, 1)]
+        b = by_col[starts[col_of_pair] + within % np.maximum(cnt, 1)]
+        return cls(coo_rows, cols, a, b, coo_rows[a] * m.shape[0] + coo_rows[b], m.shape[0])
+
+    def worthwhile(self, ncols: int) -> bool:
+        """Pairs cost ~20 times a dense multiply-add; use them when there are far fewer."""
+        return 20 * len(self.pair_a) < self.nrows * self.nrows * ncols
+
+    def gram(self, values: np.ndarray) -> np.ndarray:
+        q = self.nrows
+        return np.bincount(self.target, values[self.pair_a] * values[self.pair_b], minlength=q * q).reshape(q, q)
+
+
+@dataclass
 class CrossProducts:
     """``[Z X y]' W [Z X y]`` in the blocks the factorization uses.
 
@@ -41,6 +81,7 @@ class CrossProducts:
     a_xx: np.ndarray  # (p+1, p+1): [X y]'W[X y]
     n: int
     sum_log_weights: float
+    r1_pattern: GramPattern | None = None  # set when a_r1 is CSR on a fixed, sparse pattern
 
     @classmethod
     def from_data(cls, terms, X, y, weights) -> CrossProducts:
@@ -126,6 +167,10 @@ class ProfiledDeviance:
         rest = terms[1:]
         self._rest_scalar = all(t.k == 1 for t in rest)
         self._rest_nlevels = [t.nlevels for t in rest]
+        pat = self.cross.r1_pattern
+        self._use_pattern = bool(pat is not None and self._rest_scalar and pat.worthwhile(terms[0].q))
+        # leading scalar terms of the Schur block: nested in block 1, they stay diagonal
+        self._diagonal_candidates = [t.q for t in rest[: next((i for i, t in enumerate(rest) if t.k != 1), len(rest))]]
         self.evaluations = 0
 
     @property
@@ -156,7 +201,7 @@ class ProfiledDeviance:
         c_r = self._rest_rows(m1, lam_r) if self.q2 else None
         s = self._schur(c_r, c_x, lam_r)
         try:
-            l_s = la.cholesky(s, lower=True, overwrite_a=True, check_finite=False)
+            l_s = _cholesky_diagonal_leads(s, self._diagonal_candidates)
         except la.LinAlgError:
             return None
         return Factorization(theta, l1, m1, c_r, c_x, l_s, lam_r, self.q2, self.p)
@@ -172,6 +217,10 @@ class ProfiledDeviance:
         """Rows of L21 for the other random effects: ``Λ_rest' Zrest'WZ1 Λ1 L1^{-T}``."""
         a_r1 = self.cross.a_r1
         k1 = m1.shape[1]
+        if self._use_pattern and k1 == 1:
+            pat = self.cross.r1_pattern
+            values = a_r1.data * m1[pat.cols, 0, 0] * lam_r[pat.rows]
+            return sp.csr_matrix((values, a_r1.indices, a_r1.indptr), shape=a_r1.shape)
         if isinstance(a_r1, np.ndarray):
             c_r = _times_block_diag(a_r1.reshape(a_r1.shape[0], -1, k1), m1)
         elif k1 == 1:
@@ -188,16 +237,25 @@ class ProfiledDeviance:
         if not self.q2:
             return s_xx
         if isinstance(lam_r, np.ndarray):
-            s_rr = cp.a_rr * np.outer(lam_r, lam_r)
+            s_rr = cp.a_rr * lam_r[:, None] * lam_r[None, :]
             a_xr = cp.a_xr * lam_r[None, :]
         else:
             s_rr = np.asarray((lam_r.T @ (lam_r.T @ cp.a_rr).T).T)
             a_xr = np.asarray((lam_r.T @ cp.a_xr.T).T)
-        crr = c_r @ c_r.T
+        if self._use_pattern and sp.issparse(c_r):
+            crr = self.cross.r1_pattern.gram(c_r.data)
+        else:
+            crr = c_r @ c_r.T
         s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
-        s_rr[np.diag_indices_from(s_rr)] += 1.0
         s_xr = a_xr - np.asarray(c_r @ c_x.T).T
-        return np.block([[s_rr, s_xr.T], [s_xr, s_xx]])
+        q2 = self.q2
+        s = np.empty((q2 + len(s_xx), q2 + len(s_xx)))
+        s[:q2, :q2] = s_rr
+        s.flat[: q2 * (q2 + len(s_xx)) : q2 + len(s_xx) + 1] += 1.0  # + I on the random-effects diagonal
+        s[q2:, :q2] = s_xr
+        s[:q2, q2:] = s_xr.T
+        s[q2:, q2:] = s_xx
+        return s
 
     def deviance_from(self, f: Factorization | None) -> float:
         if f is None:
@@ -249,6 +307,33 @@ class ProfiledDeviance:
 
 
 _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense
+
+
+def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> np.ndarray:
+    """Lower Cholesky factor of ``s``, eliminating leading diagonal blocks cheaply.
+
+    A scalar term nested in the terms before it (e.g. ``(1|a/b)``) leaves a diagonal
+    block in the Schur complement; each such block is factored by square roots, and
+    only what remains goes to LAPACK.  The result is exactly the Cholesky factor.
+    """
+    m = s.shape[0]
+    L = np.zeros_like(s)
+    pos = 0
+    for size in block_sizes:
+        end = pos + size
+        block = s[pos:end, pos:end]
+        d = np.diagonal(block).copy()
+        if np.count_nonzero(block) > size or np.any(d <= 0):
+            break  # not diagonal (or not positive): hand the rest to LAPACK
+        d = np.sqrt(d)
+        L[pos:end, pos:end] = np.diag(d)
+        below = s[end:, pos:end] / d
+        L[end:, pos:end] = below
+        s[end:, end:] -= below @ below.T
+        pos = end
+    if pos < m:
+        L[pos:, pos:] = la.cholesky(s[pos:, pos:], lower=True, overwrite_a=True, check_finite=False)
+    return L
 
 
 def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:

@@ -21,22 +21,29 @@ class OptimizeResult:
     nfev: int
     converged: bool
     message: str
+    hessian: np.ndarray | None = None  # last central-difference Hessian of the polish (free parameters)
+    hessian_at: np.ndarray | None = None  # the point it was computed at
+    hessian_free: np.ndarray | None = None  # mask of the parameters it covers
 
 
-def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4) -> OptimizeResult:
-    """Minimize ``fun`` over ``lower <= x <= upper`` (infinite bounds allowed)."""
+def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12) -> OptimizeResult:
+    """Minimize ``fun`` over ``lower <= x <= upper`` (infinite bounds allowed).
+
+    ``max_newton=0`` skips the polish (a rough optimum, e.g. a start for a second stage).
+    """
     x0 = np.asarray(x0, dtype=float)
     lower = np.asarray(lower, dtype=float)
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
     counter = _Counter(fun)
     bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in zip(lower, upper)]
-    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8})
+    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000, "ftol": ftol, "gtol": 1e-8})
     x, fx = np.asarray(res.x, dtype=float), float(res.fun)
     if counter.best_f < fx:
         x, fx = counter.best_x.copy(), counter.best_f
-    x, fx, newton_ok = _newton_polish(counter, x, fx, lower, upper, max_newton)
-    converged = bool(res.success or newton_ok) and np.isfinite(fx)
-    return OptimizeResult(x, fx, counter.calls, converged, str(res.message))
+    polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
+    converged = bool(res.success or polish.improved) and np.isfinite(polish.fx)
+    return OptimizeResult(polish.x, polish.fx, counter.calls, converged, str(res.message),
+                          polish.hessian, polish.hessian_at, polish.hessian_free)
 
 
 class _Counter:
@@ -56,9 +63,20 @@ class _Counter:
         return f
 
 
-def _newton_polish(fun, x, fx, lower, upper, max_steps):
+@dataclass
+class _Polish:
+    x: np.ndarray
+    fx: float
+    improved: bool
+    hessian: np.ndarray | None
+    hessian_at: np.ndarray | None
+    hessian_free: np.ndarray | None
+
+
+def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     """Newton steps on the parameters not held at a bound; each step must lower ``fun``."""
     improved_once = False
+    last_h = last_at = last_free = None
     for _ in range(max_steps):
         free = ~(np.isclose(x, lower, atol=1e-10, rtol=0) | np.isclose(x, upper, atol=1e-10, rtol=0))
         if not free.any():
@@ -66,6 +84,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps):
         g, H = _central_derivatives(fun, x, fx, free, lower, upper)
         if g is None:
             break
+        last_h, last_at, last_free = H, x.copy(), free
         try:
             eig = np.linalg.eigvalsh(H)
             if eig.min() <= 0:
@@ -91,7 +110,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps):
     # the bound may be optimal for a parameter the polish moved towards it: keep best seen
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
-    return x, fx, improved_once
+    return _Polish(x, fx, improved_once, last_h, last_at, last_free)
 
 
 def _central_derivatives(fun, x, fx, free, lower, upper):

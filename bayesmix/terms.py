@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,7 +42,7 @@ class RandomEffectsTerm:
     def ntheta(self) -> int:
         return self.k * (self.k + 1) // 2
 
-    @property
+    @cached_property
     def theta_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of each θ in T: lower triangle, column-major (lme4's order)."""
         cols, rows = np.triu_indices(self.k)  # transposed upper triangle = lower, column-major

@@ -26,7 +26,8 @@ class OptimizeResult:
     hessian_free: np.ndarray | None = None  # mask of the parameters it covers
 
 
-def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12) -> OptimizeResult:
+def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12,
+                     maxiter: int = 1000) -> OptimizeResult:
     """Minimize ``fun`` over ``lower <= x <= upper`` (infinite bounds allowed).
 
     ``max_newton=0`` skips the polish (a rough optimum, e.g. a start for a second stage).
@@ -36,7 +37,7 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
     counter = _Counter(fun)
     bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in zip(lower, upper)]
-    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 1000, "ftol": ftol, "gtol": 1e-8})
+    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-8})
     x, fx = np.asarray(res.x, dtype=float), float(res.fun)
     if counter.best_f < fx:
         x, fx = counter.best_x.copy(), counter.best_f

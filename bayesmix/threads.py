@@ -9,13 +9,19 @@ import contextlib
 _MULTITHREAD_DIM = 800
 
 
+_controller = None
+
+
 def blas_threads_for(dense_dim: int):
     """A context that keeps BLAS single-threaded for problems whose dense blocks are small."""
+    global _controller
     if dense_dim >= _MULTITHREAD_DIM:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    if _controller is None:  # scanning the loaded libraries costs ~3 ms: do it once
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="blas")
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def dense_dimension(compiled) -> int:

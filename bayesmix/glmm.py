@@ -202,7 +202,11 @@ class GlmmObjective:
             dev = self._deviance(X_used, self.system.cross(w, X_used, response))
             f = dev.factorize(theta)
             if f is None:
-                raise PirlsError("the weighted least-squares system is not positive definite")
+                raise PirlsError(
+                    "PIRLS failed: the weighted least-squares system is not positive definite (fitted means "
+                    "outside the range the family allows?); try the family's default link, rescaling "
+                    "covariates, or nAGQ=0"
+                )
             beta_new, u_new = dev.solve(f)
             if u_only:
                 beta_new = beta
@@ -272,7 +276,8 @@ class GlmmObjective:
             uk = state.u + z * sd
             mu_k = fam.link.linkinv(base + term.columns[:, 0] * lam * uk[codes])
             devc = np.bincount(codes, fam.dev_resids(self.y, mu_k, self.prior_weights), minlength=nl) + uk**2
-            mult += np.exp(-0.5 * (devc - devc0) - ldn) * w
+            # lme4's glmerAGQ: exp(-ldn)/√(2π) = exp(z²/2), the centre node's weight convention
+            mult += np.exp(-0.5 * (devc - devc0) - ldn) * w / np.sqrt(2.0 * np.pi)
         return float(devc0.sum() + f.ldL2 - 2.0 * np.log(mult).sum())
 
     def objective(self, state: PirlsState) -> float:
@@ -380,6 +385,8 @@ def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | N
         return None
     if np.max(np.abs(opt.hessian_at - opt.x)) > 1e-3:
         return None
+    if np.linalg.eigvalsh(opt.hessian).min() <= 0:
+        return None  # the polish stopped on a noisy, indefinite Hessian: take lme4's deriv12 one
     m = len(opt.x)
     jac_inv = np.eye(m)
     jac_inv[ntheta:, ntheta:] = np.linalg.inv(scale)  # whitened v = S⁻¹(β - β0)

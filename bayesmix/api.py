@@ -22,6 +22,10 @@ class SingularFitWarning(UserWarning):
     """A variance component (or correlation) is estimated on its boundary."""
 
 
+class SeparationWarning(UserWarning):
+    """Fitted probabilities numerically 0 or 1: complete or quasi-complete separation."""
+
+
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offset=None, *, data_name: str = "df") -> LmerResult:
     """Fit a linear mixed model as lme4's ``lmer``.
 
@@ -34,10 +38,16 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
         return fit_lmm(compiled, REML=REML, data_name=data_name)
 
 
-def fit_lmm(compiled, REML: bool = True, data_name: str = "df") -> LmerResult:
-    """Optimize the profiled deviance of a compiled model and wrap the result (``optimizeLmer`` + ``mkMerMod``)."""
-    deviance = ProfiledDeviance(compiled.terms, compiled.X, compiled.y - compiled.offset, compiled.weights, reml=REML)
-    opt = minimize_bounded(deviance, compiled.theta_start(), compiled.theta_lower())
+def fit_lmm(compiled, REML: bool = True, data_name: str = "df", *, deviance=None, theta0=None) -> LmerResult:
+    """Optimize the profiled deviance of a compiled model and wrap the result (``optimizeLmer`` + ``mkMerMod``).
+
+    ``deviance`` (a ProfiledDeviance of these data) and ``theta0`` (a starting θ) let
+    refits to new responses reuse cross-products and start near the optimum.
+    """
+    if deviance is None:
+        deviance = ProfiledDeviance(compiled.terms, compiled.X, compiled.y - compiled.offset, compiled.weights, reml=REML)
+    start = compiled.theta_start() if theta0 is None else theta0
+    opt = minimize_bounded(deviance, start, compiled.theta_lower())
     theta = opt.x
     f = deviance.factorize(theta)
     beta, u = deviance.solve(f)
@@ -99,7 +109,39 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     for message in fit.messages:
         warnings.warn(message, ConvergenceWarning, stacklevel=2)
     result = GlmerResult.from_fit(compiled, fam, fit, data_name=data_name)
+    if fam.name == "binomial":
+        _warn_if_separated(result)
     if result.singular:
         warnings.warn("boundary (singular) fit: see help('isSingular')", SingularFitWarning, stacklevel=2)
         result.optimizer_messages.append("boundary (singular) fit: see help('isSingular')")
     return result
+
+
+# Within 1e-12 of 0 or 1: R's glm.fit warns when its logit link clamps (|eta| > 30,
+# probabilities 1e-13 from the bounds); 1e-12 is |eta| > 27.6.
+_NUMERICALLY_0_OR_1 = 1e-12
+# A fixed effect moving the log-odds by more than this on those rows is running off to infinity.
+_EXTREME_LINK_CONTRIBUTION = 10.0
+
+
+def _warn_if_separated(result) -> None:
+    """Warn as R's glm does when fitted probabilities are numerically 0 or 1, naming the
+    fixed effects whose estimates run off towards infinity (complete separation)."""
+    mu = result.fitted()
+    extreme = np.minimum(mu, 1.0 - mu) < _NUMERICALLY_0_OR_1
+    if not extreme.any():
+        return
+    beta, se = result.fixef, result.se
+    contribution = np.abs(result.compiled.X[extreme] * beta.to_numpy()).max(axis=0)
+    culprits = [name for name, c in zip(beta.index, contribution) if c > _EXTREME_LINK_CONTRIBUTION]
+    named = ", ".join(f"{name} (estimate {beta[name]:.4g}, SE {se[name]:.3g})" for name in culprits)
+    warnings.warn(
+        f"fitted probabilities numerically 0 or 1 occurred for {int(extreme.sum())} of {len(mu)} observations: "
+        "complete or quasi-complete separation"
+        + (f"; the estimates of {named} run off towards infinity, so they and their tests are not meaningful"
+           if culprits else "")
+        + ". Consider removing or merging the levels of the separating effect(s), or a fit with a weakly "
+        "informative prior (e.g. the Bayesian model).",
+        SeparationWarning,
+        stacklevel=3,
+    )

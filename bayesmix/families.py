@@ -141,7 +141,7 @@ class Binomial(Family):
             bad = np.flatnonzero((y < 0) | (y > 1))
             raise FamilyError(
                 f"binomial response must lie in [0, 1] (a 0/1 outcome, a proportion with weights=trials, "
-                f"or cbind(successes, failures)); {len(bad)} value(s) outside, e.g. {y[bad[0]]!r} in row {bad[0]}"
+                f"or cbind(successes, failures)); {len(bad)} value(s) outside, e.g. {float(y[bad[0]]):g} in row {bad[0]}"
             )
         successes = y * weights
         if np.any(np.abs(successes - np.round(successes)) > 1e-7):
@@ -172,7 +172,7 @@ class Poisson(Family):
     def check_response(self, y, weights) -> None:
         if np.any(y < 0):
             raise FamilyError(f"negative values are not allowed for the poisson family "
-                              f"({int(np.sum(y < 0))} negative response value(s), e.g. {y[y < 0][0]!r})")
+                              f"({int(np.sum(y < 0))} negative response value(s), e.g. {float(y[y < 0][0]):g})")
         if np.any(np.abs(y - np.round(y)) > 1e-7):
             warnings.warn("non-integer response values for the poisson family: the log-likelihood "
                           "uses lgamma(y+1) as R does, but counts are expected", UserWarning, stacklevel=4)

@@ -139,7 +139,10 @@ def _drop_missing(parsed, data, ev, weights, offset) -> tuple[pd.DataFrame, int]
             mask &= ~np.isnan(np.asarray(extra, dtype=float))
     n_dropped = int((~mask).sum())
     if n_dropped:
-        warnings.warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed", stacklevel=4)
+        per_column = data[used].isna().sum() if used else pd.Series(dtype=int)
+        where = ", ".join(f"{col}: {int(k)}" for col, k in per_column.items() if k)
+        warnings.warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
+                      + (f" (missing in {where})" if where else ""), stacklevel=4)
         data = data.loc[mask]
         if weights is not None and not isinstance(weights, str):
             data = data.assign(**{"(weights)": np.asarray(weights, dtype=float)[mask]})

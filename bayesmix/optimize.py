@@ -116,7 +116,10 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
 
 def _central_derivatives(fun, x, fx, free, lower, upper):
     idx = np.flatnonzero(free)
-    h = 1e-4 * np.maximum(np.abs(x[idx]), 0.1)
+    # at least 1e-3: glmer's objective carries PIRLS noise (~1e-9, more with a dispersion
+    # family, whose Laplace deviance is first order in u's error), and with the old 1e-5
+    # floor the Hessian was noise (indefinite) and the polish stopped short of the optimum
+    h = 1e-4 * np.maximum(np.abs(x[idx]), 10.0)
     # keep the stencil inside the bounds
     room = np.minimum(x[idx] - lower[idx], upper[idx] - x[idx])
     if np.any(room < 2 * h):

@@ -8,7 +8,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from bayesmix.design import Evaluator, model_matrix
+from bayesmix.design import DataError, Evaluator, model_matrix
 from bayesmix.formula import parse_formula
 from bayesmix.model import CompiledModel, grouping_factor
 
@@ -233,13 +233,25 @@ class MixedModelResult:
         common = [col for col in train.columns if col in newdata.columns]
         # Building on training + new rows reproduces the training coding of every factor.
         stacked = pd.concat([train[common], newdata[common]], ignore_index=True)
+        n_train = len(train)
+        fixed_columns = Evaluator(train).referenced_columns(" ".join([c.formula.fixed, *c.formula.offsets]))
         for col in common:
             if isinstance(train[col].dtype, pd.CategoricalDtype):
-                stacked[col] = pd.Categorical(stacked[col].astype(object), categories=train[col].cat.categories,
-                                              ordered=train[col].cat.ordered)
+                known = list(train[col].cat.categories)
+                values = stacked[col].astype(object)
+                if all(isinstance(k, str) for k in known):  # 308 and "308" name the same level
+                    values = values.map(lambda v: v if pd.isna(v) else str(v))
+                unseen = [v for v in pd.unique(values[n_train:].dropna()) if v not in set(known)]
+                if unseen and col in fixed_columns:
+                    raise DataError(f"newdata column {col!r} has level(s) {', '.join(map(repr, unseen))} not seen in "
+                                    "fitting; the fixed effects have no coefficient for them")
+                # unseen levels of a grouping factor are kept as levels of their own (population prediction)
+                stacked[col] = pd.Categorical(values, categories=known + unseen, ordered=train[col].cat.ordered)
         ev = Evaluator(stacked)
-        n_train = len(train)
         fixed = model_matrix(c.formula.fixed, ev)
+        foreign = [name for name in fixed.names if name not in c.fixef_names and name not in c.dropped_fixef]
+        if foreign:  # e.g. a new level of a text (non-categorical) column
+            raise DataError(f"newdata gives fixed-effect columns the fit does not have: {', '.join(foreign)}")
         cols = [fixed.names.index(name) for name in c.fixef_names]
         X_new = fixed.matrix[n_train:, cols]
         eta = X_new @ self._beta
@@ -249,7 +261,8 @@ class MixedModelResult:
             if idx not in wanted:
                 continue
             factor = grouping_factor(term.group, ev)
-            labels = np.asarray(factor.levels, dtype=object)[factor.codes[n_train:]]
+            codes = factor.codes[n_train:]  # -1: a missing grouping value, population prediction too
+            labels = np.where(codes >= 0, np.asarray(factor.levels, dtype=object)[np.maximum(codes, 0)], None)
             position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
             rows = np.array([position.get(lbl, -1) for lbl in labels])
             z_new = model_matrix(term.expr, ev).matrix[n_train:]
@@ -273,10 +286,53 @@ class MixedModelResult:
 
     # --- display ------------------------------------------------------------------------
 
-    def summary(self) -> str:
+    def summary(self, ddf: str | None = None) -> str:
+        """lme4's summary; ``ddf="Satterthwaite"`` or ``"Kenward-Roger"`` adds lmerTest's df and p-value columns."""
+        if ddf is not None:
+            from bayesmix.inference.ddf import format_summary as format_summary_with_ddf
+
+            return format_summary_with_ddf(self, ddf)
         from bayesmix.printing import format_summary
 
         return format_summary(self)
+
+    # --- inference beyond Wald (bayesmix.inference) -------------------------------------
+
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs):
+        """Confidence intervals as lme4's ``confint``: method "profile" (default), "Wald" or "boot"."""
+        from bayesmix.inference.profiles import confint
+
+        return confint(self, parm=parm, level=level, method=method, **kwargs)
+
+    def profile(self, which=None, **kwargs):
+        """lme4's ``profile``: signed root deviance ζ along each parameter (a DataFrame; ``.confint()``, ``.plot()``)."""
+        from bayesmix.inference.profiles import profile
+
+        return profile(self, which=which, **kwargs)
+
+    def simulate(self, nsim: int = 1, seed=None):
+        """lme4's ``simulate(use.u = FALSE)``: new responses from the fitted model, one column per simulation."""
+        from bayesmix.inference.parametric_bootstrap import simulate
+
+        return simulate(self, nsim=nsim, seed=seed)
+
+    def refit(self, new_response):
+        """lme4's ``refit``: this model fitted to a new response vector."""
+        from bayesmix.inference.parametric_bootstrap import refit
+
+        return refit(self, new_response)
+
+    def bootstrap(self, func, nsim: int = 500, seed=None, **kwargs):
+        """lme4's ``bootMer``: ``func(fit)`` on refits to ``nsim`` simulated responses (all cores by default)."""
+        from bayesmix.inference.parametric_bootstrap import bootstrap
+
+        return bootstrap(self, func, nsim=nsim, seed=seed, **kwargs)
+
+    def anova_table(self, ddf: str = "Satterthwaite", type: str = "III"):
+        """lmerTest's ``anova(m)``: type III F tests of the fixed-effect terms with Satterthwaite or Kenward-Roger df."""
+        from bayesmix.inference.ddf import anova_table
+
+        return anova_table(self, ddf=ddf, type=type)
 
     def __str__(self) -> str:
         return self.summary()
@@ -287,6 +343,26 @@ class MixedModelResult:
 
     def _repr_html_(self) -> str:
         return "<pre>" + html.escape(self.summary()) + "</pre>"
+
+    # --- the Bayesian model (bayesmix.pymc_model, bayesmix.bayes) -------------------------
+
+    @cached_property
+    def pymc_model(self):
+        """This model in PyMC with bayesmix's default priors, for users to inspect or extend."""
+        from bayesmix.pymc_model import build_pymc_model
+
+        return build_pymc_model(self)
+
+    def sample(self, draws: int = 1000, tune: int = 1000, chains: int = 4, random_seed=None, sampler: str = "nutpie",
+               progressbar: bool = True, priors: dict | None = None, collapse: bool | None = None):
+        """Posterior draws of this model under near-flat priors (or ``priors``): an ArviZ ``DataTree``.
+
+        See :func:`bayesmix.bayes.sample`; ``bm.compare(m, post)`` sets them beside the estimates.
+        """
+        from bayesmix.bayes import sample
+
+        return sample(self, draws=draws, tune=tune, chains=chains, random_seed=random_seed, sampler=sampler,
+                      progressbar=progressbar, priors=priors, collapse=collapse)
 
 
 class LmerResult(MixedModelResult):
@@ -367,7 +443,9 @@ class GlmerResult(MixedModelResult):
             sigma = float(np.sqrt((pearson.sum() + state.u @ state.u) / compiled.n))
         b = _b_from_u(compiled.terms, fit.theta, fit.state.u)
         method = "Laplace" if fit.objective.nAGQ == 1 else "AGQ"
-        return cls(compiled, fit.theta, fit.beta, b, sigma, fit.vcov, fit.criterion, method=method,
+        # the RX fallback is unscaled: lme4's vcov is sigma² (RX'RX)⁻¹ then, as vcov_rx() gives
+        vcov = fit.vcov * sigma**2 if fit.vcov_source == "RX" else fit.vcov
+        return cls(compiled, fit.theta, fit.beta, b, sigma, vcov, fit.criterion, method=method,
                    optimizer_messages=list(fit.messages), converged=fit.converged, data_name=data_name,
                    nAGQ=fit.objective.nAGQ, family=family, fit=fit)
 

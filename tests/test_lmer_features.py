@@ -1,0 +1,195 @@
+"""lmer features the shared corpus does not exercise, against lme4 on simulated data.
+
+Prior weights, offset(), factor slopes (0 + f | g), an ordered factor (contr.poly), a
+numeric-by-factor interaction, (1 | g:h), transforms (log(x), I(x^2)) and missing
+values.  Data and lme4's numbers: tests/reference/extra/ (make_extra.R, README.md);
+the same LMM tolerances as the corpus (1e-3 SE, 2e-3 relative; see conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmix as bm
+from bayesmix.lmm import ProfiledDeviance
+from conftest import (
+    LMM,
+    assert_criterion_not_worse,
+    cached_fit,
+    check_fitted_head,
+    check_fixef,
+    check_ranef,
+    check_scaled_residual_quantiles,
+    check_sigma,
+    check_statistics_follow_criterion,
+    check_structure,
+    check_theta,
+    check_varcorr,
+    check_vcov,
+    extra_case_ids,
+    extra_dataset,
+)
+
+CASES = extra_case_ids("lmm")
+
+
+@pytest.fixture(params=CASES)
+def fitted(request):
+    return cached_fit(request.param)
+
+
+def test_every_feature_has_a_case():
+    assert CASES == [
+        "lmm_factor_slopes", "lmm_interaction_group", "lmm_missing_ml", "lmm_numeric_by_factor", "lmm_offset",
+        "lmm_ordered_factor", "lmm_transforms", "lmm_weights", "lmm_weights_ml",
+    ]
+
+
+# --- the generic comparison with lme4, as for the corpus ----------------------------------
+
+
+def test_names_and_counts(fitted):
+    m, case = fitted.model, fitted.case
+    check_structure(m, case)
+    assert m.n_dropped == case["n_dropped"]
+    assert m.method == case["criterion"]
+
+
+def test_fixed_effects(fitted):
+    check_fixef(fitted.model, fitted.case, LMM)
+
+
+def test_standard_errors_and_vcov(fitted):
+    check_vcov(fitted.model, fitted.case, LMM)
+
+
+def test_sigma_theta_varcorr(fitted):
+    check_sigma(fitted.model, fitted.case, LMM)
+    check_theta(fitted.model, fitted.case, LMM)
+    check_varcorr(fitted.model, fitted.case, LMM)
+
+
+def test_criterion(fitted):
+    m, case = fitted.model, fitted.case
+    assert_criterion_not_worse(m.criterion_value, case["minus2loglik"])
+    c = m.compiled
+    deviance = ProfiledDeviance(c.terms, c.X, c.y - c.offset, c.weights, reml=case["REML"])
+    # the objective itself, at lme4's θ: equal to rounding (see test_lmer_reference)
+    assert deviance(np.asarray(case["theta"])) == pytest.approx(case["minus2loglik"], rel=1e-9, abs=0)
+    check_statistics_follow_criterion(m, case)
+
+
+def test_conditional_modes(fitted):
+    check_ranef(fitted.model, fitted.case, LMM)
+
+
+def test_fitted_and_residuals(fitted):
+    m = fitted.model
+    check_fitted_head(m, fitted.case, LMM)
+    y, w = m.compiled.y, m.compiled.weights
+    check_scaled_residual_quantiles(m, fitted.case, LMM, lambda eta: (y - eta) * np.sqrt(w) / m.sigma)
+
+
+def test_no_warnings_but_the_missing_values_one(fitted):
+    texts = fitted.warning_texts()
+    if fitted.case["n_dropped"]:
+        assert texts == [f"{fitted.case['n_dropped']} rows with missing values removed (missing in y: 5, x: 3, g: 2)"]
+    else:
+        assert texts == []
+
+
+# --- what each feature must do ------------------------------------------------------------
+
+
+def test_csv_factors_come_back_with_rs_level_order():
+    data = extra_dataset("lmm_features")
+    assert list(data["f"].cat.categories) == ["lo", "mid", "hi"]  # not alphabetical: R's order
+    assert not data["f"].cat.ordered
+    assert list(data["o"].cat.categories) == ["none", "low", "medium", "high"]
+    assert data["o"].cat.ordered
+    assert data["g"].cat.categories[0] == "G01" and len(data["g"].cat.categories) == 15
+
+
+def test_prior_weights_enter_the_fit():
+    weighted = cached_fit("lmm_weights").model
+    assert weighted.weights_name == "w"
+    np.testing.assert_array_equal(weighted.compiled.weights, extra_dataset("lmm_features")["w"].to_numpy())
+    unweighted = bm.lmer("y ~ x + (1 | g)", extra_dataset("lmm_features"))
+    # lme4's numbers differ between the two, and so must ours (by far more than the tolerance)
+    assert abs(unweighted.fixef["x"] - weighted.fixef["x"]) > 0.01 * weighted.se["x"]
+    # Pearson residuals carry sqrt(weights), as lme4's residuals(type = "pearson")
+    np.testing.assert_allclose(weighted.residuals("pearson"),
+                               (weighted.compiled.y - weighted.fitted()) * np.sqrt(weighted.compiled.weights))
+
+
+def test_offset_is_part_of_fitted_values_and_predictions():
+    m = cached_fit("lmm_offset").model
+    off = extra_dataset("lmm_features")["off"].to_numpy()
+    np.testing.assert_allclose(m.compiled.offset, off)
+    data = extra_dataset("lmm_features")
+    random_part = m.ranef["g"]["(Intercept)"].to_numpy()[data["g"].cat.codes.to_numpy()]
+    np.testing.assert_allclose(m.fitted(), m.compiled.X @ m.fixef.to_numpy() + random_part + off, rtol=1e-12)
+    np.testing.assert_allclose(m.predict(re_form=np.nan), m.compiled.X @ m.fixef.to_numpy() + off, rtol=1e-12)
+    newdata = extra_dataset("lmm_features").iloc[:5]
+    np.testing.assert_allclose(m.predict(newdata=newdata), m.fitted()[:5], rtol=1e-10)
+    shifted = newdata.assign(off=newdata["off"] + 1.0)
+    np.testing.assert_allclose(m.predict(newdata=shifted), m.fitted()[:5] + 1.0, rtol=1e-10)
+
+
+def test_factor_slopes_give_one_column_per_level():
+    m = cached_fit("lmm_factor_slopes").model
+    (term,) = m.compiled.terms
+    assert term.column_names == ("flo", "fmid", "fhi")
+    assert m.ranef["g"].columns.tolist() == ["flo", "fmid", "fhi"]
+    # every row has exactly one indicator on, the column of its level
+    f = extra_dataset("lmm_features")["f"]
+    np.testing.assert_array_equal(term.columns, np.eye(3)[f.cat.codes.to_numpy()])
+
+
+def test_ordered_factor_uses_rs_polynomial_contrasts():
+    m = cached_fit("lmm_ordered_factor").model
+    # R 4.2.2: print(contr.poly(4), digits = 15)
+    contr_poly_4 = np.array([
+        [-0.670820393249937, 0.5, -0.223606797749979],
+        [-0.223606797749979, -0.5, 0.670820393249937],
+        [0.223606797749979, -0.5, -0.670820393249937],
+        [0.670820393249937, 0.5, 0.223606797749979],
+    ])
+    codes = extra_dataset("lmm_features")["o"].cat.codes.to_numpy()
+    assert m.compiled.fixef_names == ["(Intercept)", "o.L", "o.Q", "o.C"]
+    np.testing.assert_allclose(m.compiled.X[:, 1:], contr_poly_4[codes], atol=1e-14)
+
+
+def test_numeric_by_factor_interaction_columns():
+    m = cached_fit("lmm_numeric_by_factor").model
+    data = extra_dataset("lmm_features")
+    X = pd.DataFrame(m.compiled.X, columns=m.compiled.fixef_names)
+    np.testing.assert_allclose(X["x:fhi"], data["x"] * (data["f"] == "hi"))
+    np.testing.assert_allclose(X["x:fmid"], data["x"] * (data["f"] == "mid"))
+
+
+def test_interaction_grouping_factor():
+    m = cached_fit("lmm_interaction_group").model
+    assert m.ngrps == {"g:h": 60, "g": 15}
+    labels = m.ranef["g:h"].index
+    assert labels[0] == "G01:h1" and labels[1] == "G01:h2" and labels[4] == "G02:h1"  # the first factor slowest, as R
+
+
+def test_transforms_in_the_fixed_part():
+    m = cached_fit("lmm_transforms").model
+    x = extra_dataset("lmm_features")["x"].to_numpy()
+    assert m.compiled.fixef_names == ["(Intercept)", "log(x)", "I(x^2)"]
+    np.testing.assert_allclose(m.compiled.X[:, 1], np.log(x))
+    np.testing.assert_allclose(m.compiled.X[:, 2], x**2)
+
+
+def test_missing_values_drop_only_rows_the_model_uses():
+    fit = cached_fit("lmm_missing_ml")
+    m, data = fit.model, extra_dataset("lmm_missing")
+    assert data["unused"].isna().sum() == 3  # NAs in a column outside the model ...
+    used = data[["y", "x", "f", "g"]].notna().all(axis=1)
+    assert m.n_dropped == (~used).sum() == 9  # ... drop nothing: lme4's 351 of 360 rows
+    assert m.nobs == 351
+    np.testing.assert_allclose(m.compiled.y, data.loc[used, "y"].to_numpy())

@@ -335,6 +335,13 @@ class GlmmFit:
 
 def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
     """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together."""
+    # trial points far out (separation, huge steps) overflow harmlessly: they are rejected as
+    # infinite objectives, and the user gets one clear warning afterwards, not numpy's noise
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _fit_glmm(compiled, family, nAGQ)
+
+
+def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
     obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
     lower_theta = compiled.theta_lower()
     # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do

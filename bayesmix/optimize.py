@@ -37,14 +37,54 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
     counter = _Counter(fun)
     bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in zip(lower, upper)]
-    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": maxiter, "ftol": ftol, "gtol": 1e-8})
-    x, fx = np.asarray(res.x, dtype=float), float(res.fun)
-    if counter.best_f < fx:
-        x, fx = counter.best_x.copy(), counter.best_f
+    options = {"maxiter": maxiter, "ftol": ftol, "gtol": 1e-8}
+    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options=options)
+    if counter.best_x is None:  # the criterion was infinite everywhere it looked
+        return OptimizeResult(np.asarray(res.x, dtype=float), float(res.fun), counter.calls, False, str(res.message))
+    x, fx = counter.best_x.copy(), counter.best_f
+    # A variance parameter can end on (or just off) its bound while the optimum lies inside:
+    # the criterion is flat there (it depends on θ² near 0), so gradients do not show it,
+    # and a singular local optimum can trap a quasi-Newton path (BOBYQA, lme4's optimizer,
+    # explores more).  Probe inward, and restart once from inside even without a better probe.
+    blind_restart_done = False
+    for _ in range(3):
+        near = np.flatnonzero(np.isfinite(lower) & (x - lower < _NEAR_BOUND))
+        if not len(near):
+            break
+        start = _probe_off_bounds(counter, x, fx, lower, upper, near)
+        if start is None:
+            if blind_restart_done:
+                break
+            start = x.copy()
+            start[near] = np.minimum(lower[near] + 0.5, upper[near])
+            blind_restart_done = True
+        again = minimize(counter, start, method="L-BFGS-B", bounds=bounds, options=options)
+        if counter.best_f >= fx - 1e-10 * max(1.0, abs(fx)):
+            break
+        res, x, fx = again, counter.best_x.copy(), counter.best_f
     polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
-    converged = bool(res.success or polish.improved) and np.isfinite(polish.fx)
+    converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
     return OptimizeResult(polish.x, polish.fx, counter.calls, converged, str(res.message),
                           polish.hessian, polish.hessian_at, polish.hessian_free)
+
+
+_PROBE_STEPS = (1e-2, 0.1, 0.5, 1.0)
+
+
+_NEAR_BOUND = 1e-4  # lme4's isSingular tolerance
+
+
+def _probe_off_bounds(fun, x, fx, lower, upper, near) -> np.ndarray | None:
+    """A point with a lower criterion found by moving parameters at a finite bound inward."""
+    best_x, best_f = None, fx - 1e-10 * max(1.0, abs(fx))
+    for i in near:
+        for step in _PROBE_STEPS:
+            trial = x.copy()
+            trial[i] = min(lower[i] + step, upper[i])
+            f_trial = fun(trial)
+            if f_trial < best_f:
+                best_x, best_f = trial, f_trial
+    return best_x
 
 
 class _Counter:
@@ -69,6 +109,7 @@ class _Polish:
     x: np.ndarray
     fx: float
     improved: bool
+    stationary: bool  # a positive definite Hessian and no Newton step could lower the criterion
     hessian: np.ndarray | None
     hessian_at: np.ndarray | None
     hessian_free: np.ndarray | None
@@ -76,7 +117,7 @@ class _Polish:
 
 def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     """Newton steps on the parameters not held at a bound; each step must lower ``fun``."""
-    improved_once = False
+    improved_once = stationary = False
     last_h = last_at = last_free = None
     for _ in range(max_steps):
         free = ~(np.isclose(x, lower, atol=1e-10, rtol=0) | np.isclose(x, upper, atol=1e-10, rtol=0))
@@ -104,14 +145,16 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
                 x, fx = trial, ft
                 break
         if not accepted:
+            stationary = True  # at the criterion's noise floor
             break
         improved_once = True
         if gain < 1e-10 * max(1.0, abs(fx)):
+            stationary = True
             break
     # the bound may be optimal for a parameter the polish moved towards it: keep best seen
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
-    return _Polish(x, fx, improved_once, last_h, last_at, last_free)
+    return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free)
 
 
 def _central_derivatives(fun, x, fx, free, lower, upper):

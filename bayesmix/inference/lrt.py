@@ -1,0 +1,192 @@
+"""Likelihood-ratio tests between nested fits: lme4's ``anova(m0, m1, ...)`` table."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from bayesmix.inference._common import InferenceError, column_space_contains, is_lmm, message, refit_ml
+from bayesmix.inference._rformat import print_anova
+
+
+class AnovaTable(pd.DataFrame):
+    """A DataFrame that prints as R prints an ``anova`` object (heading, then ``printCoefmat``)."""
+
+    _metadata = ["heading"]
+
+    @property
+    def _constructor(self):
+        return AnovaTable
+
+    def to_r_string(self) -> str:
+        return print_anova(pd.DataFrame(self), list(getattr(self, "heading", None) or []))
+
+    def __str__(self) -> str:
+        return self.to_r_string()
+
+    def __repr__(self) -> str:
+        return self.to_r_string()
+
+
+def anova(*models, names=None, refit: bool = True, check_nested: bool = True) -> AnovaTable:
+    """lme4's ``anova(m0, m1, ...)``: likelihood-ratio tests of nested models.
+
+    The models are ordered by their number of parameters; each row after the first
+    tests the model against the one above it: ``Chisq = 2 Δ logLik`` on ``Df = Δ npar``
+    degrees of freedom.  REML fits are refitted by ML first (REML likelihoods of models
+    with different fixed effects are not comparable), with lme4's message.
+
+    When to trust it: the χ² reference distribution is asymptotic.  For fixed effects in
+    small samples it is anti-conservative (prefer ``anova_table(ddf=...)`` F tests or
+    :func:`pb_test`); for a variance component tested at zero the null value lies on the
+    boundary of the parameter space and the χ² p-value is conservative (roughly twice
+    too large for one variance) — use :func:`exact_rlrt` or :func:`pb_test`.
+
+    ``names``: labels for the rows (default: the variable names in the call, as lme4's
+    deparsed arguments; else ``MODEL1``, ``MODEL2``, ...).  ``check_nested=False``
+    allows non-nested models (then only AIC/BIC are meaningful).
+    """
+    if len(models) < 2:
+        raise InferenceError(
+            "anova() compares two or more fitted models (likelihood-ratio tests); "
+            "for the F tests of one linear mixed model use model.anova_table()"
+        )
+    _check_model_objects(models)
+    labels = _model_names(models, names)
+    _check_same_data(models, labels)
+    reml = [is_lmm(m) and m.REML for m in models]
+    if refit and any(reml):
+        message("refitting model(s) with ML (instead of REML)")
+        models = tuple(refit_ml(m) for m in models)
+    elif any(reml) and not all(reml):
+        warnings.warn("some models fit with REML = TRUE, some not", stacklevel=2)
+    npar = np.array([m.df for m in models])
+    order = np.argsort(npar, kind="stable")
+    models = [models[i] for i in order]
+    labels = [labels[i] for i in order]
+    npar = npar[order]
+    if check_nested:
+        for small, large, ls, ll in zip(models[:-1], models[1:], labels[:-1], labels[1:]):
+            _check_nested(small, large, ls, ll)
+    loglik = np.array([m.loglik for m in models])
+    nobs = models[0].nobs
+    chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(loglik))])
+    df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
+    with np.errstate(invalid="ignore"):
+        p = np.where(df == 0, np.nan, chi2.sf(chisq, np.where(df == 0, 1, df)))
+    p[0] = np.nan
+    table = AnovaTable({
+        "npar": npar.astype(float),
+        "AIC": -2.0 * loglik + 2.0 * npar,
+        "BIC": -2.0 * loglik + npar * np.log(nobs),
+        "logLik": loglik,
+        "deviance": -2.0 * loglik,
+        "Chisq": chisq,
+        "Df": df,
+        "Pr(>Chisq)": p,
+    }, index=pd.Index(labels))
+    table.heading = [f"Data: {models[0].data_name}", "Models:"] + [
+        f"{label}: {m.formula_display}" for label, m in zip(labels, models)
+    ]
+    return table
+
+
+def _check_model_objects(models) -> None:
+    from bayesmix.results import MixedModelResult
+
+    for i, m in enumerate(models):
+        if not isinstance(m, MixedModelResult):
+            raise InferenceError(f"argument {i + 1} is not a fitted lmer/glmer model (got {type(m).__name__})")
+    kinds = {is_lmm(m) for m in models}
+    if len(kinds) > 1:
+        raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
+    if not is_lmm(models[0]):
+        families = {(m.family_name, m.link_name) for m in models}
+        if len(families) > 1:
+            raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
+        quadrature = {m.nAGQ > 1 for m in models}
+        if len(quadrature) > 1:
+            raise InferenceError("cannot compare a Laplace (nAGQ = 1) fit with an adaptive-quadrature (nAGQ > 1) fit")
+
+
+def _model_names(models, names) -> list[str]:
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != len(models):
+            raise InferenceError(f"{len(names)} names given for {len(models)} models")
+        if len(set(names)) != len(names):
+            raise InferenceError(f"model names must be distinct, got {names}")
+        return names
+    found = _names_in_caller(models)
+    if found is None:
+        return [f"MODEL{i + 1}" for i in range(len(models))]
+    return found
+
+
+def _names_in_caller(models) -> list[str] | None:
+    """The caller's variable names for the models (lme4 deparses its call), when unambiguous."""
+    frame = inspect.currentframe()
+    try:
+        caller = frame.f_back.f_back.f_back if frame is not None else None
+        while caller is not None and caller.f_globals.get("__name__", "").startswith("bayesmix."):
+            caller = caller.f_back
+        if caller is None:
+            return None
+        scope = {**caller.f_globals, **caller.f_locals}
+        out = []
+        for m in models:
+            hits = [k for k, v in scope.items() if v is m and not k.startswith("_")]
+            if len(hits) != 1:
+                return None
+            out.append(hits[0])
+        return out if len(set(out)) == len(out) else None
+    finally:
+        del frame
+
+
+def _check_same_data(models, labels) -> None:
+    first = models[0]
+    for m, label in zip(models[1:], labels[1:]):
+        if m.nobs != first.nobs:
+            raise InferenceError(
+                f"models were not all fitted to the same size of dataset: {labels[0]} has {first.nobs} observations, "
+                f"{label} has {m.nobs} (rows with missing values dropped differently?)"
+            )
+        if not (np.allclose(m.compiled.y, first.compiled.y, equal_nan=True)
+                and np.allclose(m.compiled.weights, first.compiled.weights)):
+            raise InferenceError(
+                f"models were not fitted to the same response: {labels[0]} ({first.compiled.formula.response}) "
+                f"and {label} ({m.compiled.formula.response}) differ; likelihoods of different data are not comparable"
+            )
+
+
+def _check_nested(small, large, small_label: str, large_label: str) -> None:
+    """Small must be a special case of large: its fixed and random columns spanned by large's."""
+    hint = " (pass check_nested=False to compare non-nested models by AIC/BIC only)"
+    if not column_space_contains(large.compiled.X, small.compiled.X):
+        raise InferenceError(
+            f"models are not nested: the fixed effects of {small_label} ({', '.join(small.compiled.fixef_names)}) "
+            f"are not contained in those of {large_label} ({', '.join(large.compiled.fixef_names)}){hint}"
+        )
+    for term in small.compiled.terms:
+        same_group = [t.columns for t in large.compiled.terms if _same_grouping(t, term)]
+        if not same_group or not column_space_contains(np.hstack(same_group), term.columns):
+            raise InferenceError(
+                f"models are not nested: the random term ({term.expr} | {term.group}) of {small_label} "
+                f"has no counterpart in {large_label} ({large.formula_display}){hint}"
+            )
+    if small.df == large.df and not (column_space_contains(small.compiled.X, large.compiled.X)):
+        raise InferenceError(f"models {small_label} and {large_label} have the same number of parameters "
+                             f"but different fixed effects: they are not nested{hint}")
+
+
+def _same_grouping(a, b) -> bool:
+    """Same partition of the observations into levels (codes may be numbered differently)."""
+    if a.nlevels != b.nlevels or len(a.factor.codes) != len(b.factor.codes):
+        return False
+    pairs = set(zip(a.factor.codes.tolist(), b.factor.codes.tolist()))
+    return len(pairs) == a.nlevels

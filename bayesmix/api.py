@@ -68,12 +68,12 @@ def _check_fit(opt, compiled, theta) -> list[str]:
     messages = []
     if not opt.converged:
         warnings.warn(f"optimizer did not converge: {opt.message}", ConvergenceWarning, stacklevel=3)
-        messages.append(f"optimizer (L-BFGS-B) convergence code: 1 ({opt.message})")
+        messages.append(f"optimizer (bobyqa) convergence code: 1 ({opt.message})")
     lower = compiled.theta_lower()
     if np.any(theta[lower == 0] < 1e-4):
         warnings.warn("boundary (singular) fit: see help('isSingular')", SingularFitWarning, stacklevel=3)
         if not messages:
-            messages.append("optimizer (L-BFGS-B) convergence code: 0 (OK)")
+            messages.append("optimizer (bobyqa) convergence code: 0 (OK)")
         messages.append("boundary (singular) fit: see help('isSingular')")
     return messages
 

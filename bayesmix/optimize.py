@@ -1,9 +1,10 @@
-"""Bounded minimization of a smooth criterion: quasi-Newton, then Newton steps to polish.
+"""Bounded minimization of a smooth criterion: BOBYQA (as lme4), then Newton steps to polish.
 
-lme4 minimizes with BOBYQA and can stop a little short of the optimum; L-BFGS-B with
-finite-difference gradients gets close quickly, and a few Newton steps from a
-central-difference Hessian then land on the optimum to the criterion's precision.
-Parameters sitting on their bound (a singular fit) stay exactly there.
+lme4 minimizes with NLopt's BOBYQA and can stop a little short of the optimum; the same
+derivative-free search gets close in few evaluations (finite-difference gradients would
+cost several evaluations each), and a few Newton steps from a central-difference Hessian
+then land on the optimum to the criterion's precision.  Parameters sitting on their
+bound (a singular fit) stay exactly there, once probes have shown the bound is optimal.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
+import nlopt
 
 
 @dataclass
@@ -36,16 +37,14 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
     lower = np.asarray(lower, dtype=float)
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
     counter = _Counter(fun)
-    bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None) for lo, hi in zip(lower, upper)]
-    options = {"maxiter": maxiter, "ftol": ftol, "gtol": 1e-8}
-    res = minimize(counter, x0, method="L-BFGS-B", bounds=bounds, options=options)
+    res = _bobyqa(counter, x0, lower, upper, ftol, maxiter)
     if counter.best_x is None:  # the criterion was infinite everywhere it looked
-        return OptimizeResult(np.asarray(res.x, dtype=float), float(res.fun), counter.calls, False, str(res.message))
+        return OptimizeResult(x0, np.inf, counter.calls, False, res.message)
     x, fx = counter.best_x.copy(), counter.best_f
     # A variance parameter can end on (or just off) its bound while the optimum lies inside:
     # the criterion is flat there (it depends on θ² near 0), so gradients do not show it,
-    # and a singular local optimum can trap a quasi-Newton path (BOBYQA, lme4's optimizer,
-    # explores more).  Probe inward, and restart once from inside even without a better probe.
+    # and a singular local optimum can trap the search.  Probe inward, and restart once from
+    # inside even without a better probe.
     blind_restart_done = False
     for _ in range(3):
         near = np.flatnonzero(np.isfinite(lower) & (x - lower < _NEAR_BOUND))
@@ -58,14 +57,38 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
             start = x.copy()
             start[near] = np.minimum(lower[near] + 0.5, upper[near])
             blind_restart_done = True
-        again = minimize(counter, start, method="L-BFGS-B", bounds=bounds, options=options)
+        again = _bobyqa(counter, start, lower, upper, ftol, maxiter)
         if counter.best_f >= fx - 1e-10 * max(1.0, abs(fx)):
             break
         res, x, fx = again, counter.best_x.copy(), counter.best_f
     polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
     converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
-    return OptimizeResult(polish.x, polish.fx, counter.calls, converged, str(res.message),
+    return OptimizeResult(polish.x, polish.fx, counter.calls, converged, res.message,
                           polish.hessian, polish.hessian_at, polish.hessian_free)
+
+
+@dataclass
+class _SearchResult:
+    success: bool
+    message: str
+
+
+def _bobyqa(counter, x0, lower, upper, ftol: float, maxeval: int) -> _SearchResult:
+    """NLopt's BOBYQA from ``x0``; the best point seen is kept by ``counter``."""
+    opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
+    opt.set_min_objective(lambda x, grad: counter(x))
+    opt.set_lower_bounds(np.where(np.isfinite(lower), lower, -np.inf))
+    opt.set_upper_bounds(np.where(np.isfinite(upper), upper, np.inf))
+    opt.set_ftol_rel(ftol)
+    opt.set_ftol_abs(1e-10)
+    opt.set_xtol_abs(1e-8)
+    opt.set_maxeval(maxeval)
+    try:
+        opt.optimize(np.clip(x0, lower, upper))
+        code = opt.last_optimize_result()
+        return _SearchResult(code > 0 and code != nlopt.MAXEVAL_REACHED, f"NLopt BOBYQA code {code}")
+    except (nlopt.RoundoffLimited, RuntimeError, ValueError) as exc:  # keep the best point seen
+        return _SearchResult(False, f"NLopt BOBYQA stopped: {exc}")
 
 
 _PROBE_STEPS = (1e-2, 0.1, 0.5, 1.0)
@@ -116,20 +139,30 @@ class _Polish:
 
 
 def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
-    """Newton steps on the parameters not held at a bound; each step must lower ``fun``."""
+    """Newton steps on the parameters not held at a bound; each step must lower ``fun``.
+
+    The Hessian (m(m+1)/2·2 evaluations) is computed once and kept while its steps keep
+    lowering ``fun``; later steps need only a central gradient (2m evaluations).
+    """
     improved_once = stationary = False
     last_h = last_at = last_free = None
-    for _ in range(max_steps):
+    H = None
+    for _ in range(2 * max_steps):
         free = ~(np.isclose(x, lower, atol=1e-10, rtol=0) | np.isclose(x, upper, atol=1e-10, rtol=0))
         if not free.any():
             break
-        g, H = _central_derivatives(fun, x, fx, free, lower, upper)
-        if g is None:
-            break
-        last_h, last_at, last_free = H, x.copy(), free
+        fresh = H is None or last_free is None or not np.array_equal(free, last_free)
+        if fresh:
+            g, H = _central_derivatives(fun, x, fx, free, lower, upper)
+            if g is None:
+                break
+            last_h, last_at, last_free = H, x.copy(), free
+        else:
+            g = _central_gradient(fun, x, free, lower, upper)
+            if g is None:
+                break
         try:
-            eig = np.linalg.eigvalsh(H)
-            if eig.min() <= 0:
+            if np.linalg.eigvalsh(H).min() <= 0:
                 break
             step = -np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
@@ -145,6 +178,9 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
                 x, fx = trial, ft
                 break
         if not accepted:
+            if not fresh:  # the kept Hessian may be stale: refresh it once before giving up
+                H = None
+                continue
             stationary = True  # at the criterion's noise floor
             break
         improved_once = True
@@ -157,18 +193,38 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free)
 
 
-def _central_derivatives(fun, x, fx, free, lower, upper):
-    idx = np.flatnonzero(free)
-    # at least 1e-3: glmer's objective carries PIRLS noise (~1e-9, more with a dispersion
-    # family, whose Laplace deviance is first order in u's error), and with the old 1e-5
-    # floor the Hessian was noise (indefinite) and the polish stopped short of the optimum
+def _stencil_steps(x, idx, lower, upper):
+    """Central-difference steps: at least 1e-3 (see _central_derivatives), inside the bounds."""
     h = 1e-4 * np.maximum(np.abs(x[idx]), 10.0)
-    # keep the stencil inside the bounds
     room = np.minimum(x[idx] - lower[idx], upper[idx] - x[idx])
     if np.any(room < 2 * h):
         h = np.minimum(h, room / 2.0)
         if np.any(h <= 1e-9):
-            return None, None
+            return None
+    return h
+
+
+def _central_gradient(fun, x, free, lower, upper):
+    idx = np.flatnonzero(free)
+    h = _stencil_steps(x, idx, lower, upper)
+    if h is None:
+        return None
+    g = np.zeros(len(idx))
+    for a, i in enumerate(idx):
+        e = np.zeros_like(x)
+        e[i] = h[a]
+        g[a] = (fun(x + e) - fun(x - e)) / (2 * h[a])
+    return g if np.all(np.isfinite(g)) else None
+
+
+def _central_derivatives(fun, x, fx, free, lower, upper):
+    idx = np.flatnonzero(free)
+    # steps of at least 1e-3: glmer's objective carries PIRLS noise (~1e-9, more with a
+    # dispersion family, whose Laplace deviance is first order in u's error), and with a
+    # 1e-5 floor the Hessian was noise (indefinite) and the polish stopped short
+    h = _stencil_steps(x, idx, lower, upper)
+    if h is None:
+        return None, None
     m = len(idx)
     g = np.zeros(m)
     H = np.zeros((m, m))

@@ -24,7 +24,7 @@ DOUBLE_EPS = 2.220446049250313e-16  # .Machine$double.eps
 DEPARSE_CUTOFF = 60  # deparse()'s width.cutoff
 SIGNIF_LEGEND = "0 ‘***’ 0.001 ‘**’ 0.01 ‘*’ 0.05 ‘.’ 0.1 ‘ ’ 1"
 # Our optimizer, named in lme4's "optimizer (...) convergence code" line (api.py writes the same).
-OPTIMIZER_NAME = "L-BFGS-B"
+OPTIMIZER_NAME = "bobyqa"
 
 
 # --- R's rounding -----------------------------------------------------------------------

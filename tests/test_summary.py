@@ -129,7 +129,7 @@ def comparable_reference(d: dict) -> list[str]:
     if d["weights"]:  # the script passed weights = df[[weights]]; weights = "size" prints "Weights: size"
         text = text.replace("Weights: df[[weights]]", f"Weights: {d['weights']}")
     # our optimizer is not lme4's: "optimizer (nloptwrap)" names a different program
-    return re.sub(r"optimizer \(\w+\)", "optimizer (L-BFGS-B)", text).split("\n")
+    return re.sub(r"optimizer \(\w+\)", "optimizer (bobyqa)", text).split("\n")
 
 
 def assert_close_summaries(ours: str, ref_lines: list[str], glmm: bool, check_criterion: bool = True):
@@ -293,9 +293,9 @@ def test_correlation_argument_forces_the_block_on_or_off():
 
 def test_convergence_lines_open_with_the_optimizer_code():
     singular = "boundary (singular) fit: see help('isSingular')"
-    assert convergence_lines([singular]) == ["optimizer (L-BFGS-B) convergence code: 0 (OK)", singular]
+    assert convergence_lines([singular]) == ["optimizer (bobyqa) convergence code: 0 (OK)", singular]
     assert convergence_lines([]) == []
-    given = ["optimizer (L-BFGS-B) convergence code: 1 (did not converge)"]
+    given = ["optimizer (bobyqa) convergence code: 1 (did not converge)"]
     assert convergence_lines(given, converged=False) == given
 
 

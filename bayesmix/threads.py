@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 
-# Above this dense dimension a second BLAS thread pays for itself; below it, thread
-# hand-offs dominate (and under CPU contention OpenBLAS spins: 0.3 ms becomes 70 ms).
-_MULTITHREAD_DIM = 800
+# Below this dense dimension one BLAS thread is as fast as two or faster: InstEval's
+# 1157-wide block took 1.86 s with two threads and 1.91 s with one on an idle machine,
+# but 18-35 s with two under CPU contention (OpenBLAS threads spin), 2-3 s with one.
+_MULTITHREAD_DIM = 4000
 
 
 _controller = None

@@ -201,7 +201,9 @@ class ProfiledDeviance:
         c_r = self._rest_rows(m1, lam_r) if self.q2 else None
         s = self._schur(c_r, c_x, lam_r)
         try:
-            l_s = _cholesky_diagonal_leads(s, self._diagonal_candidates)
+            l_s, n_diagonal = _cholesky_diagonal_leads(s, self._diagonal_candidates)
+            # a block found non-diagonal is so structurally (θ only rescales it): stop checking
+            del self._diagonal_candidates[n_diagonal:]
         except (la.LinAlgError, np.linalg.LinAlgError):
             return None
         return Factorization(theta, l1, m1, c_r, c_x, l_s, lam_r, self.q2, self.p)
@@ -309,16 +311,18 @@ class ProfiledDeviance:
 _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense
 
 
-def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> np.ndarray:
+def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> tuple[np.ndarray, int]:
     """Lower Cholesky factor of ``s``, eliminating leading diagonal blocks cheaply.
 
     A scalar term nested in the terms before it (e.g. ``(1|a/b)``) leaves a diagonal
     block in the Schur complement; each such block is factored by square roots, and
-    only what remains goes to LAPACK.  The result is exactly the Cholesky factor.
+    only what remains goes to LAPACK.  The result is exactly the Cholesky factor; also
+    returned is how many of the blocks were diagonal.
     """
     m = s.shape[0]
     L = np.zeros_like(s)
     pos = 0
+    n_diagonal = 0
     for size in block_sizes:
         end = pos + size
         block = s[pos:end, pos:end]
@@ -331,9 +335,10 @@ def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> np.ndarra
         L[end:, pos:end] = below
         s[end:, end:] -= below @ below.T
         pos = end
+        n_diagonal += 1
     if pos < m:
         L[pos:, pos:] = np.linalg.cholesky(s[pos:, pos:])  # less call overhead than scipy's
-    return L
+    return L, n_diagonal
 
 
 def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:

@@ -63,6 +63,7 @@ class WeightedSystem:
         self.nlevels = [t.nlevels for t in self.terms]
         rest = self.terms[1:]
         self.q2 = sum(t.q for t in rest)
+        self._no_rest = sp.csr_matrix((0, first.q))  # built once: sparse constructors are slow
         if rest:
             self._init_rest(rest, first)
 
@@ -130,7 +131,7 @@ class WeightedSystem:
                 a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
             a_xr = np.asarray(self.Zrest_T @ wxy).T
         else:
-            a_r1 = sp.csr_matrix((0, self.terms[0].q))
+            a_r1 = self._no_rest
             a_rr = np.zeros((0, 0))
             a_xr = np.zeros((xy.shape[1], 0))
         a_xx = xy.T @ wxy

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
+from scipy.linalg.lapack import dtrtrs
 
 from bayesmix.terms import RandomEffectsTerm
 
@@ -281,7 +282,10 @@ class ProfiledDeviance:
         q2, p = self.q2, self.p
         l_top = f.l_s[:-1, :-1]
         c_top = f.l_s[-1, :-1]
-        rest_beta = la.solve_triangular(l_top, c_top, lower=True, trans="T", check_finite=False)
+        # LAPACK's triangular solve directly: scipy's wrapper costs more than the solve here
+        rest_beta, info = dtrtrs(l_top, c_top, lower=1, trans=1) if len(c_top) else (c_top.copy(), 0)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"singular triangular factor (LAPACK dtrtrs info {info})")
         u2, beta = rest_beta[:q2], rest_beta[q2 : q2 + p]
         rhs1 = f.c_x[-1] - f.c_x[:-1].T @ beta
         if q2:

@@ -178,6 +178,12 @@ class Poisson(Family):
                           "uses lgamma(y+1) as R does, but counts are expected", UserWarning, stacklevel=4)
 
 
+def _require_positive(y, rule: str) -> None:
+    """Raise the family's ``rule`` (R's wording) with the count of responses ≤ 0 breaking it."""
+    if np.any(y <= 0):
+        raise FamilyError(f"{rule} ({int(np.sum(y <= 0))} response value(s) ≤ 0)")
+
+
 class Gamma(Family):
     name, default_link = "Gamma", "inverse"
     allowed_links = ("inverse", "identity", "log")
@@ -198,9 +204,7 @@ class Gamma(Family):
         return float(-2.0 * np.sum(logpdf * wt) + 2.0)
 
     def check_response(self, y, weights) -> None:
-        if np.any(y <= 0):
-            raise FamilyError(f"non-positive values are not allowed for the Gamma family "
-                              f"({int(np.sum(y <= 0))} response value(s) ≤ 0)")
+        _require_positive(y, "non-positive values are not allowed for the Gamma family")
 
 
 class InverseGaussian(Family):
@@ -218,9 +222,7 @@ class InverseGaussian(Family):
         return float(np.sum(wt) * (np.log(dev / np.sum(wt) * 2 * np.pi) + 1) + 3 * np.sum(np.log(y) * wt) + 2)
 
     def check_response(self, y, weights) -> None:
-        if np.any(y <= 0):
-            raise FamilyError(f"positive values only are allowed for the inverse.gaussian family "
-                              f"({int(np.sum(y <= 0))} response value(s) ≤ 0)")
+        _require_positive(y, "positive values only are allowed for the inverse.gaussian family")
 
 
 class Gaussian(Family):

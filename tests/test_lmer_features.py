@@ -2,8 +2,9 @@
 
 Prior weights, offset(), factor slopes (0 + f | g), an ordered factor (contr.poly), a
 numeric-by-factor interaction, (1 | g:h), transforms (log(x), I(x^2)) and missing
-values.  Data and lme4's numbers: tests/reference/extra/ (make_extra.R, README.md);
-the same LMM tolerances as the corpus (1e-3 SE, 2e-3 relative; see conftest.py).
+values: what each feature must do.  Data and lme4's numbers: tests/reference/extra/
+(make_extra.R, README.md); test_lmer_reference.py compares these cases with lme4's
+numbers as it does the corpus (same LMM tolerances).
 """
 
 from __future__ import annotations
@@ -13,31 +14,9 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.lmm import ProfiledDeviance
-from conftest import (
-    LMM,
-    assert_criterion_not_worse,
-    cached_fit,
-    check_fitted_head,
-    check_fixef,
-    check_ranef,
-    check_scaled_residual_quantiles,
-    check_sigma,
-    check_statistics_follow_criterion,
-    check_structure,
-    check_theta,
-    check_varcorr,
-    check_vcov,
-    extra_case_ids,
-    extra_dataset,
-)
+from conftest import cached_fit, extra_case_ids, extra_dataset
 
 CASES = extra_case_ids("lmm")
-
-
-@pytest.fixture(params=CASES)
-def fitted(request):
-    return cached_fit(request.param)
 
 
 def test_every_feature_has_a_case():
@@ -47,52 +26,9 @@ def test_every_feature_has_a_case():
     ]
 
 
-# --- the generic comparison with lme4, as for the corpus ----------------------------------
-
-
-def test_names_and_counts(fitted):
-    m, case = fitted.model, fitted.case
-    check_structure(m, case)
-    assert m.n_dropped == case["n_dropped"]
-    assert m.method == case["criterion"]
-
-
-def test_fixed_effects(fitted):
-    check_fixef(fitted.model, fitted.case, LMM)
-
-
-def test_standard_errors_and_vcov(fitted):
-    check_vcov(fitted.model, fitted.case, LMM)
-
-
-def test_sigma_theta_varcorr(fitted):
-    check_sigma(fitted.model, fitted.case, LMM)
-    check_theta(fitted.model, fitted.case, LMM)
-    check_varcorr(fitted.model, fitted.case, LMM)
-
-
-def test_criterion(fitted):
-    m, case = fitted.model, fitted.case
-    assert_criterion_not_worse(m.criterion_value, case["minus2loglik"])
-    c = m.compiled
-    deviance = ProfiledDeviance(c.terms, c.X, c.y - c.offset, c.weights, reml=case["REML"])
-    # the objective itself, at lme4's θ: equal to rounding (see test_lmer_reference)
-    assert deviance(np.asarray(case["theta"])) == pytest.approx(case["minus2loglik"], rel=1e-9, abs=0)
-    check_statistics_follow_criterion(m, case)
-
-
-def test_conditional_modes(fitted):
-    check_ranef(fitted.model, fitted.case, LMM)
-
-
-def test_fitted_and_residuals(fitted):
-    m = fitted.model
-    check_fitted_head(m, fitted.case, LMM)
-    y, w = m.compiled.y, m.compiled.weights
-    check_scaled_residual_quantiles(m, fitted.case, LMM, lambda eta: (y - eta) * np.sqrt(w) / m.sigma)
-
-
-def test_no_warnings_but_the_missing_values_one(fitted):
+@pytest.mark.parametrize("case_id", CASES)
+def test_no_warnings_but_the_missing_values_one(case_id):
+    fitted = cached_fit(case_id)
     texts = fitted.warning_texts()
     if fitted.case["n_dropped"]:
         assert texts == [f"{fitted.case['n_dropped']} rows with missing values removed (missing in y: 5, x: 3, g: 2)"]

@@ -1,4 +1,4 @@
-"""lmer against lme4: every LMM case of the shared corpus at the team's LMM tolerances.
+"""lmer against lme4: every LMM case (shared corpus + extra features) at the team's LMM tolerances.
 
 Fixed effects within 1e-3 of lme4's SE; SEs, random-effect SDs and sigma within 2e-3
 relative; the REML/ML criterion no worse than lme4's.  Derived numbers get tolerances
@@ -27,9 +27,12 @@ from conftest import (
     check_varcorr,
     check_vcov,
     corpus_case_ids,
+    extra_case_ids,
 )
 
-CASES = corpus_case_ids("lmm")
+# The extra cases (weights, offset, factor slopes, ...) get the same comparisons as the
+# corpus; test_lmer_features.py checks what each feature must do besides.
+CASES = corpus_case_ids("lmm") + extra_case_ids("lmm")
 
 
 @pytest.fixture(params=CASES)
@@ -38,7 +41,7 @@ def fitted(request):
 
 
 def test_every_lmm_case_of_the_corpus_is_covered():
-    assert CASES == [
+    assert corpus_case_ids("lmm") == [
         "cake_interaction", "dyestuff2_singular", "dyestuff_ml", "dyestuff_reml", "instEval_crossed_ml",
         "pastes_nested", "penicillin_crossed", "sleepstudy_doublebar_ml", "sleepstudy_intercept_reml",
         "sleepstudy_slope_ml", "sleepstudy_slope_reml", "sleepstudy_uncorr_reml",
@@ -49,6 +52,7 @@ def test_method_and_names(fitted):
     m, case = fitted.model, fitted.case
     assert m.method == case["criterion"]
     assert m.REML == case["REML"]
+    assert m.n_dropped == case.get("n_dropped", 0)
     check_structure(m, case)
 
 

@@ -27,6 +27,10 @@ from bayesmix.printing import (
     convergence_lines,
     correlation_from_vcov,
     format_summary,
+    render_summary,
+    summary_parts,
+)
+from bayesmix.rformat import (
     print_coefmat,
     print_matrix,
     r_abbreviate,
@@ -35,9 +39,7 @@ from bayesmix.printing import (
     r_format_pval,
     r_round,
     r_zapsmall,
-    render_summary,
     signif_stars,
-    summary_parts,
 )
 
 REFERENCE = Path(__file__).parent / "reference"
@@ -490,7 +492,7 @@ def test_print_coefmat(est, se, stat, with_p, rows, expected):
     est, se = np.array(est, dtype=float), np.array(se, dtype=float)
     columns = [est, se, est / se] + ([2 * norm.sf(np.abs(est / se))] if with_p else [])
     names = ["Estimate", "Std. Error", stat] + (["Pr(>|z|)"] if with_p else [])
-    assert print_coefmat(np.column_stack(columns), rows, names) == expected
+    assert print_coefmat(pd.DataFrame(np.column_stack(columns), index=rows, columns=names), 4) == expected
 
 
 def test_print_matrix_wraps_columns_at_the_console_width():

@@ -28,8 +28,8 @@ from scipy import stats
 
 from bayesmix.inference._common import InferenceError, require_lmm
 from bayesmix.inference._numderiv import hessian, jacobian
-from bayesmix.inference._rformat import print_coefmat, zapsmall
 from bayesmix.inference.lrt import AnovaTable
+from bayesmix.rformat import print_coefmat, r_zapsmall
 
 _DDF_NAMES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger", "kr": "Kenward-Roger"}
 _SATT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -316,7 +316,7 @@ def coef_table(model, ddf: str = "Satterthwaite") -> pd.DataFrame:
 
 def format_coef_table(model, ddf: str = "Satterthwaite", digits: int = 4) -> str:
     """The coefficient table as lmerTest's summary prints it (``printCoefmat``, 4 digits)."""
-    return print_coefmat(coef_table(model, ddf), digits)
+    return "\n".join(print_coefmat(coef_table(model, ddf), digits))
 
 
 def format_summary(model, ddf: str) -> str:
@@ -428,12 +428,12 @@ class _FixedStructure:
         Xt, names_t, _ = drop_rank_deficient(full.matrix, full.names)
         owner = dict(zip(full.names, full.term_of_column))
         col_terms_t = [owner[n] for n in names_t]
-        mapping = zapsmall(np.linalg.pinv(Xt, rcond=np.sqrt(np.finfo(float).eps)) @ self.X)
+        mapping = r_zapsmall(np.linalg.pinv(Xt, rcond=np.sqrt(np.finfo(float).eps)) @ self.X)
         return {t: L @ mapping for t, L in self._type3_for(Xt, names_t, col_terms_t).items()}
 
     def _type3_for(self, X, names, col_terms) -> dict[str, np.ndarray]:
         rd_names, rdX = self._full_dummy_matrix()
-        L = zapsmall((np.linalg.pinv(X, rcond=np.sqrt(np.finfo(float).eps)) @ rdX).T)  # rows: rdX columns
+        L = r_zapsmall((np.linalg.pinv(X, rcond=np.sqrt(np.finfo(float).eps)) @ rdX).T)  # rows: rdX columns
         contained_in = self._containment()
         for term in sorted(self.labels, key=lambda t: -len(self.variables[t])):
             containers = contained_in[term]
@@ -442,7 +442,7 @@ class _FixedStructure:
             cols = self.columns_of(term, col_terms)
             basis = L[:, [i for t in containers for i in self.columns_of(t, col_terms)]]
             coef, *_ = np.linalg.lstsq(basis, L[:, cols], rcond=None)
-            L[:, cols] = zapsmall(L[:, cols] - basis @ coef)
+            L[:, cols] = r_zapsmall(L[:, cols] - basis @ coef)
         position = {n: i for i, n in enumerate(rd_names)}
         missing = [n for n in names if n not in position]
         if missing:

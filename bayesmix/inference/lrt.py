@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from bayesmix.inference._common import InferenceError, column_space_contains, is_lmm, message, refit_ml
-from bayesmix.inference._rformat import print_anova
+from bayesmix.rformat import print_coefmat
 
 
 class AnovaTable(pd.DataFrame):
@@ -30,6 +30,17 @@ class AnovaTable(pd.DataFrame):
 
     def __repr__(self) -> str:
         return self.to_r_string()
+
+
+def print_anova(table: pd.DataFrame, heading=(), digits: int = 5) -> str:
+    """R's ``print.anova``: the heading lines, then ``printCoefmat`` with anova's column rules."""
+    cn = [str(c) for c in table.columns]
+    nc = len(cn)
+    has_p = bool(nc) and (cn[-1].startswith("P(") or cn[-1].startswith("Pr("))
+    tst = [i for i, c in enumerate(cn) if c[1:7] == " value"] + [i for i, c in enumerate(cn) if c in ("F", "Cp", "Chisq")]
+    zap = [i for i in range(nc - 1 if has_p else nc) if i not in tst and not cn[i].endswith("Df")]
+    body = print_coefmat(table, digits, cs_ind=[], tst_ind=tst, zap_ind=zap, has_pvalue=has_p, na_print="")
+    return "\n".join([*heading, *body])
 
 
 def anova(*models, names=None, refit: bool = True, check_nested: bool = True) -> AnovaTable:

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.stats import chi2, norm
 
 from bayesmix.inference._common import InferenceError, Progress, is_lmm, refit_ml
+from bayesmix.rformat import print_coefmat
 from bayesmix.threads import dense_dimension
 
 # --- simulation -------------------------------------------------------------------------------
@@ -489,13 +490,11 @@ class PBTestResult:
         return float(self.test.loc["PBtest", "p.value"])
 
     def __repr__(self) -> str:
-        from bayesmix.inference._rformat import print_coefmat
-
         lines = [f"Bootstrap test; time: {self.seconds:.2f} sec; samples: {self.nsim}; extremes: {self.n_extreme};"]
         if self.n_positive < self.nsim:
             lines.append(f"Requested samples: {self.nsim} Used samples: {self.n_positive} Extremes: {self.n_extreme}")
         lines += [f"large : {self.formula_large}", f"small : {self.formula_small}"]
-        lines.append(print_coefmat(self.test, 4, cs_ind=[0, 1], tst_ind=[], na_print=""))
+        lines += print_coefmat(self.test, 4, cs_ind=[0, 1], tst_ind=[], na_print="")
         return "\n".join(lines)
 
 

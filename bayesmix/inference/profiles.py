@@ -28,6 +28,7 @@ from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
 from bayesmix.inference._common import InferenceError, is_lmm, refit_ml
+from bayesmix.rformat import r_format_number
 
 _MAXPTS = 100
 _MAXMULT = 10.0
@@ -606,9 +607,7 @@ def percent_labels(level: float) -> list[str]:
 
 
 def _format_percent(x: float) -> str:
-    from bayesmix.inference._rformat import format_real
-
-    return format_real([x], 3)[0].strip()
+    return r_format_number(x, 3)
 
 
 def profile_confint(prof: Profile, level: float = 0.95, parm=None) -> pd.DataFrame:

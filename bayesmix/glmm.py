@@ -167,6 +167,8 @@ class GlmmObjective:
         self.eta_start = family.link.linkfun(family.initialize(y, wt)[2])
         self._u_warm = np.zeros(sum(t.q for t in compiled.terms))
         self._beta_warm = None
+        self._memory_pars: list[np.ndarray] = []
+        self._memory_modes: list[np.ndarray] = []
         self.ntheta = compiled.ntheta
         self.p = compiled.p
         if nAGQ > 1:
@@ -192,6 +194,7 @@ class GlmmObjective:
             beta = np.zeros(self.p)
         mu = fam.link.linkinv(eta)
         old_pdev = np.inf
+        previous_du = None
         for _ in range(self.maxit):
             mu_eta = fam.link.mu_eta(eta)
             w = self.prior_weights * mu_eta**2 / fam.variance(mu)
@@ -212,7 +215,9 @@ class GlmmObjective:
             if u_only:
                 beta_new = beta
             pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(theta, dev, u, beta, u_new, beta_new, old_pdev)
-            converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and np.max(np.abs(u_new - u), initial=0) < 1e-9
+            du = float(np.max(np.abs(u_new - u), initial=0))
+            converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and _modes_settled(du, previous_du)
+            previous_du = du
             u, beta, eta, mu, old_pdev = u_new, beta_new, eta_new, mu_new, pdev
             if converged:
                 break
@@ -294,9 +299,54 @@ class GlmmObjective:
     def theta_beta(self, par: np.ndarray) -> float:
         par = np.asarray(par, dtype=float)
         try:
-            return self.objective(self.pirls(par[: self.ntheta], par[self.ntheta :]))
+            state = self.pirls(par[: self.ntheta], par[self.ntheta :], u0=self._nearest_modes(par))
         except PirlsError:
             return np.inf
+        self._remember_modes(par, state.u)
+        return self.objective(state)
+
+    # Optimizers and finite differences revisit neighbourhoods: starting PIRLS from the
+    # modes of the nearest point evaluated so far saves iterations over the last point's.
+    _MEMORY = 16
+
+    def _nearest_modes(self, par: np.ndarray) -> np.ndarray | None:
+        """Predicted modes at ``par``: a local linear fit over the nearest points evaluated."""
+        if not self._memory_pars:
+            return None
+        pars = np.asarray(self._memory_pars)
+        dist = np.abs(pars - par).max(axis=1)
+        order = np.argsort(dist)
+        nearest = self._memory_modes[order[0]]
+        k = len(par) + 2
+        if len(order) < k:
+            return nearest
+        use = order[:k]
+        design = np.column_stack([np.ones(k), pars[use] - par])
+        coef, *_ = np.linalg.lstsq(design, np.asarray([self._memory_modes[i] for i in use]), rcond=None)
+        predicted = coef[0]
+        return predicted if np.all(np.isfinite(predicted)) else nearest
+
+    def _remember_modes(self, par: np.ndarray, u: np.ndarray) -> None:
+        self._memory_pars.append(par.copy())
+        self._memory_modes.append(u)
+        if len(self._memory_pars) > self._MEMORY:
+            del self._memory_pars[0], self._memory_modes[0]
+
+
+def _modes_settled(du: float, previous_du: float | None) -> bool:
+    """Whether the modes are within ~1e-9 of converged after a PIRLS step of size ``du``.
+
+    Converging at least linearly with the observed rate ρ = du/previous_du, the next step
+    would be about ρ·du; with PIRLS's Newton (quadratic) convergence it is far smaller.
+    Stopping here rather than after one more confirming step saves a factorization per
+    evaluation; the objective is then computed from a refactorization at these modes.
+    """
+    if du < 1e-9:
+        return True
+    if previous_du is None or previous_du == 0:
+        return False
+    rate = du / previous_du
+    return rate < 0.1 and rate * du < 1e-9
 
 
 def b_from_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from bayesmix.lmm import _DENSE_LIMIT, CrossProducts, GramPattern, ProfiledDeviance
+from bayesmix.lmm import _DENSE_LIMIT, CrossProducts, GramPattern, PatternMatrix, ProfiledDeviance
 from bayesmix.optimize import minimize_bounded
 
 
@@ -103,6 +103,9 @@ class WeightedSystem:
                 self.r1_index = np.searchsorted(keys, r1_key)
                 self.r1_indices, self.r1_indptr, self.r1_nnz = probe.indices, probe.indptr, len(keys)
                 self.r1_pattern = pattern
+        # values on the pattern without scipy objects: scalar terms only (Λ diagonal)
+        self.r1_as_pattern = bool(self.r1_pattern is not None and all(t.k == 1 for t in self.terms)
+                                  and self.r1_pattern.worthwhile(q1))
         self.Zrest_T = sp.hstack([t.z_matrix() for t in rest], format="csr").T.tocsr()
 
     def cross(self, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> CrossProducts:
@@ -128,15 +131,17 @@ class WeightedSystem:
                 a_r1 = np.bincount(self.r1_index.ravel(), r1, minlength=q2 * self.q1).reshape(q2, self.q1)
             else:
                 data = np.bincount(self.r1_index.ravel(), r1, minlength=self.r1_nnz)
-                a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
+                if self.r1_as_pattern:
+                    a_r1 = PatternMatrix(data, self.r1_pattern, self.q1)
+                else:
+                    a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
             a_xr = np.asarray(self.Zrest_T @ wxy).T
         else:
             a_r1 = self._no_rest
             a_rr = np.zeros((0, 0))
             a_xr = np.zeros((xy.shape[1], 0))
         a_xx = xy.T @ wxy
-        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0,
-                             self.r1_pattern if q2 else None)
+        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0)
 
     @property
     def q1(self) -> int:

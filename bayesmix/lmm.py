@@ -67,6 +67,44 @@ class GramPattern:
 
 
 @dataclass
+class PatternMatrix:
+    """A sparse matrix on a fixed :class:`GramPattern`: new values build no scipy object.
+
+    PIRLS updates Zrest'WZ1 hundreds of times; constructing a scipy matrix each time
+    cost more than the arithmetic.
+    """
+
+    values: np.ndarray  # one per pattern entry, CSR order
+    pattern: GramPattern
+    ncols: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.nrows, self.ncols
+
+    def rescaled(self, row_scale: np.ndarray, col_scale: np.ndarray) -> PatternMatrix:
+        """``diag(row_scale) M diag(col_scale)``."""
+        p = self.pattern
+        return PatternMatrix(self.values * row_scale[p.rows] * col_scale[p.cols], p, self.ncols)
+
+    def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
+        """``M dense'`` for a dense (m, ncols) matrix."""
+        p = self.pattern
+        weighted = dense[:, p.cols] * self.values
+        return np.stack([np.bincount(p.rows, row, minlength=p.nrows) for row in weighted], axis=1)
+
+    def transpose_times(self, v: np.ndarray) -> np.ndarray:
+        """``M' v``."""
+        p = self.pattern
+        return np.bincount(p.cols, self.values * v[p.rows], minlength=self.ncols)
+
+    def toarray(self) -> np.ndarray:
+        out = np.zeros(self.shape)
+        np.add.at(out, (self.pattern.rows, self.pattern.cols), self.values)
+        return out
+
+
+@dataclass
 class CrossProducts:
     """``[Z X y]' W [Z X y]`` in the blocks the factorization uses.
 
@@ -76,13 +114,12 @@ class CrossProducts:
 
     a11: np.ndarray  # (levels1, k1, k1): first term's diagonal blocks of Z1'WZ1
     a_x1: np.ndarray  # (p+1, levels1, k1): [X y]'WZ1
-    a_r1: sp.csr_matrix | np.ndarray  # (q2, q1): Zrest'WZ1, dense when small
+    a_r1: sp.csr_matrix | np.ndarray | PatternMatrix  # (q2, q1): Zrest'WZ1, dense when small
     a_rr: np.ndarray  # (q2, q2): Zrest'WZrest, dense
     a_xr: np.ndarray  # (p+1, q2): [X y]'WZrest
     a_xx: np.ndarray  # (p+1, p+1): [X y]'W[X y]
     n: int
     sum_log_weights: float
-    r1_pattern: GramPattern | None = None  # set when a_r1 is CSR on a fixed, sparse pattern
 
     @classmethod
     def from_data(cls, terms, X, y, weights) -> CrossProducts:
@@ -168,8 +205,6 @@ class ProfiledDeviance:
         rest = terms[1:]
         self._rest_scalar = all(t.k == 1 for t in rest)
         self._rest_nlevels = [t.nlevels for t in rest]
-        pat = self.cross.r1_pattern
-        self._use_pattern = bool(pat is not None and self._rest_scalar and pat.worthwhile(terms[0].q))
         # leading scalar terms of the Schur block: nested in block 1, they stay diagonal
         self._diagonal_candidates = [t.q for t in rest[: next((i for i, t in enumerate(rest) if t.k != 1), len(rest))]]
         self.evaluations = 0
@@ -220,10 +255,8 @@ class ProfiledDeviance:
         """Rows of L21 for the other random effects: ``Λ_rest' Zrest'WZ1 Λ1 L1^{-T}``."""
         a_r1 = self.cross.a_r1
         k1 = m1.shape[1]
-        if self._use_pattern and k1 == 1:
-            pat = self.cross.r1_pattern
-            values = a_r1.data * m1[pat.cols, 0, 0] * lam_r[pat.rows]
-            return sp.csr_matrix((values, a_r1.indices, a_r1.indptr), shape=a_r1.shape)
+        if isinstance(a_r1, PatternMatrix):  # scalar terms throughout (see WeightedSystem)
+            return a_r1.rescaled(lam_r, m1[:, 0, 0])
         if isinstance(a_r1, np.ndarray):
             c_r = _times_block_diag(a_r1.reshape(a_r1.shape[0], -1, k1), m1)
         elif k1 == 1:
@@ -245,12 +278,13 @@ class ProfiledDeviance:
         else:
             s_rr = np.asarray((lam_r.T @ (lam_r.T @ cp.a_rr).T).T)
             a_xr = np.asarray((lam_r.T @ cp.a_xr.T).T)
-        if self._use_pattern and sp.issparse(c_r):
-            crr = self.cross.r1_pattern.gram(c_r.data)
+        if isinstance(c_r, PatternMatrix):
+            s_rr = s_rr - c_r.pattern.gram(c_r.values)
+            s_xr = a_xr - c_r.times_transpose_of(c_x).T
         else:
             crr = c_r @ c_r.T
-        s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
-        s_xr = a_xr - np.asarray(c_r @ c_x.T).T
+            s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
+            s_xr = a_xr - np.asarray(c_r @ c_x.T).T
         q2 = self.q2
         s = np.empty((q2 + len(s_xx), q2 + len(s_xx)))
         s[:q2, :q2] = s_rr
@@ -289,7 +323,7 @@ class ProfiledDeviance:
         u2, beta = rest_beta[:q2], rest_beta[q2 : q2 + p]
         rhs1 = f.c_x[-1] - f.c_x[:-1].T @ beta
         if q2:
-            rhs1 = rhs1 - f.c_r.T @ u2
+            rhs1 = rhs1 - (f.c_r.transpose_times(u2) if isinstance(f.c_r, PatternMatrix) else f.c_r.T @ u2)
         k1 = f.l1.shape[1]
         rhs1 = rhs1.reshape(-1, k1)
         u1 = np.linalg.solve(f.l1.transpose(0, 2, 1), rhs1[:, :, None])[:, :, 0].ravel()

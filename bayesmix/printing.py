@@ -66,6 +66,7 @@ class SummaryParts:
     ngrps: dict[str, int]
     coef_table: pd.DataFrame  # Estimate, Std. Error, t/z value[, Pr(>|z|)]
     fixef_correlation: np.ndarray  # cov2cor(vcov)
+    n_dropped: int = 0  # rows removed for missing values
     fit_warnings: list[str] = field(default_factory=list)
     convergence: list[str] = field(default_factory=list)
 
@@ -98,6 +99,7 @@ def summary_parts(result) -> SummaryParts:
         residual_sd=float(result.sigma) if result.has_scale else None,
         nobs=int(result.nobs),
         ngrps=dict(result.ngrps),
+        n_dropped=int(getattr(result, "n_dropped", 0) or 0),
         coef_table=result.coef_table,
         fixef_correlation=correlation_from_vcov(result.vcov.to_numpy()),
         fit_warnings=_rank_warning(len(getattr(result.compiled, "dropped_fixef", []) or [])),
@@ -213,7 +215,12 @@ def _varcorr_lines(parts: SummaryParts, digits: int) -> list[str]:
 
 def _groups_lines(parts: SummaryParts) -> list[str]:
     groups = "; ".join(f"{name}, {n}" for name, n in parts.ngrps.items())
-    return r_cat_fill([f"Number of obs: {parts.nobs}, groups: ", groups])
+    lines = r_cat_fill([f"Number of obs: {parts.nobs}, groups: ", groups])
+    if parts.n_dropped:
+        # lme4 prints nothing here (only nobs shows it); we say it as R's summary.lm does
+        lines.append(f"  ({parts.n_dropped} observation{'s' if parts.n_dropped > 1 else ''} "
+                     "deleted due to missingness)")
+    return lines
 
 
 def _fixef_lines(parts: SummaryParts, digits: int, correlation: bool | None) -> list[str]:

@@ -237,19 +237,20 @@ Correlation of Fixed Effects:
 Days -0.148"""
 
 
-def test_rows_with_missing_values_print_as_lme4_does():
-    """lme4's summary has no "observations deleted due to missingness" line (that is
-    print.summary.lm's); the dropped rows show only in "Number of obs"."""
+def test_rows_with_missing_values_are_reported():
+    """lme4 shows dropped rows only through "Number of obs"; we add summary.lm's line
+    "(N observations deleted due to missingness)" under it, and otherwise print lme4's text."""
     sleep = bm.load_dataset("sleepstudy").copy()
     sleep.loc[[2, 49, 99], "Reaction"] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = bm.lmer("Reaction ~ Days + (Days | Subject)", sleep)
     assert m.n_dropped == 3
-    text = m.summary()
-    assert "missingness" not in text
-    assert "Number of obs: 177, groups:  Subject, 18" in text.split("\n")
-    assert_close_summaries(text, SLEEPSTUDY_NA_SUMMARY.split("\n"), glmm=False)
+    lines = m.summary().split("\n")
+    at = lines.index("Number of obs: 177, groups:  Subject, 18")
+    assert lines[at + 1] == "  (3 observations deleted due to missingness)"
+    del lines[at + 1]
+    assert_close_summaries("\n".join(lines), SLEEPSTUDY_NA_SUMMARY.split("\n"), glmm=False)
 
 
 # df <- sleepstudy; df$Days2 <- df$Days * 2

@@ -354,7 +354,8 @@ class MixedModelResult:
         return build_pymc_model(self)
 
     def sample(self, draws: int = 1000, tune: int = 1000, chains: int = 4, random_seed=None, sampler: str = "nutpie",
-               progressbar: bool = True, priors: dict | None = None, collapse: bool | None = None):
+               progressbar: bool = True, priors: dict | None = None, collapse: bool | None = None,
+               target_accept: float = 0.9):
         """Posterior draws of this model under near-flat priors (or ``priors``): an ArviZ ``DataTree``.
 
         See :func:`bayesmix.bayes.sample`; ``bm.compare(m, post)`` sets them beside the estimates.
@@ -362,7 +363,7 @@ class MixedModelResult:
         from bayesmix.bayes import sample
 
         return sample(self, draws=draws, tune=tune, chains=chains, random_seed=random_seed, sampler=sampler,
-                      progressbar=progressbar, priors=priors, collapse=collapse)
+                      progressbar=progressbar, priors=priors, collapse=collapse, target_accept=target_accept)
 
 
 class LmerResult(MixedModelResult):

@@ -152,7 +152,7 @@ class CrossProducts:
         return CrossProducts(
             self.a11 + other.a11,
             self.a_x1 + other.a_x1,
-            (self.a_r1 + other.a_r1).tocsr(),
+            _sum_blocks(self.a_r1, other.a_r1),
             self.a_rr + other.a_rr,
             self.a_xr + other.a_xr,
             self.a_xx + other.a_xx,
@@ -344,6 +344,12 @@ class ProfiledDeviance:
             out.append((block @ T.T).ravel())
             start += t.q
         return np.concatenate(out)
+
+
+def _sum_blocks(a, b):
+    """Sum of two Zrest'WZ1 blocks, dense or sparse, in the representation of the first."""
+    total = a + b
+    return np.asarray(total) if isinstance(a, np.ndarray) else sp.csr_matrix(total)
 
 
 _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense

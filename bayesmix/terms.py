@@ -73,6 +73,11 @@ class RandomEffectsTerm:
         T[rows, cols] = theta
         return T
 
+    def subset(self, rows: np.ndarray) -> RandomEffectsTerm:
+        """This term on some of the observations, keeping every level (for chunked cross-products)."""
+        factor = Factor(self.factor.codes[rows], self.factor.levels, self.factor.ordered)
+        return RandomEffectsTerm(self.group, factor, self.columns[rows], self.column_names, self.expr)
+
     def indicator(self) -> sp.csr_matrix:
         """Sparse nlevels x n matrix that sums observations into their level."""
         n = len(self.factor.codes)

@@ -129,3 +129,26 @@ def test_missing_values_drop_only_rows_the_model_uses():
     assert m.n_dropped == (~used).sum() == 9  # ... drop nothing: lme4's 351 of 360 rows
     assert m.nobs == 351
     np.testing.assert_allclose(m.compiled.y, data.loc[used, "y"].to_numpy())
+
+
+def test_cross_products_accumulate_over_chunks():
+    """[Z X y]'W[Z X y] summed over chunks of rows equals the whole-data one, so data that
+    arrive in pieces give the same deviance (issue: cross-products computed once, accumulable)."""
+    import numpy as np
+
+    from bayesmix.lmm import CrossProducts, ProfiledDeviance
+    from bayesmix.model import compile_model
+
+    for formula, name in [("Reaction ~ Days + (Days | Subject)", "sleepstudy"),
+                          ("diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin")]:
+        c = compile_model(formula, bm.load_dataset(name))
+        whole = CrossProducts.from_data(c.terms, c.X, c.y, c.weights)
+        pieces = [np.arange(c.n)[i::3] for i in range(3)]  # interleaved chunks: every level in each
+        total = None
+        for rows in pieces:
+            part = CrossProducts.from_data([t.subset(rows) for t in c.terms], c.X[rows], c.y[rows], c.weights[rows])
+            total = part if total is None else total + part
+        theta = c.theta_start() * 0.7
+        d_whole = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=True, cross=whole)
+        d_sum = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=True, cross=total)
+        assert d_sum(theta) == pytest.approx(d_whole(theta), rel=1e-12)

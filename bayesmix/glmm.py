@@ -447,7 +447,10 @@ def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | N
     """
     if opt.hessian is None or not opt.hessian_free.all():
         return None
-    if np.max(np.abs(opt.hessian_at - opt.x)) > 1e-3:
+    # distances the Hessian barely changes over: θ (scale ~1) by 1e-2, and β, whitened so
+    # that a unit is one standard error, by 0.1 (SEs agree to 1e-5 with ones computed afresh)
+    moved = np.abs(opt.hessian_at - opt.x)
+    if moved[:ntheta].max(initial=0) > 1e-2 or moved[ntheta:].max(initial=0) > 0.1:
         return None
     if np.linalg.eigvalsh(opt.hessian).min() <= 0:
         return None  # the polish stopped on a noisy, indefinite Hessian: take lme4's deriv12 one

@@ -3,7 +3,9 @@
 Two routes reach the same posterior (the model of :mod:`bayesmix.pymc_model`):
 
 * the fast route (default, ``sampler="nutpie"``): nutpie's NUTS on a log density that
-  bayesmix evaluates itself in NumPy, with analytic gradients and no compilation.  For
+  bayesmix evaluates itself, with analytic gradients: in NumPy, or for the common collapsed
+  models (terms of up to two coefficients; scalar-term binomial-logit and Poisson GLMMs) by
+  :mod:`bayesmix.fastdens`'s numba kernels, compiled once per machine (disk cache).  For
   LMMs the random effects — and the fixed effects too when their priors are Normal, as
   by default — are integrated out analytically (a Cholesky per evaluation) and drawn
   afterwards from their exact Gaussian conditional given each draw of (σ, SDs,
@@ -638,12 +640,19 @@ class FastPosterior:
         self.beta_prior = BetaPrior([] if self.integrate_beta else priors.beta)
         self.dim = self.p + self.q + self.variance.size
         self.evaluations = 0
+        self.kernel = _compiled_kernel(self)
+
+    def logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The log density and gradient: the numba kernel where it covers the model, else NumPy."""
+        if self.kernel is not None:
+            return self.kernel(x)
+        return self.numpy_logp_and_grad(x)
 
     def split(self, x):
         p, q = self.p, self.q
         return x[..., :p], x[..., p : p + q], x[..., p + q :]
 
-    def logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def numpy_logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         # nutpie calls from its own thread, where the caller's np.errstate does not reach
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._logp_and_grad(x)
@@ -751,6 +760,18 @@ def _require(module: str, what: str) -> None:
                             + ("" if module == "nutpie" else " (or use sampler='nutpie' or 'pymc')"))
 
 
+def _compiled_kernel(post: FastPosterior):
+    """bayesmix.fastdens's compiled density for ``post`` (None where it does not cover the model).
+
+    numba comes with PyMC (pytensor depends on it); should it fail to import, NumPy serves.
+    """
+    try:
+        from bayesmix import fastdens
+    except ImportError:
+        return None
+    return fastdens.compile_posterior(post)
+
+
 def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed, target_accept):
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
@@ -773,21 +794,22 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
     t0 = time.perf_counter()
     # one BLAS thread: the matrices are small, and multithreaded OpenBLAS spins on them (100x slower)
     with blas_threads_for(0), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # cores=1: the log density is Python, and chains in parallel threads only fight over the GIL
+        # cores=1: nutpie calls the log density through Python, and chains in parallel threads only fight over
+        # the GIL (with the numba kernels too: cores=2 measured slower)
         trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
                               save_warmup=False, cores=1, target_accept=target_accept)
         x = np.asarray(trace.posterior["x"].values)
         posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed))
     elapsed = time.perf_counter() - t0
+    density = f"nutpie NUTS on bayesmix's {'numba-compiled' if post.kernel is not None else 'NumPy'} log density"
     if not collapsed:
-        route = "nutpie NUTS on bayesmix's NumPy log density (non-centred random effects)"
+        route = f"{density} (non-centred random effects)"
     elif result.is_lmm:
         what = "random and fixed effects" if post.integrate_beta else "random effects"
-        route = (f"nutpie NUTS on bayesmix's NumPy log density, {what} integrated out analytically, then "
-                 "drawn from their exact Gaussian conditional")
+        route = f"{density}, {what} integrated out analytically, then drawn from their exact Gaussian conditional"
     else:
-        route = ("nutpie NUTS on bayesmix's NumPy log density, random effects integrated out by 15-node adaptive "
-                 "Gauss-Hermite quadrature, then drawn exactly from their conditional (rejection sampling)")
+        route = (f"{density}, random effects integrated out by 15-node adaptive Gauss-Hermite quadrature, then "
+                 "drawn exactly from their conditional (rejection sampling)")
     stats = trace.sample_stats.to_dataset() if hasattr(trace.sample_stats, "to_dataset") else trace.sample_stats
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler="nutpie")
 
@@ -804,8 +826,12 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
             chunks = [slice(i, i + 100) for i in range(0, len(beta), 100)]
             u = np.concatenate([post.lik.draw_u_batch(beta[c], None, [L[c] for L in Ls], rng) for c in chunks])
         else:
-            sigmas = sigma if sigma is not None else [None] * len(beta)
-            u = np.stack([post.lik.draw_u(b, s, [L[i] for L in Ls], rng) for i, (b, s) in enumerate(zip(beta, sigmas))])
+            if post.kernel is not None and post.kernel.draws_u:
+                u = post.kernel.draw_u_batch(beta, sigma, Ls, rng)
+            else:
+                sigmas = sigma if sigma is not None else [None] * len(beta)
+                u = np.stack([post.lik.draw_u(b, s, [L[i] for L in Ls], rng)
+                              for i, (b, s) in enumerate(zip(beta, sigmas))])
             if post.integrate_beta:  # the draws of β̃ lead those of u
                 p = post.lik.p_integrated
                 beta = post.lik.beta_mean + u[:, :p] * np.diag(post.lik.beta_factor)

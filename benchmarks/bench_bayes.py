@@ -6,15 +6,21 @@ included; imports excluded).  bambi 0.21 pins formulae < 0.7, so it runs from it
 virtual environment (benchmarks/.venv-bambi, created on first use) in a subprocess.
 
 Also measured, for the record of why the default is what it is: the LMM sampled with its
-random effects kept (``collapse=False``) and the PyMC model compiled for nutpie.
+random effects kept (``collapse=False``) and the PyMC model compiled for nutpie
+(``--alternatives``), and the default route on the NumPy log density instead of
+bayesmix.fastdens's numba kernels (``--numpy-density``).  The kernels' one-off compilation
+(numba's disk cache) is timed with ``--cold-compile``.  Machine load (1-minute load
+average) is printed before and after each case.
 
     .venv/bin/python benchmarks/bench_bayes.py [--draws 1000] [--chains 4] [--json out.json] [--no-bambi]
+        [--numpy-density] [--cold-compile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -114,6 +120,47 @@ def run_bayesmix(model, draws, tune, chains, seed, **options) -> dict:
     return ess_report(model, post, time.perf_counter() - t0)
 
 
+def run_bayesmix_numpy(model, draws, tune, chains, seed) -> dict:
+    """The default route with the NumPy log density (the numba kernels switched off)."""
+    import bayesmix.bayes as bayes
+
+    compiled = bayes._compiled_kernel
+    bayes._compiled_kernel = lambda post: None
+    try:
+        return run_bayesmix(model, draws, tune, chains, seed)
+    finally:
+        bayes._compiled_kernel = compiled
+
+
+COLD_SCRIPT = r"""
+import time, warnings
+warnings.simplefilter("ignore")
+import bayesmix as bm
+from bayesmix.bayes import FastPosterior
+from bayesmix.pymc_model import resolve_priors
+models = [bm.lmer("Reaction ~ Days + (Days | Subject)", bm.load_dataset("sleepstudy")),
+          bm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", bm.load_dataset("cbpp"), family="binomial")]
+for model in models:
+    t0 = time.perf_counter()
+    post = FastPosterior(model, resolve_priors(model, None), True)
+    post.logp_and_grad(post.start())
+    print(f"{'LMM' if model.is_lmm else 'GLMM'} kernel first call {time.perf_counter() - t0:.2f} s")
+"""
+
+
+def cold_compile() -> None:
+    """The kernels' first call with an empty numba cache (compilation), then with it filled (loading)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("cold (empty cache)", "warm (cache filled)"):
+            out = subprocess.run([sys.executable, "-c", COLD_SCRIPT], env=env, capture_output=True, text=True)
+            print(label + ":", " | ".join(out.stdout.strip().splitlines()) or out.stderr[-500:])
+
+
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=1000)
@@ -123,8 +170,12 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--no-bambi", action="store_true")
     parser.add_argument("--alternatives", action="store_true", help="also time the routes that are not the default")
+    parser.add_argument("--numpy-density", action="store_true", help="also time the default route on the NumPy density")
+    parser.add_argument("--cold-compile", action="store_true", help="time the kernels' compilation (empty numba cache)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.cold_compile:
+        cold_compile()
     import bayesmix  # noqa: F401  (imports are not timed)
     import nutpie  # noqa: F401
 
@@ -132,7 +183,11 @@ def main() -> None:
     for name in args.cases:
         case = CASES[name]
         model = fit(case)
+        print(f"{name}: {load()}", flush=True)
         rows = {"bayesmix (default)": run_bayesmix(model, args.draws, args.tune, args.chains, args.seed)}
+        if args.numpy_density:
+            rows["bayesmix default route, NumPy density"] = run_bayesmix_numpy(
+                model, args.draws, args.tune, args.chains, args.seed)
         if args.alternatives:
             rows["bayesmix random effects kept (collapse=False)"] = run_bayesmix(
                 model, args.draws, args.tune, args.chains, args.seed, collapse=False)
@@ -141,6 +196,7 @@ def main() -> None:
             rows["bambi (default sampler)"] = run_bambi(case, args.draws, args.tune, args.chains, args.seed)
         results[name] = rows
         report(name, rows)
+        print(f"{name}: {load()}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import cached_fit, load_case
 from scipy.optimize import minimize
@@ -256,6 +257,117 @@ def test_fast_density_gradient(case_id, collapsed):
     numeric = np.array([(post.logp_and_grad(x + h * e)[0] - post.logp_and_grad(x - h * e)[0]) / (2 * h)
                         for e in np.eye(post.dim)])
     np.testing.assert_allclose(grad, numeric, rtol=2e-5, atol=2e-5 * (1 + np.abs(grad).max()))
+
+
+# --- the numba kernels (bayesmix.fastdens) against the NumPy densities ----------------------------
+
+KERNEL_PRIORS = {  # every prior kind the kernels evaluate, and β kept in x (non-Normal β priors)
+    "beta": Prior("StudentT", nu=4.0, mu=1.0, sigma=300.0), "sigma": Prior("Gamma", alpha=2.0, beta=0.02),
+    "sd": Prior("HalfCauchy", beta=30.0)}
+KERNEL_PRIORS_LMM2 = {"beta": Prior("Cauchy", alpha=0.0, beta=200.0), "sigma": Prior("LogNormal", mu=3.0, sigma=2.0),
+                      "sd": Prior("InverseGamma", alpha=2.0, beta=10.0)}
+
+
+def _kernel_cases():
+    yield "sleepstudy_slope_reml", None
+    yield "sleepstudy_slope_reml", KERNEL_PRIORS
+    yield "sleepstudy_slope_ml", KERNEL_PRIORS_LMM2
+    yield "sleepstudy_uncorr_reml", {"sd": Prior("HalfStudentT", nu=3.0, sigma=40.0)}
+    yield "dyestuff_reml", None
+    yield "dyestuff_reml", {"sd": Prior("Exponential", lam=0.02), "beta": Prior("Flat")}
+    yield "dyestuff2_singular", None
+    yield "penicillin_crossed", None
+    yield "cbpp_binomial", None
+    yield "cbpp_binomial", {"beta": Prior("Normal", mu=0.5, sigma=3.0), "sd": Prior("HalfNormal", sigma=2.0)}
+
+
+@pytest.mark.parametrize("case_id,priors", list(_kernel_cases()))
+def test_compiled_density_and_gradient_are_the_numpy_ones(case_id, priors):
+    m = _model(case_id)
+    post = FastPosterior(m, resolve_priors(m, priors), collapsed=True)
+    assert post.kernel is not None
+    rng = np.random.default_rng(7)
+    start = post.start()
+    for _ in range(8):
+        x = start + 0.4 * rng.standard_normal(post.dim)
+        value, grad = post.logp_and_grad(x)
+        expected_value, expected_grad = post.numpy_logp_and_grad(x)
+        assert np.isfinite(value)
+        assert value == pytest.approx(expected_value, rel=1e-10, abs=1e-10)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-10 * (1 + np.abs(expected_grad).max()))
+
+
+def test_compiled_poisson_quadrature_density_is_the_numpy_one():
+    rng = np.random.default_rng(8)
+    group = np.repeat(np.arange(12), 5)
+    x = rng.normal(size=group.size)
+    y = rng.poisson(np.exp(0.3 + 0.5 * x + 0.6 * rng.normal(size=12)[group]))
+    data = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{i}" for i in group])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = bm.glmer("y ~ x + (1 | g)", data, family="poisson")
+    post = FastPosterior(g, resolve_priors(g, None), collapsed=True)
+    assert post.kernel is not None
+    for _ in range(5):
+        point = post.start() + 0.4 * rng.standard_normal(post.dim)
+        value, grad = post.logp_and_grad(point)
+        expected_value, expected_grad = post.numpy_logp_and_grad(point)
+        assert value == pytest.approx(expected_value, rel=1e-10)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-10 * (1 + np.abs(expected_grad).max()))
+
+
+def test_compiled_density_is_minus_infinity_where_numpy_gives_none():
+    for case_id in ("sleepstudy_slope_reml", "cbpp_binomial"):
+        m = _model(case_id)
+        post = FastPosterior(m, resolve_priors(m, None), collapsed=True)
+        x = post.start()
+        x[post.p :] = -800.0  # σ and the SDs underflow to zero
+        value, grad = post.logp_and_grad(x)
+        assert value == -np.inf and np.all(grad == 0.0)
+        assert post.numpy_logp_and_grad(x)[0] == -np.inf
+
+
+class _FixedNormals:
+    """A stand-in generator whose standard normals are given."""
+
+    def __init__(self, z):
+        self.z = np.asarray(z, dtype=float)
+
+    def standard_normal(self, shape):
+        return self.z.reshape(shape).copy()
+
+
+@pytest.mark.parametrize("case_id,priors", [("sleepstudy_slope_reml", None), ("sleepstudy_slope_reml", KERNEL_PRIORS),
+                                            ("dyestuff_reml", None), ("penicillin_crossed", None)])
+def test_compiled_draws_of_u_have_the_numpy_conditional(case_id, priors):
+    """Same mean (normals zero) and covariance (normals unit vectors) as CollapsedLmm.draw_u."""
+    m = _model(case_id)
+    post = FastPosterior(m, resolve_priors(m, priors), collapsed=True)
+    x = post.start() + 0.2 * np.random.default_rng(2).standard_normal(post.dim)
+    beta, _, v = post.split(x[None, :])
+    sigma, Ls, _ = post.variance.evaluate(v)
+    q = post.lik.q
+    mean = post.kernel.draw_u_batch(beta, sigma, Ls, _FixedNormals(np.zeros(q)))[0]
+    expected = post.lik.draw_u(beta[0], sigma[0], [L[0] for L in Ls], _FixedNormals(np.zeros(q)))
+    np.testing.assert_allclose(mean, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+    noise = np.array([post.kernel.draw_u_batch(beta, sigma, Ls, _FixedNormals(e))[0] - mean for e in np.eye(q)])
+    expected_noise = np.array([post.lik.draw_u(beta[0], sigma[0], [L[0] for L in Ls], _FixedNormals(e)) - expected
+                               for e in np.eye(q)])
+    cov, expected_cov = noise.T @ noise, expected_noise.T @ expected_noise
+    np.testing.assert_allclose(cov, expected_cov, rtol=1e-9, atol=1e-10 * np.abs(expected_cov).max())
+
+
+def test_models_outside_the_kernels_keep_numpy():
+    sleep = bm.load_dataset("sleepstudy").assign(Days2=lambda d: d["Days"] ** 2 / 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        three = bm.lmer("Reaction ~ Days + (Days + Days2 | Subject)", sleep)
+    assert FastPosterior(three, resolve_priors(three, None), collapsed=True).kernel is None  # a 3x3 term
+    g = _model("cbpp_binomial")
+    assert FastPosterior(g, resolve_priors(g, None), collapsed=False).kernel is None  # random effects kept
+    post = FastPosterior(three, resolve_priors(three, None), collapsed=True)
+    x = post.start()
+    assert post.logp_and_grad(x)[0] == post.numpy_logp_and_grad(x)[0]
 
 
 @pytest.mark.parametrize("dist,params,x", [

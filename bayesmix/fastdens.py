@@ -1,0 +1,597 @@
+"""Numba-compiled log posterior and gradient (and u draws) of the fast route's common collapsed models."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Prior kinds the kernel evaluates (their constants come from bayes.prior_logp, so only the x-dependent part is here).
+_FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
+_BINOMIAL_LOGIT, _POISSON_LOG = 0, 1
+MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
+# cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
+# at the extreme points NUTS visits while tuning
+_jit = njit(cache=True, error_model="numpy")
+
+
+# --- pieces shared by both likelihoods -----------------------------------------------------------
+
+@_jit
+def _prior_part(code, par, x):
+    """The x-dependent part of a prior's log density and its derivative in x."""
+    if code == _NORMAL:
+        z = (x - par[0]) / par[1]
+        return -0.5 * z * z, -z / par[1]
+    if code == _STUDENT:
+        nu = par[2]
+        z = (x - par[0]) / par[1]
+        r = 1.0 + z * z / nu
+        return -0.5 * (nu + 1.0) * np.log1p(z * z / nu), -(nu + 1.0) * z / (par[1] * nu * r)
+    if code == _EXPONENTIAL:
+        return -par[0] * x, -par[0]
+    if code == _GAMMA:
+        return (par[0] - 1.0) * np.log(x) - par[1] * x, (par[0] - 1.0) / x - par[1]
+    if code == _INVGAMMA:
+        return -(par[0] + 1.0) * np.log(x) - par[1] / x, -(par[0] + 1.0) / x + par[1] / (x * x)
+    if code == _LOGNORMAL:
+        lx = np.log(x)
+        z = (lx - par[0]) / par[1]
+        return -lx - 0.5 * z * z, (-1.0 - z / par[1]) / x
+    return 0.0, 0.0
+
+
+@_jit
+def _priors(values, codes, pars, consts, grad):
+    """Σ prior log densities at ``values``; their derivatives go into ``grad`` (same length)."""
+    total = 0.0
+    for j in range(values.shape[0]):
+        f, df = _prior_part(codes[j], pars[j], values[j])
+        total += f + consts[j]
+        grad[j] = df
+    return total
+
+
+@_jit
+def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start, L, grad):
+    """σ, the terms' factors (into L, (terms, 2, 2)) and log prior + log-Jacobian; their derivatives in v into grad.
+
+    Terms have k ≤ 2: L = sd (k = 1) or [[sd₀, 0], [sd₁ z, sd₁ √(1 - z²)]] with z = tanh(y) (k = 2).
+    """
+    scales = np.exp(v[:n_scales])
+    dprior = np.empty(n_scales)
+    lp = _priors(scales, codes, pars, consts, dprior)
+    for j in range(n_scales):
+        lp += v[j]  # Jacobian of exp
+        grad[j] = dprior[j] * scales[j] + 1.0
+    sigma = scales[0] if has_sigma else 1.0
+    for t in range(term_k.shape[0]):
+        a = sd_start[t]
+        L[t, 0, 0] = scales[a]
+        if term_k[t] == 2:
+            z = np.tanh(v[corr_start[t]])
+            one_minus = 1.0 - z * z
+            lp += term_eta[t] * np.log(one_minus) + term_const[t]  # tanh Jacobian + LKJ density
+            grad[corr_start[t]] = -2.0 * term_eta[t] * z
+            L[t, 1, 0] = scales[a + 1] * z
+            L[t, 1, 1] = scales[a + 1] * np.sqrt(one_minus)
+    return sigma, lp
+
+
+@_jit
+def _chain_factor(v, term_k, sd_start, corr_start, L, dL, grad):
+    """Adds ∂/∂v of the terms' factors, given ∂logp/∂L per term (dL, (terms, 2, 2)), into grad."""
+    for t in range(term_k.shape[0]):
+        a = sd_start[t]
+        grad[a] += dL[t, 0, 0] * L[t, 0, 0]
+        if term_k[t] == 2:
+            y = corr_start[t]
+            z = np.tanh(v[y])
+            root = np.sqrt(1.0 - z * z)
+            sd1 = np.exp(v[a + 1])
+            grad[a + 1] += (dL[t, 1, 0] * z + dL[t, 1, 1] * root) * sd1
+            grad[y] += (dL[t, 1, 0] * sd1 - dL[t, 1, 1] * sd1 * z / root) * (1.0 - z * z)
+
+
+@_jit
+def _cholesky(A, first):
+    """Lower Cholesky factor in place; False when A is not numerically positive definite.
+
+    ``first[i]``: the first structurally non-zero column of row i (the envelope, which the
+    factor keeps): with the fixed effects' block last an LMM's A is an arrow, and its factor
+    costs O(q) instead of O(q³).
+    """
+    q = A.shape[0]
+    for j in range(q):
+        d = A[j, j]
+        for m in range(first[j], j):
+            d -= A[j, m] * A[j, m]
+        if not d > 0.0:
+            return False
+        d = np.sqrt(d)
+        A[j, j] = d
+        for i in range(j + 1, q):
+            if first[i] > j:
+                A[i, j] = 0.0
+                continue
+            s = A[i, j]
+            for m in range(max(first[i], first[j]), j):
+                s -= A[i, m] * A[j, m]
+            A[i, j] = s / d
+    for j in range(q):
+        for i in range(j):
+            A[i, j] = 0.0
+    return True
+
+
+@_jit
+def _cho_solve(C, b, first):
+    q = C.shape[0]
+    y = b.copy()
+    for i in range(q):
+        s = y[i]
+        for m in range(first[i], i):
+            s -= C[i, m] * y[m]
+        y[i] = s / C[i, i]
+    for i in range(q - 1, -1, -1):
+        s = y[i]
+        for m in range(i + 1, q):
+            s -= C[m, i] * y[m]
+        y[i] = s / C[i, i]
+    return y
+
+
+@_jit
+def _cho_inverse(C, first):
+    """A⁻¹ from A's lower Cholesky factor: W = C⁻¹ (lower), A⁻¹ = W'W, skipping W's zeros."""
+    q = C.shape[0]
+    Wt = np.zeros((q, q))  # W transposed, so that the inner loops run along rows
+    for j in range(q):
+        Wt[j, j] = 1.0 / C[j, j]
+        for i in range(j + 1, q):
+            s = 0.0
+            for m in range(max(j, first[i]), i):
+                s -= C[i, m] * Wt[j, m]
+            Wt[j, i] = s / C[i, i]
+    nz = np.empty(q, np.int64)
+    out = np.empty((q, q))
+    for i in range(q):
+        count = 0
+        for m in range(i, q):  # the rows where column i of W is non-zero
+            if Wt[i, m] != 0.0:
+                nz[count] = m
+                count += 1
+        for j in range(i + 1):
+            s = 0.0
+            for t in range(count):
+                s += Wt[i, nz[t]] * Wt[j, nz[t]]
+            out[i, j] = s
+            out[j, i] = s
+    return out
+
+
+# --- collapsed LMM ------------------------------------------------------------------------------
+
+@_jit
+def _columns(blk_start, blk_nlev, blk_k, q):
+    """Per column of u: its block, the first column of its level, its position within the level."""
+    col_blk = np.empty(q, np.int64)
+    col_first = np.empty(q, np.int64)
+    col_pos = np.empty(q, np.int64)
+    for b in range(blk_start.shape[0]):
+        k = blk_k[b]
+        for lvl in range(blk_nlev[b]):
+            level_start = blk_start[b] + lvl * k
+            for a in range(k):
+                col_blk[level_start + a] = b
+                col_first[level_start + a] = level_start
+                col_pos[level_start + a] = a
+    return col_blk, col_first, col_pos
+
+
+@_jit
+def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
+    """s = Z'W(y - Xβ), MΛ, A = Λ'MΛ/σ² + I (lower triangle) and c = Λ's/σ²."""
+    col_blk, col_first, col_pos = cols
+    q = zty.shape[0]
+    s2 = sigma * sigma
+    s = zty - ztx @ beta if beta.shape[0] > 0 else zty.copy()
+    MLt = np.zeros((q, q))  # Λ'M, built by rows (M is symmetric), then M Λ its transpose
+    for j in range(q):
+        b, f, c = col_blk[j], col_first[j], col_pos[j]
+        for a in range(c, blk_k[b]):
+            w = BL[b, a, c]
+            if w != 0.0:
+                for r in range(q):
+                    MLt[j, r] += ztz[f + a, r] * w
+    ML = np.ascontiguousarray(MLt.T)
+    A = np.empty((q, q))
+    cvec = np.empty(q)
+    for i in range(q):
+        b, f, c = col_blk[i], col_first[i], col_pos[i]
+        acc_c = 0.0
+        for a in range(c, blk_k[b]):
+            acc_c += BL[b, a, c] * s[f + a]
+        cvec[i] = acc_c / s2
+        for j in range(i + 1):
+            if j < first[i]:
+                A[i, j] = 0.0
+                continue
+            acc = 0.0
+            for a in range(c, blk_k[b]):
+                acc += BL[b, a, c] * ML[f + a, j]
+            A[i, j] = acc / s2 + (1.0 if i == j else 0.0)
+    return s, ML, A, cvec
+
+
+@_jit
+def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
+    """CollapsedLmm.value_and_grad with Λ block diagonal (block b: nlev levels of BL[b]'s k x k factor).
+
+    Returns ok (False for a numerically singular A), value, ∂/∂β, ∂/∂σ; ∂/∂L per block goes into dL.
+    """
+    q = zty.shape[0]
+    p = beta.shape[0]
+    s2 = sigma * sigma
+    cols = _columns(blk_start, blk_nlev, blk_k, q)
+    col_blk, col_first, col_pos = cols
+    s, ML, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
+    if not _cholesky(A, first):
+        return False, 0.0, np.zeros(p), 0.0
+    half_logdet = 0.0
+    for i in range(q):
+        half_logdet += np.log(A[i, i])
+    u = _cho_solve(A, cvec, first)
+    c_u = cvec @ u
+    bvec = np.zeros(q)
+    for i in range(q):
+        b, f, c = col_blk[i], col_first[i], col_pos[i]
+        for a in range(c + 1):
+            bvec[i] += BL[b, c, a] * u[f + a]
+    mb = ztz @ bvec
+    a_inv = _cho_inverse(A, first)
+    trace = 0.0
+    for i in range(q):
+        trace += a_inv[i, i]
+    # ∂/∂L_b[a, c] = (Σ_levels (s - mb)[f+a] u[f+c] - Σ_levels (MΛ A⁻¹)[f+a, f+c]) / σ²
+    dL[:] = 0.0
+    for i in range(q):
+        b, f, a = col_blk[i], col_first[i], col_pos[i]
+        for c in range(blk_k[b]):
+            jc = f + c
+            e = 0.0
+            for m in range(q):
+                e += ML[i, m] * a_inv[jc, m]  # A⁻¹ is symmetric
+            dL[b, a, c] += ((s[i] - mb[i]) * u[jc] - e) / s2
+    rwr = yty
+    if p > 0:
+        rwr += beta @ (xtx @ beta) - 2.0 * beta @ xty
+    value = const - n * np.log(sigma) - half_logdet - 0.5 * (rwr / s2 - c_u)
+    d_beta = (xty - xtx @ beta - ztx.T @ bvec) / s2 if p > 0 else np.zeros(0)
+    resid2 = rwr - 2.0 * (s @ bvec) + bvec @ mb
+    d_sigma = -n / sigma + (resid2 + s2 * (q - trace)) / (sigma * s2)
+    return True, value, d_beta, d_sigma
+
+
+@_jit
+def _block_factors(L, beta_factor):
+    """Each block's factor: the terms' L, then the integrated β's fixed factor (if any)."""
+    nt = L.shape[0]
+    pb = beta_factor.shape[0]
+    kmax = max(2, pb)
+    BL = np.zeros((nt + (1 if pb > 0 else 0), kmax, kmax))
+    BL[:nt, :2, :2] = L
+    if pb > 0:
+        BL[nt, :pb, :pb] = beta_factor
+    return BL
+
+
+@_jit
+def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, blk_start, blk_nlev, blk_k, first):
+    """Per draw, u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹): the mean plus C'⁻¹z (A = CC')."""
+    draws, q = z.shape
+    cols = _columns(blk_start, blk_nlev, blk_k, q)
+    out = np.empty((draws, q))
+    for d in range(draws):
+        BL = _block_factors(L[d], beta_factor)
+        _, _, A, cvec = _system(beta[d].copy(), sigma[d], BL, blk_k, cols, first, ztz, zty, ztx)
+        if not _cholesky(A, first):
+            out[d] = np.nan
+            continue
+        mean = _cho_solve(A, cvec, first)
+        y = z[d].copy()
+        for i in range(q - 1, -1, -1):
+            acc = y[i]
+            for m in range(i + 1, q):
+                acc -= A[m, i] * y[m]
+            y[i] = acc / A[i, i]
+        out[d] = mean + y
+    return out
+
+
+@_jit
+def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start,
+                  beta_codes, beta_pars, beta_consts, beta_factor, ztz, zty, ztx, xtx, xty, yty, n, const,
+                  blk_start, blk_nlev, blk_k, first):
+    """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated)."""
+    dim = x.shape[0]
+    grad = np.zeros(dim)
+    beta = x[:p].copy()
+    v = x[p:]
+    nt = term_k.shape[0]
+    L = np.zeros((nt, 2, 2))
+    gv = np.zeros(v.shape[0])
+    sigma, lp_v = _variance(v, n_scales, True, codes, pars, consts, term_k, term_eta, term_const, sd_start,
+                            corr_start, L, gv)
+    BL = _block_factors(L, beta_factor)
+    dBL = np.zeros_like(BL)
+    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx,
+                                                xtx, xty, yty, n, const, dBL)
+    if not ok:
+        return -np.inf, grad
+    gv[0] += d_sigma * sigma
+    _chain_factor(v, term_k, sd_start, corr_start, L, dBL[:nt, :2, :2].copy(), gv)
+    total = value + lp_v
+    if p > 0:
+        dprior = np.empty(p)
+        total += _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
+        grad[:p] = d_beta + dprior
+    grad[p:] = gv
+    if not np.isfinite(total) or not np.all(np.isfinite(grad)):
+        return -np.inf, np.zeros(dim)
+    return total, grad
+
+
+# --- scalar-term GLMM by adaptive Gauss-Hermite quadrature --------------------------------------
+
+@_jit
+def _obs(family, eta, ni, ki):
+    """log p(y | η) less constants, its derivative and the Fisher information, one observation."""
+    if family == _BINOMIAL_LOGIT:
+        e = np.exp(-abs(eta))  # one exponential serves μ, 1 - μ and log(1 + e^η), without overflow
+        mu, one_minus = (1.0 / (1.0 + e), e / (1.0 + e)) if eta >= 0 else (e / (1.0 + e), 1.0 / (1.0 + e))
+        return ki * eta - ni * (max(eta, 0.0) + np.log1p(e)), ki - ni * mu, ni * mu * one_minus
+    mu = np.exp(eta)  # poisson, log link: ni the weight, ki the response
+    return ni * (ki * eta - mu), ni * (ki - mu), ni * mu
+
+
+@_jit
+def _score(family, eta, ni, ki):
+    """_obs's derivative and Fisher information only (the mode search needs no log density)."""
+    if family == _BINOMIAL_LOGIT:
+        e = np.exp(-abs(eta))
+        mu, one_minus = (1.0 / (1.0 + e), e / (1.0 + e)) if eta >= 0 else (e / (1.0 + e), 1.0 / (1.0 + e))
+        return ki - ni * mu, ni * mu * one_minus
+    mu = np.exp(eta)
+    return ni * (ki - mu), ni * mu
+
+
+@_jit
+def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts, family, X, offset, z, codes_obs,
+                   nlevels, data_n, data_k, t, log_w, b_hat, const):
+    """FastPosterior.logp_and_grad of a GLMM with one scalar term, u integrated by adaptive quadrature."""
+    dim = x.shape[0]
+    beta = x[:p].copy()
+    grad = np.zeros(dim)
+    log_sd = x[p]
+    sd = np.exp(log_sd)
+    dsd_prior = np.empty(1)
+    lp = _priors(np.array([sd]), codes, pars, consts, dsd_prior) + log_sd
+    nobs = X.shape[0]
+    base = offset + X @ beta
+    sz = sd * z
+    # each level's conditional mode and curvature (Fisher scoring from the fit's modes), as ScalarTermGlmm._mode
+    u = b_hat / sd
+    curv = np.ones(nlevels)
+    gsum = np.empty(nlevels)
+    for _ in range(50):
+        gsum[:] = 0.0
+        curv[:] = 0.0
+        for i in range(nobs):
+            d1, info = _score(family, base[i] + sz[i] * u[codes_obs[i]], data_n[i], data_k[i])
+            gsum[codes_obs[i]] += d1 * sz[i]
+            curv[codes_obs[i]] += info * sz[i] * sz[i]
+        biggest = 0.0
+        for lvl in range(nlevels):
+            curv[lvl] += 1.0
+            step = (gsum[lvl] - u[lvl]) / curv[lvl]
+            u[lvl] += step
+            biggest = max(biggest, abs(step))
+        if biggest < 1e-9:
+            break
+    nodes = t.shape[0]
+    scale = 1.0 / np.sqrt(curv)
+    unode = np.empty((nlevels, nodes))
+    log_f = np.empty((nlevels, nodes))
+    for lvl in range(nlevels):
+        for m in range(nodes):
+            unode[lvl, m] = u[lvl] + scale[lvl] * t[m]
+            log_f[lvl, m] = -0.5 * unode[lvl, m] ** 2 + log_w[m]
+    d1s = np.empty((nobs, nodes))
+    for i in range(nobs):
+        lvl = codes_obs[i]
+        for m in range(nodes):
+            logp, d1, _ = _obs(family, base[i] + sz[i] * unode[lvl, m], data_n[i], data_k[i])
+            log_f[lvl, m] += logp
+            d1s[i, m] = d1
+    value = const
+    post = np.empty((nlevels, nodes))
+    for lvl in range(nlevels):
+        top = log_f[lvl].max()
+        total = 0.0
+        for m in range(nodes):
+            post[lvl, m] = np.exp(log_f[lvl, m] - top)
+            total += post[lvl, m]
+        post[lvl] /= total
+        value += np.log(scale[lvl]) + top + np.log(total)
+    d_s = 0.0
+    for i in range(nobs):
+        lvl = codes_obs[i]
+        e1 = 0.0
+        e1u = 0.0
+        for m in range(nodes):
+            e1 += post[lvl, m] * d1s[i, m]
+            e1u += post[lvl, m] * d1s[i, m] * unode[lvl, m]
+        for j in range(p):
+            grad[j] += X[i, j] * e1
+        d_s += z[i] * e1u
+    dprior = np.empty(p)
+    total_lp = value + lp + _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
+    grad[:p] += dprior
+    grad[p] = d_s * sd + dsd_prior[0] * sd + 1.0
+    if not np.isfinite(total_lp) or not np.all(np.isfinite(grad)):
+        return -np.inf, np.zeros(dim)
+    return total_lp, grad
+
+
+# --- from a FastPosterior to a compiled callable ------------------------------------------------
+
+_KINDS = {"Flat": (_FLAT, ()), "HalfFlat": (_FLAT, ()), "Normal": (_NORMAL, ("mu", "sigma")),
+          "HalfNormal": (_NORMAL, (None, "sigma")), "StudentT": (_STUDENT, ("mu", "sigma", "nu")),
+          "HalfStudentT": (_STUDENT, (None, "sigma", "nu")), "Cauchy": (_STUDENT, ("alpha", "beta", 1.0)),
+          "HalfCauchy": (_STUDENT, (None, "beta", 1.0)), "Exponential": (_EXPONENTIAL, ("lam",)),
+          "Gamma": (_GAMMA, ("alpha", "beta")), "InverseGamma": (_INVGAMMA, ("alpha", "beta")),
+          "LogNormal": (_LOGNORMAL, ("mu", "sigma"))}
+
+
+def _prior_arrays(priors):
+    """Kind codes, parameters (m, 3) and constants (the rest of bayes.prior_logp) of a list of priors."""
+    from bayesmix.bayes import prior_logp
+    from bayesmix.pymc_model import filled_params
+
+    codes = np.zeros(len(priors), dtype=np.int64)
+    pars = np.zeros((len(priors), 3))
+    consts = np.zeros(len(priors))
+    for j, prior in enumerate(priors):
+        code, names = _KINDS[prior.dist]
+        params = filled_params(prior)
+        codes[j] = code
+        pars[j] = [0.0, 1.0, 1.0]
+        for slot, name in enumerate(names):
+            pars[j, slot] = 0.0 if name is None else name if isinstance(name, float) else float(params[name])
+        at_one = float(np.asarray(prior_logp(prior.dist, {k: np.float64(v) for k, v in params.items()}, 1.0)))
+        consts[j] = at_one - _prior_part(code, pars[j], 1.0)[0]
+    return codes, pars, consts
+
+
+def supported(post) -> bool:
+    """Whether ``post`` (a FastPosterior) is one of the models the kernels evaluate."""
+    from bayesmix.bayes import CollapsedLmm, ScalarTermGlmm
+
+    if not post.collapsed or any(info.k > 2 for info in post.infos):
+        return False
+    if any(prior.dist not in _KINDS for prior in _all_priors(post)):
+        return False
+    if isinstance(post.lik, CollapsedLmm):
+        return post.lik.q <= MAX_Q
+    return isinstance(post.lik, ScalarTermGlmm) and (post.lik.family, post.lik.link) in {
+        ("binomial", "logit"), ("poisson", "log")}
+
+
+def _all_priors(post):
+    spec = post.priors
+    scales = ([spec.sigma] if post.variance.has_sigma else []) + [p for i in post.infos for p in spec.sd[i.label]]
+    return scales + ([] if post.integrate_beta else list(spec.beta))
+
+
+def compile_posterior(post):
+    """A callable x -> (log posterior, gradient) equal to ``post``'s NumPy one, or None where unsupported."""
+    if not supported(post):
+        return None
+    spec, var = post.priors, post.variance
+    scale_priors = ([spec.sigma] if var.has_sigma else []) + [p for i in post.infos for p in spec.sd[i.label]]
+    priors = (*_prior_arrays(scale_priors), *_prior_arrays([] if post.integrate_beta else list(spec.beta)))
+    if post.result.is_lmm:
+        return _lmm_posterior(post, priors)
+    return _glmm_posterior(post, priors)
+
+
+def _lmm_posterior(post, priors):
+    lik, var = post.lik, post.variance
+    codes, pars, consts, bcodes, bpars, bconsts = priors
+    term_k = np.array([i.k for i in post.infos], dtype=np.int64)
+    term_eta = np.array([e if e is not None else 0.0 for e in var.etas], dtype=float)
+    term_const = np.array(var.lkj_const, dtype=float)
+    sd_start = np.array([s.start for s in var.sd_slices], dtype=np.int64)
+    corr_start = np.array([s.start for s in var.corr_slices], dtype=np.int64)
+    index = list(lik.blocks.index)
+    if lik.beta_factor is not None:  # β's block (CollapsedLmm's first) goes last: A becomes an arrow
+        index = index[1:] + index[:1]
+    order = np.concatenate([ix.ravel() for ix in index])
+    blk_start = np.cumsum([0] + [ix.size for ix in index])[:-1].astype(np.int64)
+    blk_nlev = np.array([ix.shape[0] for ix in index], dtype=np.int64)
+    blk_k = np.array([ix.shape[1] for ix in index], dtype=np.int64)
+    factor = np.zeros((0, 0)) if lik.beta_factor is None else np.ascontiguousarray(lik.beta_factor, dtype=float)
+    ztz = np.ascontiguousarray((lik.ztz if not lik.single else _dense_ztz(lik))[np.ix_(order, order)], dtype=float)
+    system = (factor, ztz, np.ascontiguousarray(lik.zty[order], dtype=float),
+              np.ascontiguousarray(lik.ztx[order], dtype=float))
+    layout = (blk_start, blk_nlev, blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
+    args = (np.int64(post.p), np.int64(var.n_scales), codes, pars, consts, term_k, term_eta, term_const,
+            sd_start, corr_start, bcodes, bpars, bconsts, *system,
+            np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
+            float(lik.yty), float(lik.n), float(lik.const), *layout)
+    return CompiledPosterior(lmm_posterior, args, (*system, *layout), order)
+
+
+def _glmm_posterior(post, priors):
+    lik = post.lik
+    codes, pars, consts, bcodes, bpars, bconsts = priors
+    family = _BINOMIAL_LOGIT if lik.family == "binomial" else _POISSON_LOG
+    data_n, data_k = (lik.data["n"], lik.data["k"]) if lik.family == "binomial" else (lik.data["w"], lik.data["y"])
+    arrays = [np.ascontiguousarray(a, dtype=float) for a in (lik.X, lik.offset, lik.z)]
+    data = [np.ascontiguousarray(a, dtype=float) for a in (data_n, data_k, lik.t, lik.log_w, lik.b_hat)]
+    args = (np.int64(post.p), codes, pars, consts, bcodes, bpars, bconsts, np.int64(family), *arrays,
+            np.ascontiguousarray(lik.codes, dtype=np.int64), np.int64(lik.nlevels), *data, float(lik.const))
+    return CompiledPosterior(glmm_posterior, args)
+
+
+class CompiledPosterior:
+    """A kernel with its model's arrays: called on x gives (log posterior, gradient); LMMs also draw u."""
+
+    def __init__(self, kernel, args, draw_args=None, order=None):
+        self.kernel, self.args = kernel, args
+        self.draw_args, self.order = draw_args, order
+
+    def __call__(self, x):
+        return self.kernel(np.ascontiguousarray(x, dtype=np.float64), *self.args)
+
+    @property
+    def draws_u(self) -> bool:
+        return self.draw_args is not None
+
+    def draw_u_batch(self, beta, sigma, Ls, rng) -> np.ndarray:
+        """u per draw (β̃ first when β is integrated, as CollapsedLmm.draw_u); beta (D, p), sigma (D,), Ls [(D, k, k)]."""
+        draws = len(sigma)
+        L = np.zeros((draws, len(Ls), 2, 2))
+        for t, Lt in enumerate(Ls):
+            L[:, t, : Lt.shape[1], : Lt.shape[2]] = Lt
+        z = rng.standard_normal((draws, len(self.order)))
+        u = lmm_draw_u(np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(sigma, dtype=float), L, z,
+                       *self.draw_args)
+        out = np.empty_like(u)
+        out[:, self.order] = u
+        return out
+
+
+def _dense_ztz(lik) -> np.ndarray:
+    """Z'WZ of a single term from its per-level blocks (CollapsedLmm keeps only those then)."""
+    ix = lik.blocks.index[0]
+    out = np.zeros((lik.q, lik.q))
+    for lvl in range(ix.shape[0]):
+        out[np.ix_(ix[lvl], ix[lvl])] = lik.ztz_blocks[lvl]
+    return out
+
+
+def _envelope(ztz, blk_start, blk_nlev, blk_k) -> np.ndarray:
+    """First structurally non-zero column per row of A = Λ'MΛ/σ² + I (Λ mixes columns within a level only)."""
+    level_of = np.empty(ztz.shape[0], dtype=np.int64)
+    level_first = []
+    for start, nlev, k in zip(blk_start, blk_nlev, blk_k):
+        for lvl in range(nlev):
+            level_of[start + lvl * k : start + (lvl + 1) * k] = len(level_first)
+            level_first.append(start + lvl * k)
+    nlevels = len(level_first)
+    touches = np.zeros((nlevels, nlevels), dtype=bool)
+    rows, cols = np.nonzero(ztz)
+    touches[level_of[rows], level_of[cols]] = True
+    first_level = np.argmax(touches | np.eye(nlevels, dtype=bool), axis=1)
+    return np.array(level_first, dtype=np.int64)[first_level][level_of]

@@ -421,7 +421,9 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         x0 = np.concatenate([stage1.x, np.zeros(obj.p)])
         lower = np.concatenate([lower_theta, np.full(obj.p, -np.inf)])
         # the search only needs to reach the Newton polish's basin; the polish finishes the job
-        stage2 = minimize_bounded(whitened, x0, lower, ftol=1e-8)
+        # stage 1 leaves (θ, β) within a few hundredths (θ units; SEs for whitened β) of the
+        # optimum: a small first trust region saves BOBYQA a third of its evaluations
+        stage2 = minimize_bounded(whitened, x0, lower, ftol=1e-8, initial_step=0.05)
         theta = stage2.x[: obj.ntheta]
         beta = beta0 + scale @ stage2.x[obj.ntheta :]
         state = obj.pirls(theta, beta)

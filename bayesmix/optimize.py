@@ -28,16 +28,17 @@ class OptimizeResult:
 
 
 def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12,
-                     maxiter: int = 1000) -> OptimizeResult:
+                     maxiter: int = 1000, initial_step: float | None = None) -> OptimizeResult:
     """Minimize ``fun`` over ``lower <= x <= upper`` (infinite bounds allowed).
 
-    ``max_newton=0`` skips the polish (a rough optimum, e.g. a start for a second stage).
+    ``max_newton=0`` skips the polish (a rough optimum, e.g. a start for a second stage);
+    ``initial_step`` sets BOBYQA's first trust-region radius (small when ``x0`` is close).
     """
     x0 = np.asarray(x0, dtype=float)
     lower = np.asarray(lower, dtype=float)
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
     counter = _Counter(fun)
-    res = _bobyqa(counter, x0, lower, upper, ftol, maxiter)
+    res = _bobyqa(counter, x0, lower, upper, ftol, maxiter, initial_step)
     if counter.best_x is None:  # the criterion was infinite everywhere it looked
         return OptimizeResult(x0, np.inf, counter.calls, False, res.message)
     x, fx = counter.best_x.copy(), counter.best_f
@@ -73,7 +74,7 @@ class _SearchResult:
     message: str
 
 
-def _bobyqa(counter, x0, lower, upper, ftol: float, maxeval: int) -> _SearchResult:
+def _bobyqa(counter, x0, lower, upper, ftol: float, maxeval: int, initial_step: float | None = None) -> _SearchResult:
     """NLopt's BOBYQA from ``x0``; the best point seen is kept by ``counter``."""
     opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
     opt.set_min_objective(lambda x, grad: counter(x))
@@ -83,6 +84,8 @@ def _bobyqa(counter, x0, lower, upper, ftol: float, maxeval: int) -> _SearchResu
     opt.set_ftol_abs(1e-10)
     opt.set_xtol_abs(1e-8)
     opt.set_maxeval(maxeval)
+    if initial_step is not None:
+        opt.set_initial_step(initial_step)
     try:
         opt.optimize(np.clip(x0, lower, upper))
         code = opt.last_optimize_result()

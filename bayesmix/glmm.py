@@ -172,6 +172,7 @@ class GlmmObjective:
         self.eta_start = family.link.linkfun(family.initialize(y, wt)[2])
         self._u_warm = np.zeros(sum(t.q for t in compiled.terms))
         self._beta_warm = None
+        self._structure: dict = {}  # Schur-block structure, learned once for all PIRLS systems
         self._memory_pars: list[np.ndarray] = []
         self._memory_modes: list[np.ndarray] = []
         self.ntheta = compiled.ntheta
@@ -258,7 +259,8 @@ class GlmmObjective:
         raise PirlsError("PIRLS step-halvings failed to reduce the deviance; try rescaling covariates or nAGQ=0")
 
     def _deviance(self, X_used, cross: CrossProducts) -> ProfiledDeviance:
-        return ProfiledDeviance(self.compiled.terms, X_used, None, None, reml=False, cross=cross)
+        return ProfiledDeviance(self.compiled.terms, X_used, None, None, reml=False, cross=cross,
+                                structure=self._structure)
 
     # --- objectives -------------------------------------------------------------------
 

@@ -195,7 +195,8 @@ class Factorization:
 class ProfiledDeviance:
     """``θ -> -2 log L`` (ML) or the REML criterion, profiled over β and σ."""
 
-    def __init__(self, terms: list[RandomEffectsTerm], X, y, weights, reml: bool, cross: CrossProducts | None = None):
+    def __init__(self, terms: list[RandomEffectsTerm], X, y, weights, reml: bool, cross: CrossProducts | None = None,
+                 structure: dict | None = None):
         self.terms = terms
         self.reml = reml
         self.p = X.shape[1]
@@ -207,6 +208,9 @@ class ProfiledDeviance:
         self._rest_nlevels = [t.nlevels for t in rest]
         # leading scalar terms of the Schur block: nested in block 1, they stay diagonal
         self._diagonal_candidates = [t.q for t in rest[: next((i for i, t in enumerate(rest) if t.k != 1), len(rest))]]
+        # what factorizations have learned about the Schur blocks' structure; PIRLS shares
+        # one dict across the systems it builds for the same model
+        self._structure = {} if structure is None else structure
         self.evaluations = 0
 
     @property
@@ -237,9 +241,14 @@ class ProfiledDeviance:
         c_r = self._rest_rows(m1, lam_r) if self.q2 else None
         s = self._schur(c_r, c_x, lam_r)
         try:
-            l_s, n_diagonal = _cholesky_diagonal_leads(s, self._diagonal_candidates)
-            # a block found non-diagonal is so structurally (θ only rescales it): stop checking
-            del self._diagonal_candidates[n_diagonal:]
+            known = self._structure.get("diagonal_blocks")
+            if known is not None:
+                l_s, _ = _cholesky_diagonal_leads(s, known, check=False)
+            else:
+                l_s, n_diagonal = _cholesky_diagonal_leads(s, self._diagonal_candidates)
+                if np.all(theta != 0):
+                    # at a θ without zeros, zero blocks are structural (θ only rescales them)
+                    self._structure["diagonal_blocks"] = self._diagonal_candidates[:n_diagonal]
         except (la.LinAlgError, np.linalg.LinAlgError):
             return None
         return Factorization(theta, l1, m1, c_r, c_x, l_s, lam_r, self.q2, self.p)
@@ -355,13 +364,14 @@ def _sum_blocks(a, b):
 _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense
 
 
-def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> tuple[np.ndarray, int]:
+def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool = True) -> tuple[np.ndarray, int]:
     """Lower Cholesky factor of ``s``, eliminating leading diagonal blocks cheaply.
 
     A scalar term nested in the terms before it (e.g. ``(1|a/b)``) leaves a diagonal
     block in the Schur complement; each such block is factored by square roots, and
     only what remains goes to LAPACK.  The result is exactly the Cholesky factor; also
-    returned is how many of the blocks were diagonal.
+    returned is how many of the blocks were diagonal.  ``check=False``: the blocks are
+    known to be diagonal.
     """
     m = s.shape[0]
     L = np.zeros_like(s)
@@ -371,7 +381,7 @@ def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int]) -> tuple[np.
         end = pos + size
         block = s[pos:end, pos:end]
         d = np.diagonal(block).copy()
-        if np.count_nonzero(block) > size or np.any(d <= 0):
+        if (check and np.count_nonzero(block) > size) or np.any(d <= 0):
             break  # not diagonal (or not positive): hand the rest to LAPACK
         d = np.sqrt(d)
         L[pos:end, pos:end] = np.diag(d)

@@ -32,6 +32,7 @@ class CompiledModel:
     n_dropped: int = 0
     dropped_fixef: list[str] = field(default_factory=list)
     weights_name: str | None = None
+    offset_name: str | None = None  # the offset= argument as lme4 prints it (formula offsets are not)
     response_trials: np.ndarray | None = None  # binomial: trials per row (cbind or weights)
     raw_weights: np.ndarray | None = None  # the prior weights as given (before trials)
 
@@ -109,6 +110,7 @@ def compile_model(
         n_dropped=n_dropped,
         dropped_fixef=dropped,
         weights_name=weights_name,
+        offset_name=offset if isinstance(offset, str) else ("offset" if offset is not None else None),
         response_trials=trials,
         raw_weights=prior,
     )

@@ -54,6 +54,7 @@ class SummaryParts:
     formula: str
     data_name: str | None
     weights_name: str | None
+    offset_name: str | None
     reml_criterion: float | None
     aic: float
     bic: float
@@ -89,6 +90,7 @@ def summary_parts(result) -> SummaryParts:
         formula=result.formula_display,
         data_name=getattr(result, "data_name", None),
         weights_name=result.weights_name,
+        offset_name=getattr(result.compiled, "offset_name", None),
         reml_criterion=result.reml_criterion if result.is_lmm and result.REML else None,
         aic=float(result.aic),
         bic=float(result.bic),
@@ -162,6 +164,8 @@ def _call_lines(parts: SummaryParts) -> list[str]:
         lines += r_cat_fill(["   Data:", str(parts.data_name)])
     if parts.weights_name:
         lines += r_cat_fill(["Weights:", str(parts.weights_name)])
+    if parts.offset_name:
+        lines += r_cat_fill([" Offset:", str(parts.offset_name)])
     return lines
 
 

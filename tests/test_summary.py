@@ -84,7 +84,7 @@ def parts_from_reference(d: dict) -> SummaryParts:
         family=None if lmm else family.name, link=None if lmm else family.link.name,
         formula=parse_formula(d["formula"]).display,
         # the reference script called lmer(f, data = df, weights = df[[weights]])
-        data_name="df", weights_name="df[[weights]]" if d["weights"] else None,
+        data_name="df", weights_name="df[[weights]]" if d["weights"] else None, offset_name=None,
         reml_criterion=d["reml_criterion"], aic=d["aic"], bic=d["bic"], loglik=d["loglik"], df_resid=d["df_resid"],
         residual_quantiles=d["scaled_resid_quantiles"], random_effects=random_effects,
         residual_sd=residual[0] if residual else None, nobs=d["nobs"], ngrps=d["ngrps"], coef_table=table,
@@ -520,3 +520,12 @@ def test_summary_parts_of_a_fit_carry_its_numbers(fits):
     assert parts.reml_criterion == pytest.approx(result.reml_criterion)
     assert parts.random_effects[0].names == ["(Intercept)", "Days"]
     assert parts.residual_sd == pytest.approx(result.sigma)
+
+
+def test_offset_argument_is_printed_as_lme4_does():
+    """R: d <- sleepstudy; d$o <- d$Days * 0.5; print(summary(lmer(Reaction ~ Days + (1|Subject), d, offset = o)))
+    prints " Offset: o" under "   Data: d"."""
+    sleep = bm.load_dataset("sleepstudy").assign(o=lambda d: d.Days * 0.5)
+    lines = bm.lmer("Reaction ~ Days + (1 | Subject)", sleep, offset="o", data_name="d").summary().split("\n")
+    assert lines[1:4] == ["Formula: Reaction ~ Days + (1 | Subject)", "   Data: d", " Offset: o"]
+    assert lines[5] == "REML criterion at convergence: 1786.5"

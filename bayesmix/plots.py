@@ -40,14 +40,17 @@ def forest(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95, f
         ax.errorbar(rows["mean"], y - 0.15, xerr=_xerr(rows["mean"], rows[hdi_lo], rows[hdi_hi]),
                     fmt="o", color="tab:orange", capsize=3, label=f"posterior mean, {100 * ci_prob:g}% HDI")
         ax.set_yticks(y, [_pretty(name) for name in rows.index])
+        ax.set_ylim(-0.6, len(rows) - 0.4)  # room for the offset markers in one-row panels
         ax.set_title(title, loc="left", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         if kind == "corr":
             ax.set_xlim(-1.05, 1.05)
-    axes[0, 0].legend(loc="best", fontsize=8)
     axes[-1, 0].set_xlabel("value")
     fig.suptitle(f"{result.formula_display}: {result.method} fit and posterior", fontsize=11)
-    fig.tight_layout()
+    # the legend below the panels, where it cannot cover a marker
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

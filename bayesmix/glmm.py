@@ -306,7 +306,7 @@ class GlmmObjective:
     def theta_beta(self, par: np.ndarray) -> float:
         par = np.asarray(par, dtype=float)
         try:
-            state = self.pirls(par[: self.ntheta], par[self.ntheta :], u0=self._nearest_modes(par))
+            state = self.pirls(par[: self.ntheta], par[self.ntheta :], u0=self._predicted_modes(par))
         except PirlsError:
             return np.inf
         self._remember_modes(par, state.u)
@@ -316,7 +316,7 @@ class GlmmObjective:
     # modes of the nearest point evaluated so far saves iterations over the last point's.
     _MEMORY = 16
 
-    def _nearest_modes(self, par: np.ndarray) -> np.ndarray | None:
+    def _predicted_modes(self, par: np.ndarray) -> np.ndarray | None:
         """Predicted modes at ``par``: a local linear fit over the nearest points evaluated."""
         if not self._memory_pars:
             return None

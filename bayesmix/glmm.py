@@ -19,6 +19,7 @@ from scipy.stats import norm
 
 from bayesmix.lmm import _DENSE_LIMIT, CrossProducts, GramPattern, PatternMatrix, ProfiledDeviance
 from bayesmix.optimize import minimize_bounded
+from bayesmix.terms import b_from_u
 
 
 class PirlsError(RuntimeError):
@@ -354,17 +355,6 @@ def _modes_settled(du: float, previous_du: float | None) -> bool:
         return False
     rate = du / previous_du
     return rate < 0.1 and rate * du < 1e-9
-
-
-def b_from_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``b = Λ(θ) u``, term by term (u in Z's level-major column order)."""
-    out, t0, u0 = [], 0, 0
-    for term in terms:
-        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
-        out.append((u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T).ravel())
-        t0 += term.ntheta
-        u0 += term.q
-    return np.concatenate(out)
 
 
 def gauss_hermite_rule(n: int):

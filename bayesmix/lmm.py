@@ -23,7 +23,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.linalg.lapack import dtrtrs
 
-from bayesmix.terms import RandomEffectsTerm
+from bayesmix.terms import RandomEffectsTerm, b_from_u
 
 
 @dataclass
@@ -346,13 +346,7 @@ class ProfiledDeviance:
 
     def b_from_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``b = Λ(θ) u``, term by term."""
-        out, start = [], 0
-        for t, s in zip(self.terms, self._slices):
-            T = t.factor_matrix(theta[s])
-            block = u[start : start + t.q].reshape(t.nlevels, t.k)
-            out.append((block @ T.T).ravel())
-            start += t.q
-        return np.concatenate(out)
+        return b_from_u(self.terms, theta, u)
 
 
 def _sum_blocks(a, b):

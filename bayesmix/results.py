@@ -11,6 +11,7 @@ import pandas as pd
 from bayesmix.design import DataError, Evaluator, model_matrix
 from bayesmix.formula import parse_formula
 from bayesmix.model import CompiledModel, grouping_factor
+from bayesmix.terms import b_from_u
 
 
 class MixedModelResult:
@@ -442,7 +443,7 @@ class GlmerResult(MixedModelResult):
             state = fit.state
             pearson = (compiled.y - state.mu) ** 2 * compiled.weights / family.variance(state.mu)
             sigma = float(np.sqrt((pearson.sum() + state.u @ state.u) / compiled.n))
-        b = _b_from_u(compiled.terms, fit.theta, fit.state.u)
+        b = b_from_u(compiled.terms, fit.theta, fit.state.u)
         method = "Laplace" if fit.objective.nAGQ == 1 else "AGQ"
         # the RX fallback is unscaled: lme4's vcov is sigma² (RX'RX)⁻¹ then, as vcov_rx() gives
         vcov = fit.vcov * sigma**2 if fit.vcov_source == "RX" else fit.vcov
@@ -512,9 +513,3 @@ class GlmerResult(MixedModelResult):
         else:
             raise ValueError(f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or 'working'")
         return r / self.sigma if scaled else r
-
-
-def _b_from_u(terms, theta, u):
-    from bayesmix.glmm import b_from_u
-
-    return b_from_u(terms, theta, u)

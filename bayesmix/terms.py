@@ -98,3 +98,14 @@ class RandomEffectsTerm:
 def order_terms(terms: list[RandomEffectsTerm]) -> list[RandomEffectsTerm]:
     """lme4's order: by decreasing number of levels, ties kept in formula order."""
     return sorted(terms, key=lambda t: -t.nlevels)
+
+
+def b_from_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``b = Λ(θ) u``, term by term (u in Z's level-major column order)."""
+    out, t0, u0 = [], 0, 0
+    for term in terms:
+        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
+        out.append((u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T).ravel())
+        t0 += term.ntheta
+        u0 += term.q
+    return np.concatenate(out)

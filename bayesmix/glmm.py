@@ -173,6 +173,7 @@ class GlmmObjective:
         self.eta_start = family.link.linkfun(family.initialize(y, wt)[2])
         self._u_warm = np.zeros(sum(t.q for t in compiled.terms))
         self._beta_warm = None
+        self._no_columns = np.zeros((compiled.n, 0))
         self._structure: dict = {}  # Schur-block structure, learned once for all PIRLS systems
         self._memory_pars: list[np.ndarray] = []
         self._memory_modes: list[np.ndarray] = []
@@ -203,15 +204,7 @@ class GlmmObjective:
         old_pdev = np.inf
         previous_du = None
         for _ in range(self.maxit):
-            mu_eta = fam.link.mu_eta(eta)
-            w = self.prior_weights * mu_eta**2 / fam.variance(mu)
-            z = eta - offset + (self.y - mu) / mu_eta
-            if u_only:
-                X_used, response = np.zeros((c.n, 0)), z - X @ beta
-            else:
-                X_used, response = X, z
-            dev = self._deviance(X_used, self.system.cross(w, X_used, response))
-            f = dev.factorize(theta)
+            w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
             if f is None:
                 raise PirlsError(
                     "PIRLS failed: the weighted least-squares system is not positive definite (fitted means "
@@ -235,17 +228,28 @@ class GlmmObjective:
             )
         # refactor at the weights of the final modes (lme4's L): a factor whose weights are
         # a 1e-9 step old measurably roughens the objective for the optimizer's differences
-        mu_eta = fam.link.mu_eta(eta)
-        w = self.prior_weights * mu_eta**2 / fam.variance(mu)
-        z = eta - offset + (self.y - mu) / mu_eta
-        X_used = np.zeros((c.n, 0)) if u_only else X
-        response = z - X @ beta if u_only else z
-        dev = self._deviance(X_used, self.system.cross(w, X_used, response))
-        f = dev.factorize(theta)
+        w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
         self._u_warm = u
         if not u_only:
             self._beta_warm = beta
         return PirlsState(theta, beta, u, eta, mu, w, f, dev, old_pdev)
+
+    def weighted_system(self, theta, eta, mu, fixed_beta=None):
+        """PIRLS's weighted least-squares system at (η, μ), factored at θ: (weights, system, factor).
+
+        With ``fixed_beta`` the system is in u alone (Xβ moved into the working response);
+        without it, in u and β jointly.
+        """
+        fam, c = self.family, self.compiled
+        mu_eta = fam.link.mu_eta(eta)
+        w = self.prior_weights * mu_eta**2 / fam.variance(mu)
+        z = eta - c.offset + (self.y - mu) / mu_eta
+        if fixed_beta is not None:
+            X_used, response = self._no_columns, z - c.X @ fixed_beta
+        else:
+            X_used, response = c.X, z
+        dev = self._deviance(X_used, self.system.cross(w, X_used, response))
+        return w, dev, dev.factorize(theta)
 
     def _halve_steps(self, theta, dev, u, beta, u_new, beta_new, old_pdev):
         """Step halving (lme4's pwrssUpdate): shrink the step until the penalized deviance drops."""
@@ -491,9 +495,5 @@ def _glmm_vcov(obj: GlmmObjective, state: PirlsState, hess) -> tuple[np.ndarray,
 
 def rx_vcov(obj: GlmmObjective, state: PirlsState) -> np.ndarray:
     """The Cholesky-based covariance ``(R_X'R_X)⁻¹`` from the joint (u, β) system at the estimates."""
-    fam, c = obj.family, obj.compiled
-    mu_eta = fam.link.mu_eta(state.eta)
-    w = obj.prior_weights * mu_eta**2 / fam.variance(state.mu)
-    z = state.eta - c.offset + (obj.y - state.mu) / mu_eta
-    dev = obj._deviance(c.X, obj.system.cross(w, c.X, z))
-    return dev.fixef_covariance_unscaled(dev.factorize(state.theta))
+    _, dev, f = obj.weighted_system(state.theta, state.eta, state.mu)
+    return dev.fixef_covariance_unscaled(f)

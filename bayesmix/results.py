@@ -397,7 +397,7 @@ class LmerResult(MixedModelResult):
 
         Keyed by term (``group_labels()``), each an array (levels, k, k).
         """
-        f, dev = self._factorization, self._deviance_obj
+        f = self._factorization
         q1 = f.l1.shape[0] * f.l1.shape[1]
         k1 = f.l1.shape[1]
         l1_inv = np.linalg.inv(f.l1)  # (levels, k, k)

@@ -7,7 +7,8 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.pymc_model`):
   models (terms of up to two coefficients; scalar-term binomial-logit and Poisson GLMMs) by
   :mod:`bayesmix.fastdens`'s numba kernels, compiled once per machine (disk cache).  For
   LMMs the random effects — and the fixed effects too when their priors are Normal, as
-  by default — are integrated out analytically (a Cholesky per evaluation) and drawn
+  by default — are integrated out analytically (a Cholesky per evaluation: dense up to 300
+  random effects, beyond that :mod:`bayesmix.blockedlmm`'s blocked one for scalar terms) and drawn
   afterwards from their exact Gaussian conditional given each draw of (σ, SDs,
   correlations); integrating β removes the funnel between β and a group SD that few
   groups create (Dyestuff2 diverged without it).  GLMMs with one scalar term integrate
@@ -37,7 +38,9 @@ from bayesmix.threads import blas_threads_for
 from bayesmix.pymc_model import ModelPriors, TermInfo, filled_params, resolve_priors, term_infos
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
-COLLAPSE_MAX_Q = 300  # random effects up to which an LMM is sampled with them integrated out
+# random effects up to which an LMM is sampled with them integrated out by a dense Cholesky; beyond, models
+# of scalar terms take bayesmix.blockedlmm's blocked one, the others keep their random effects
+COLLAPSE_MAX_Q = 300
 _H = 1e-20  # complex-step size: derivatives exact to rounding
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -197,14 +200,23 @@ class VarianceBlock:
         """Unconstrained values at the frequentist estimates (SDs kept off zero)."""
         scales = [np.log(result.sigma)] if self.has_sigma else []
         corrs = []
-        for info, cov in zip(self.infos, result.term_covariances()):
-            sd = np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), sd_floor)
+        for sd, corr_chol in starting_factors(result, sd_floor):
             scales.extend(np.log(sd))
-            if info.k > 1:
-                corr = 0.9 * cov / np.outer(sd, sd) + 0.1 * np.eye(info.k)  # shrunk off the boundary
-                np.fill_diagonal(corr, 1.0)
-                corrs.extend(corr_cholesky_inverse(np.linalg.cholesky(corr)))
+            if len(sd) > 1:
+                corrs.extend(corr_cholesky_inverse(corr_chol))
         return np.array(scales + corrs, dtype=float)
+
+
+def starting_factors(result, sd_floor: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per term, where samplers start: the SDs at the estimates kept off zero, and the Cholesky
+    factor of the estimated correlation matrix shrunk off the boundary (|ρ| = 1 has no density)."""
+    out = []
+    for cov in result.term_covariances():
+        sd = np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), sd_floor)
+        corr = 0.9 * cov / np.outer(sd, sd) + 0.1 * np.eye(len(sd))
+        np.fill_diagonal(corr, 1.0)
+        out.append((sd, np.linalg.cholesky(corr)))
+    return out
 
 
 def _grouped(priors) -> list[tuple[str, dict, np.ndarray]]:
@@ -630,7 +642,7 @@ class FastPosterior:
         elif result.is_lmm:
             normal = [filled_params(b) for b in priors.beta] if self.integrate_beta else None
             beta_prior = (np.array([b["mu"] for b in normal]), np.array([b["sigma"] for b in normal])) if normal else None
-            self.lik = CollapsedLmm(result.compiled, beta_prior)
+            self.lik = _collapsed_lmm(result.compiled, beta_prior)
         else:
             self.lik = ScalarTermGlmm(result)
         if self.integrate_beta:
@@ -724,7 +736,7 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
         _require("nutpie", "sampler='nutpie'")
         can_collapse = collapsible(result)
         if collapse is None:
-            collapse = can_collapse and (not result.is_lmm or sum(t.q for t in result.compiled.terms) <= COLLAPSE_MAX_Q)
+            collapse = can_collapse and (not result.is_lmm or _small(result.compiled) or _blocked(result.compiled))
         if collapse and not can_collapse:
             raise ValueError("collapse=True integrates the random effects out: analytically for LMMs, by "
                              "quadrature for GLMMs with a single scalar random-effects term; this model has neither")
@@ -733,6 +745,25 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
         raise ValueError(f"collapse=True is available with sampler='nutpie' and the fast route only"
                          f"{'' if reason is None else f' (this model has {reason})'}")
     return _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, target_accept)
+
+
+def _small(compiled) -> bool:
+    return sum(t.q for t in compiled.terms) <= COLLAPSE_MAX_Q
+
+
+def _blocked(compiled) -> bool:
+    from bayesmix import blockedlmm
+
+    return blockedlmm.applicable(compiled)
+
+
+def _collapsed_lmm(compiled, beta_prior):
+    """The dense collapsed density for a few hundred random effects, the blocked one beyond."""
+    if _small(compiled) or not _blocked(compiled):
+        return CollapsedLmm(compiled, beta_prior)
+    from bayesmix.blockedlmm import BlockedCollapsedLmm
+
+    return BlockedCollapsedLmm(compiled, beta_prior)
 
 
 def collapsible(result) -> bool:
@@ -794,10 +825,8 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
     t0 = time.perf_counter()
     # one BLAS thread: the matrices are small, and multithreaded OpenBLAS spins on them (100x slower)
     with blas_threads_for(0), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # cores=1: nutpie calls the log density through Python, and chains in parallel threads only fight over
-        # the GIL (with the numba kernels too: cores=2 measured slower)
         trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
-                              save_warmup=False, cores=1, target_accept=target_accept)
+                              save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept)
         x = np.asarray(trace.posterior["x"].values)
         posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed))
     elapsed = time.perf_counter() - t0
@@ -806,12 +835,27 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
         route = f"{density} (non-centred random effects)"
     elif result.is_lmm:
         what = "random and fixed effects" if post.integrate_beta else "random effects"
-        route = f"{density}, {what} integrated out analytically, then drawn from their exact Gaussian conditional"
+        how = " (a blocked Cholesky, as the ML engine's)" if getattr(post.lik, "blocked", False) else ""
+        route = (f"{density}, {what} integrated out analytically{how}, then drawn from their exact Gaussian "
+                 "conditional")
     else:
         route = (f"{density}, random effects integrated out by 15-node adaptive Gauss-Hermite quadrature, then "
                  "drawn exactly from their conditional (rejection sampling)")
     stats = trace.sample_stats.to_dataset() if hasattr(trace.sample_stats, "to_dataset") else trace.sample_stats
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler="nutpie")
+
+
+def _parallel_chains(post: FastPosterior, chains: int) -> int:
+    """How many chains nutpie runs at once.
+
+    nutpie calls the log density through Python, so chains in parallel threads fight over the GIL:
+    with the numba kernels and the NumPy densities one at a time measured faster.  The blocked
+    collapsed density spends its time in LAPACK and nogil kernels, which run beside each other
+    (InstEval: 1.8x faster with two).
+    """
+    import os
+
+    return min(chains, os.cpu_count() or 1) if getattr(post.lik, "blocked", False) else 1
 
 
 def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
@@ -913,12 +957,43 @@ def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, 
         warnings.filterwarnings("ignore", message=".*BLAS.*")
         trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
                           nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
-                          compute_convergence_checks=False, target_accept=target_accept)
+                          compute_convergence_checks=False, target_accept=target_accept,
+                          initvals=_pymc_initvals(result, spec, model))
     elapsed = time.perf_counter() - t0
     posterior = trace["posterior"].to_dataset()
     stats = trace["sample_stats"].to_dataset()
     route = f"{sampler} NUTS on the PyMC model (result.pymc_model)"
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler=sampler)
+
+
+def _pymc_initvals(result, spec: ModelPriors, model) -> dict:
+    """The fit's estimates (SDs kept off zero) as the PyMC route's start, as the fast route starts.
+
+    PyMC's own start, the priors' centres, can lie far out under near-flat priors (β = 0 for
+    Dyestuff's yields of ~1500): numpyro's chains then did not all arrive within 200 tuning steps.
+    """
+    r = result
+    free = {rv.name for rv in model.free_RVs}
+    values = {}
+
+    def put(name, vector, labels):
+        if name in free:
+            values[name] = np.asarray(vector, dtype=float)
+        else:  # one RV per element (priors of different kinds)
+            values.update({f"{name}[{label}]": float(x) for x, label in zip(vector, labels)})
+
+    put("beta", r._beta, r.compiled.fixef_names)
+    if "sigma" in free:
+        values["sigma"] = float(r.sigma)
+    offset = 0
+    factors = starting_factors(r, 0.1 * (r.sigma if r.has_scale else 1.0))
+    for info, term, (sd, corr_chol) in zip(term_infos(r), r.compiled.terms, factors):
+        L = sd[:, None] * corr_chol
+        b = r.b[offset : offset + term.q].reshape(term.nlevels, term.k)
+        put(f"sd_{info.label}", sd, info.columns)
+        values[f"u_{info.label}"] = la.solve_triangular(L, b.T, lower=True).T
+        offset += term.q
+    return values
 
 
 def _datatree(result, spec: ModelPriors, posterior, stats, route, elapsed, sampler):

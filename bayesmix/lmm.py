@@ -16,7 +16,7 @@ rescales those by θ and factors the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.linalg as la
@@ -85,7 +85,11 @@ class PatternMatrix:
     def rescaled(self, row_scale: np.ndarray, col_scale: np.ndarray) -> PatternMatrix:
         """``diag(row_scale) M diag(col_scale)``."""
         p = self.pattern
-        return PatternMatrix(self.values * row_scale[p.rows] * col_scale[p.cols], p, self.ncols)
+        return replace(self, values=self.values * row_scale[p.rows] * col_scale[p.cols])  # keeps a subclass
+
+    def gram(self) -> np.ndarray:
+        """``M M'``, dense."""
+        return self.pattern.gram(self.values)
 
     def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
         """``M dense'`` for a dense (m, ncols) matrix."""
@@ -288,7 +292,7 @@ class ProfiledDeviance:
             s_rr = np.asarray((lam_r.T @ (lam_r.T @ cp.a_rr).T).T)
             a_xr = np.asarray((lam_r.T @ cp.a_xr.T).T)
         if isinstance(c_r, PatternMatrix):
-            s_rr = s_rr - c_r.pattern.gram(c_r.values)
+            s_rr = s_rr - c_r.gram()
             s_xr = a_xr - c_r.times_transpose_of(c_x).T
         else:
             crr = c_r @ c_r.T

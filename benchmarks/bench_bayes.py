@@ -13,7 +13,7 @@ bayesmix.fastdens's numba kernels (``--numpy-density``).  The kernels' one-off c
 average) is printed before and after each case.
 
     .venv/bin/python benchmarks/bench_bayes.py [--draws 1000] [--chains 4] [--json out.json] [--no-bambi]
-        [--numpy-density] [--cold-compile]
+        [--numpy-density] [--cold-compile] [--alternatives [kept] [pymc]] [--cases sleepstudy cbpp insteval]
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ CASES = {
     "cbpp": dict(dataset="cbpp", kind="glmer", formula="cbind(incidence, size - incidence) ~ period + (1 | herd)",
                  bambi_formula="p(incidence, size) ~ period + (1 | herd)", bambi_family="binomial",
                  factors=["herd", "period"]),
+    # 73k rows, 4100 random effects: the blocked collapsed route against the random effects kept
+    # (run with --no-bambi --alternatives kept; bambi would take hours)
+    "insteval": dict(dataset="InstEval", kind="lmer", formula="y ~ service * dept + (1 | s) + (1 | d)",
+                     bambi_formula="y ~ service * dept + (1 | s) + (1 | d)", bambi_family="gaussian",
+                     factors=["s", "d", "service", "dept"]),
 }
 
 BAMBI_SCRIPT = r"""
@@ -167,9 +172,11 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=["sleepstudy", "cbpp"], choices=list(CASES))
     parser.add_argument("--no-bambi", action="store_true")
-    parser.add_argument("--alternatives", action="store_true", help="also time the routes that are not the default")
+    parser.add_argument("--alternatives", nargs="*", choices=["kept", "pymc"],
+                        help="also time the routes that are not the default: random effects kept (collapse=False), "
+                             "the PyMC model compiled for nutpie; no names: both")
     parser.add_argument("--numpy-density", action="store_true", help="also time the default route on the NumPy density")
     parser.add_argument("--cold-compile", action="store_true", help="time the kernels' compilation (empty numba cache)")
     parser.add_argument("--json", type=Path)
@@ -188,9 +195,11 @@ def main() -> None:
         if args.numpy_density:
             rows["bayesmix default route, NumPy density"] = run_bayesmix_numpy(
                 model, args.draws, args.tune, args.chains, args.seed)
-        if args.alternatives:
+        alternatives = (args.alternatives or ["kept", "pymc"]) if args.alternatives is not None else []
+        if "kept" in alternatives:
             rows["bayesmix random effects kept (collapse=False)"] = run_bayesmix(
                 model, args.draws, args.tune, args.chains, args.seed, collapse=False)
+        if "pymc" in alternatives:
             rows["PyMC model compiled for nutpie"] = run_pymc_nutpie(model, args)
         if not args.no_bambi:
             rows["bambi (default sampler)"] = run_bambi(case, args.draws, args.tune, args.chains, args.seed)

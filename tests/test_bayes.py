@@ -496,6 +496,19 @@ def test_sample_sleepstudy_collapsed():
     assert np.all(np.abs(b_mean - m.ranef["Subject"].to_numpy()) < 0.5 * b_sd)
 
 
+def test_sample_with_numpyro_where_installed():
+    """The JAX route (optional: numpyro is not a dependency, and CI does not install it)."""
+    pytest.importorskip("numpyro")
+    m = _model("dyestuff_reml")
+    post = m.sample(sampler="numpyro", draws=200, tune=200, chains=2, random_seed=3, progressbar=False)
+    p = post["posterior"]
+    assert p.attrs["route"].startswith("numpyro NUTS on the PyMC model")
+    assert set(p.data_vars) == {"beta", "sigma", "sd_Batch", "b_Batch", "theta"}
+    assert p["b_Batch"].shape == (2, 200, 6, 1)
+    table = bm.compare(m, post)
+    assert abs(table.loc["beta[(Intercept)]", "mean"] - m.fixef["(Intercept)"]) < 0.5 * table.loc["beta[(Intercept)]", "sd"]
+
+
 def test_sample_is_reproducible_with_a_seed():
     m = _model("dyestuff_reml")
     a = m.sample(draws=50, tune=50, chains=1, random_seed=3, progressbar=False)

@@ -1,0 +1,271 @@
+"""The collapsed LMM log density for many scalar random effects: the engine's blocked Cholesky, gradient by selected inversion.
+
+:class:`bayesmix.bayes.CollapsedLmm` factors ``A = Λ̃'MΛ̃/σ² + I`` densely — right for a few
+hundred random effects, hopeless for InstEval's 4100.  Here the same ``A`` (``Λ̃`` holding
+the terms' SDs and, when β is integrated out, its prior SDs) is factored exactly as
+:class:`bayesmix.lmm.ProfiledDeviance` factors lme4's system: the first term's block is
+diagonal, the rest (other terms, β̃, y) a dense Schur complement ``S``.  The gradient comes
+from Fisher's identity and needs only the *diagonal* of ``A⁻¹`` (for scalar terms,
+``MΛ̃A⁻¹ = σ²Λ̃⁻¹(I - A⁻¹)``): the rest's from ``S⁻¹``, the first term's from
+``(1 + c_l'S⁻¹c_l)/d_l`` summed over the fixed sparsity pattern of ``c_l``, the first term's
+column of the Cholesky factor (Takahashi's recursion, one block deep).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.sparse as sp
+from numba import njit
+from scipy.linalg.lapack import dtrtrs
+
+from bayesmix.lmm import CrossProducts, GramPattern, PatternMatrix, ProfiledDeviance
+
+MAX_DENSE = 3000  # largest Schur complement (rest terms + integrated β + y) this route takes
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def applicable(compiled) -> bool:
+    """Scalar terms only, and a Schur complement small enough to factor densely at every evaluation."""
+    terms = compiled.terms
+    return all(t.k == 1 for t in terms) and sum(t.q for t in terms[1:]) + compiled.p + 1 <= MAX_DENSE
+
+
+class BlockedCollapsedLmm:
+    """:class:`bayesmix.bayes.CollapsedLmm`'s density and interface, for models with thousands of random effects.
+
+    ``beta_prior = (means, sds)`` integrates β out as a block of "random effects" ``β̃`` with a
+    fixed factor, as there; the draws from :meth:`draw_u` then lead with β̃.
+    """
+
+    blocked = True
+
+    def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None):
+        c = compiled
+        if not applicable(c):
+            raise ValueError("the blocked collapsed density takes scalar random-effects terms only")
+        self.terms = c.terms
+        w = c.weights
+        keep = w > 0
+        self.n = int(keep.sum())
+        self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(np.log(w[keep]).sum())
+        self.X, self.y, self.w = c.X, c.y - c.offset, w
+        self.codes = [t.factor.codes for t in c.terms]
+        self.z = [t.columns[:, 0] for t in c.terms]
+        self.nlevels = np.array([t.nlevels for t in c.terms])
+        self.q = int(self.nlevels.sum())
+        cross = CrossProducts.from_data(c.terms, c.X, self.y, w)
+        if len(c.terms) > 1:
+            cross = replace(cross, a_r1=_ColumnPatternMatrix.from_matrix(cross.a_r1))
+        self.cross = cross
+        self.beta_mean = self.beta_factor = None
+        self.p_integrated = 0
+        if beta_prior is not None:
+            mean, sd = (np.asarray(a, dtype=float) for a in beta_prior)
+            self.beta_mean, self.beta_factor, self.p_integrated = mean, np.diag(sd), c.p
+        self._structure: dict = {}
+
+    # --- the factorization at (β, σ, SDs) -------------------------------------------------
+
+    def _system(self, beta, sigma, Ls):
+        """ProfiledDeviance on the scaled cross-products: rows [X̃; ỹ] = T [X; y], relative θ = sd/σ."""
+        p = self.X.shape[1]
+        if self.p_integrated:
+            sd = np.diag(self.beta_factor)
+            T = np.zeros((p + 1, p + 1))
+            T[np.arange(p), np.arange(p)] = sd / sigma
+            T[p, :p], T[p, p] = -self.beta_mean / sigma, 1.0 / sigma
+        else:
+            T = np.concatenate([-np.asarray(beta, dtype=float), [1.0]])[None, :] / sigma
+        cp = self.cross
+        a_xx = T @ cp.a_xx @ T.T
+        a_xx[np.arange(self.p_integrated), np.arange(self.p_integrated)] += 1.0  # β̃'s N(0, I) prior
+        scaled = replace(cp, a_x1=np.einsum("ij,jlk->ilk", T, cp.a_x1), a_xr=T @ cp.a_xr, a_xx=a_xx)
+        engine = ProfiledDeviance(self.terms, np.zeros((0, self.p_integrated)), None, None, reml=False,
+                                  cross=scaled, structure=self._structure)
+        theta = np.array([L[0, 0] for L in Ls]) / sigma
+        f = engine.factorize(theta)
+        if f is None:
+            raise np.linalg.LinAlgError("the collapsed system is not positive definite")
+        return engine, f
+
+    def value_and_grad(self, beta, sigma, Ls):
+        engine, f = self._system(beta, sigma, Ls)
+        q2, p_int = engine.q2, self.p_integrated
+        l_top = f.l_s[:-1, :-1]
+        l_yy2 = float(f.l_s[-1, -1] ** 2)
+        half_logdet = float(np.log(f.l1[:, 0, 0]).sum() + np.log(np.diag(l_top)).sum())
+        value = self.const - self.n * np.log(sigma) - half_logdet - 0.5 * l_yy2
+        beta_t, u = engine.solve(f)
+        diag_inv = self._diagonal_of_inverse(f, l_top, q2, p_int)
+        resid = self._residual(beta, beta_t, u, Ls)
+        d_Ls, start = [], 0
+        for L, codes, z, nlev in zip(Ls, self.codes, self.z, self.nlevels):
+            sl = slice(start, start + nlev)
+            r = np.bincount(codes, self.w * resid * z, minlength=nlev)
+            d_Ls.append(np.array([[r @ u[sl] / sigma**2 - (nlev - diag_inv[sl].sum()) / L[0, 0]]]))
+            start += nlev
+        mean_sq = float(u @ u + beta_t @ beta_t)
+        trace = float(diag_inv.sum())
+        d_sigma = -self.n / sigma + (l_yy2 - mean_sq + self.q + p_int - trace) / sigma
+        d_beta = np.zeros(0) if p_int else self.X.T @ (self.w * resid) / sigma**2
+        return value, d_beta, d_sigma, d_Ls
+
+    def _diagonal_of_inverse(self, f, l_top, q2, p_int) -> np.ndarray:
+        """diag(A⁻¹) for [u1, u2, β̃]: S⁻¹'s diagonal for the rest, Takahashi's formula for block 1."""
+        s_inv = _inverse_from_cholesky(l_top)  # S⁻¹'s lower triangle
+        c_x = f.c_x[:-1]  # β̃ rows of block 1's column of the factor (the y row dropped)
+        sxx = np.tril(s_inv[q2:, q2:])
+        sxx = sxx + sxx.T - np.diag(np.diag(sxx))
+        quad = np.einsum("jl,jl->l", c_x, sxx @ c_x) if p_int else np.zeros(f.l1.shape[0])
+        if q2:
+            rest = f.c_r  # a _ColumnPatternMatrix
+            quad += _pattern_quadratic(rest.col_ptr, rest.entries, rest.pattern.rows, rest.values, s_inv, c_x, q2)
+        first = (1.0 + quad) / f.l1[:, 0, 0] ** 2
+        return np.concatenate([first, np.diag(s_inv)])
+
+    def _residual(self, beta, beta_t, u, Ls) -> np.ndarray:
+        """y - offset - Xβ - Zb at the conditional means (β = its prior mean + sd·β̃ when integrated)."""
+        if self.p_integrated:
+            beta = self.beta_mean + np.diag(self.beta_factor) * beta_t
+        resid = self.y - self.X @ beta
+        start = 0
+        for L, codes, z, nlev in zip(Ls, self.codes, self.z, self.nlevels):
+            resid -= z * (L[0, 0] * u[start : start + nlev])[codes]
+            start += nlev
+        return resid
+
+    def draw_u(self, beta, sigma, Ls, rng) -> np.ndarray:
+        """[β̃ (when integrated), u] from N(A⁻¹c, A⁻¹): the conditional mean plus L⁻ᵀz, block by block."""
+        engine, f = self._system(beta, sigma, Ls)
+        q2, p_int = engine.q2, self.p_integrated
+        beta_t, u = engine.solve(f)
+        q1 = f.l1.shape[0]
+        z = rng.standard_normal(q1 + q2 + p_int)
+        x_rest, info = dtrtrs(f.l_s[:-1, :-1], z[q1:], lower=1, trans=1) if q2 + p_int else (z[q1:], 0)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"LAPACK dtrtrs info {info}")
+        rhs1 = z[:q1] - f.c_x[:-1].T @ x_rest[q2:]
+        if q2:
+            rhs1 -= f.c_r.transpose_times(x_rest[:q2])
+        x1 = rhs1 / f.l1[:, 0, 0]
+        return np.concatenate([beta_t + x_rest[q2:], u + np.concatenate([x1, x_rest[:q2]])])
+
+
+def _inverse_from_cholesky(l_lower: np.ndarray) -> np.ndarray:
+    """The lower triangle of ``(L L')⁻¹`` from a C-ordered lower factor L (LAPACK dpotri).
+
+    Called through ctypes: scipy's wrapper would first copy L to Fortran order, and holds the
+    GIL, which keeps nutpie's chains from overlapping.  A C-ordered lower triangle is, to
+    Fortran, an upper one.
+    """
+    out = np.array(l_lower, order="C", copy=True)
+    n, info = ctypes.c_int(out.shape[0]), ctypes.c_int(0)
+    if out.shape[0]:
+        _dpotri()(b"U", ctypes.byref(n), out.ctypes.data, ctypes.byref(n), ctypes.byref(info))
+    if info.value != 0:
+        raise np.linalg.LinAlgError(f"LAPACK dpotri info {info.value}")
+    return out
+
+
+@functools.cache
+def _dpotri():
+    import scipy.linalg.cython_lapack as lapack
+
+    capsule = lapack.__pyx_capi__["dpotri"]
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    int_p = ctypes.POINTER(ctypes.c_int)
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, int_p, ctypes.c_void_p, int_p, int_p)(address)
+
+
+@dataclass
+class _ColumnPatternMatrix(PatternMatrix):
+    """Zrest'WZ1 on a fixed pattern, its entries also grouped by column (a level of the first term).
+
+    The engine's bincount products cost ~35 ms each on InstEval's 2.5 million entry pairs; these
+    loops over the columns take a few.
+    """
+
+    col_ptr: np.ndarray = None
+    entries: np.ndarray = None  # stored entries, ordered by column
+
+    @classmethod
+    def from_matrix(cls, a_r1) -> _ColumnPatternMatrix:
+        csr = sp.csr_matrix(a_r1)
+        csr.eliminate_zeros()
+        csr.sort_indices()
+        rows, cols = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)), csr.indices
+        none = np.zeros(0, dtype=np.int64)  # no entry pairs: gram() below needs none
+        pattern = GramPattern(rows, cols, none, none, none, csr.shape[0])
+        entries = np.argsort(cols, kind="stable").astype(np.int64)
+        col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=csr.shape[1]))]).astype(np.int64)
+        return cls(csr.data.copy(), pattern, csr.shape[1], col_ptr, entries)
+
+    def gram(self) -> np.ndarray:
+        return _column_gram(self.col_ptr, self.entries, self.pattern.rows, self.values, self.pattern.nrows)
+
+    def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
+        return _times_transpose(self.pattern.rows, self.pattern.cols, self.values, np.ascontiguousarray(dense),
+                                self.pattern.nrows)
+
+
+@njit(cache=True, nogil=True)
+def _column_gram(col_ptr, entries, rows, values, nrows):
+    out = np.zeros((nrows, nrows))
+    for col in range(len(col_ptr) - 1):
+        for ia in range(col_ptr[col], col_ptr[col + 1]):
+            a = entries[ia]
+            ra, va = rows[a], values[a]
+            for ib in range(ia, col_ptr[col + 1]):
+                b = entries[ib]
+                out[ra, rows[b]] += va * values[b]
+    for i in range(nrows):  # pairs were visited once: mirror (rows within a column are in increasing order)
+        for j in range(i):
+            total = out[i, j] + out[j, i]
+            out[i, j] = total
+            out[j, i] = total
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _times_transpose(rows, cols, values, dense, nrows):
+    out = np.zeros((nrows, dense.shape[0]))
+    for e in range(len(values)):
+        r, c, v = rows[e], cols[e], values[e]
+        for j in range(dense.shape[0]):
+            out[r, j] += v * dense[j, c]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pattern_quadratic(col_ptr, entries, rows, values, s_inv_lower, c_x, q2):
+    """``c_l'S⁻¹c_l`` per column l, less the β̃-β̃ part: the pairs of stored entries, and entries with β̃'s rows.
+
+    ``s_inv_lower`` holds S⁻¹ in its lower triangle only (dpotri's output).
+    """
+    ncols = len(col_ptr) - 1
+    p = c_x.shape[0]
+    out = np.zeros(ncols)
+    for col in range(ncols):
+        acc = 0.0
+        for ia in range(col_ptr[col], col_ptr[col + 1]):
+            a = entries[ia]
+            ra, va = rows[a], values[a]
+            acc += va * va * s_inv_lower[ra, ra]
+            for ib in range(ia + 1, col_ptr[col + 1]):
+                b = entries[ib]
+                rb = rows[b]
+                acc += 2.0 * va * values[b] * (s_inv_lower[ra, rb] if ra >= rb else s_inv_lower[rb, ra])
+            cross = 0.0
+            for j in range(p):
+                cross += s_inv_lower[q2 + j, ra] * c_x[j, col]
+            acc += 2.0 * va * cross
+        out[col] = acc
+    return out

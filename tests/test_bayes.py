@@ -171,6 +171,16 @@ def test_laplace_on_the_pymc_glmm_gives_lme4s_laplace_deviance():
     np.testing.assert_allclose(mode * g.theta.iloc[0], g.b, atol=1e-7)  # the mode is lme4's conditional mode
 
 
+def test_laplace_on_the_pymc_poisson_glmm_gives_lme4s_laplace_deviance():
+    """grouseticks: Poisson, two crossed-nested scalar terms."""
+    g = _model("grouseticks_poisson")
+    fixed = {"beta": g._beta, **_factor_values(g)}
+    names = [f"u_{label}" for label in g.group_labels()]
+    value, _ = laplace_log_integral(g.pymc_model, fixed, names, np.zeros(sum(t.q for t in g.compiled.terms)))
+    assert -2 * value == pytest.approx(g.criterion_value, rel=1e-9)
+    assert -2 * value == pytest.approx(load_case("grouseticks_poisson")["minus2loglik"], abs=2e-3)
+
+
 # --- the fast sampler's densities are the PyMC model's ----------------------------------------
 
 

@@ -142,3 +142,24 @@ def test_insteval_blocked_density_equals_the_dense_one():
     assert blocked[2] == pytest.approx(dense[2], rel=1e-8, abs=1e-6)
     for b, d in zip(blocked[3], dense[3]):
         np.testing.assert_allclose(b, d, rtol=1e-8, atol=1e-6)
+
+
+@pytest.mark.parametrize("integrate_beta", [True, False])
+def test_blocked_density_with_weights_and_offset(integrate_beta):
+    """Prior weights (zeros among them) and an offset reach the blocked density as they reach the dense one."""
+    data = _many_groups(seed=9).iloc[:300].copy()
+    rng = np.random.default_rng(2)
+    data["w"] = rng.uniform(0.5, 2.0, len(data))
+    data.loc[data.index[:5], "w"] = 0.0
+    data["off"] = rng.normal(size=len(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = bm.lmer("y ~ x + offset(off) + (1 | student) + (1 | rater)", data, weights="w")
+    beta_prior, beta, sigma, Ls = _arguments(m, integrate_beta, seed=3)
+    dense = CollapsedLmm(m.compiled, beta_prior).value_and_grad(beta, sigma, Ls)
+    blocked = BlockedCollapsedLmm(m.compiled, beta_prior).value_and_grad(beta, sigma, Ls)
+    assert blocked[0] == pytest.approx(dense[0], rel=1e-12)
+    np.testing.assert_allclose(blocked[1], dense[1], rtol=1e-9, atol=1e-9)
+    assert blocked[2] == pytest.approx(dense[2], rel=1e-9)
+    for b, d in zip(blocked[3], dense[3]):
+        np.testing.assert_allclose(b, d, rtol=1e-9, atol=1e-8)

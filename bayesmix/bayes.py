@@ -8,7 +8,7 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.pymc_model`):
   :mod:`bayesmix.fastdens`'s numba kernels, compiled once per machine (disk cache).  For
   LMMs the random effects — and the fixed effects too when their priors are Normal, as
   by default — are integrated out analytically (a Cholesky per evaluation: dense up to 300
-  random effects, beyond that :mod:`bayesmix.blockedlmm`'s blocked one for scalar terms) and drawn
+  random effects, beyond that :mod:`bayesmix.blockedlmm`'s blocked one) and drawn
   afterwards from their exact Gaussian conditional given each draw of (σ, SDs,
   correlations); integrating β removes the funnel between β and a group SD that few
   groups create (Dyestuff2 diverged without it).  GLMMs with one scalar term integrate
@@ -38,8 +38,8 @@ from bayesmix.threads import blas_threads_for
 from bayesmix.pymc_model import ModelPriors, TermInfo, filled_params, resolve_priors, term_infos
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
-# random effects up to which an LMM is sampled with them integrated out by a dense Cholesky; beyond, models
-# of scalar terms take bayesmix.blockedlmm's blocked one, the others keep their random effects
+# random effects up to which an LMM is sampled with them integrated out by a dense Cholesky; beyond, by
+# bayesmix.blockedlmm's blocked one while its dense block stays small, else with the random effects kept
 COLLAPSE_MAX_Q = 300
 _H = 1e-20  # complex-step size: derivatives exact to rounding
 _LOG_2PI = float(np.log(2.0 * np.pi))

@@ -1,14 +1,15 @@
-"""The collapsed LMM log density for many scalar random effects: the engine's blocked Cholesky, gradient by selected inversion.
+"""The collapsed LMM log density for thousands of random effects: the engine's blocked Cholesky, gradient by selected inversion.
 
 :class:`bayesmix.bayes.CollapsedLmm` factors ``A = Λ̃'MΛ̃/σ² + I`` densely — right for a few
 hundred random effects, hopeless for InstEval's 4100.  Here the same ``A`` (``Λ̃`` holding
 the terms' SDs and, when β is integrated out, its prior SDs) is factored exactly as
 :class:`bayesmix.lmm.ProfiledDeviance` factors lme4's system: the first term's block is
-diagonal, the rest (other terms, β̃, y) a dense Schur complement ``S``.  The gradient comes
-from Fisher's identity and needs only the *diagonal* of ``A⁻¹`` (for scalar terms,
-``MΛ̃A⁻¹ = σ²Λ̃⁻¹(I - A⁻¹)``): the rest's from ``S⁻¹``, the first term's from
-``(1 + c_l'S⁻¹c_l)/d_l`` summed over the fixed sparsity pattern of ``c_l``, the first term's
-column of the Cholesky factor (Takahashi's recursion, one block deep).
+block diagonal (one k x k block per level), the rest (other terms, β̃, y) a dense Schur
+complement ``S``.  The gradient comes
+from Fisher's identity and needs only the diagonal blocks of ``A⁻¹``, one per term and level
+(``MΛ̃A⁻¹ = σ²Λ̃⁻ᵀ(I - A⁻¹)``): the rest's from ``S⁻¹``, the first term's from
+``L_l⁻ᵀ(I + C_l'S⁻¹C_l)L_l⁻¹`` summed over the sparsity pattern of ``C_l``, the level's columns
+of the Cholesky factor below block 1 (Takahashi's recursion, one block deep).
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 def applicable(compiled) -> bool:
-    """Scalar terms only, and a Schur complement small enough to factor densely at every evaluation."""
-    terms = compiled.terms
-    return all(t.k == 1 for t in terms) and sum(t.q for t in terms[1:]) + compiled.p + 1 <= MAX_DENSE
+    """A Schur complement small enough to factor densely at every evaluation."""
+    return sum(t.q for t in compiled.terms[1:]) + compiled.p + 1 <= MAX_DENSE
 
 
 class BlockedCollapsedLmm:
@@ -46,19 +46,18 @@ class BlockedCollapsedLmm:
     def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None):
         c = compiled
         if not applicable(c):
-            raise ValueError("the blocked collapsed density takes scalar random-effects terms only")
+            raise ValueError(f"the blocked collapsed density factors a dense block of at most {MAX_DENSE} columns; "
+                             "this model's random-effects terms after the first, with X and y, need more")
         self.terms = c.terms
         w = c.weights
         keep = w > 0
         self.n = int(keep.sum())
         self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(np.log(w[keep]).sum())
         self.X, self.y, self.w = c.X, c.y - c.offset, w
-        self.codes = [t.factor.codes for t in c.terms]
-        self.z = [t.columns[:, 0] for t in c.terms]
-        self.nlevels = np.array([t.nlevels for t in c.terms])
-        self.q = int(self.nlevels.sum())
+        self.q = sum(t.q for t in c.terms)
+        self.indicators = [t.indicator() for t in c.terms]
         cross = CrossProducts.from_data(c.terms, c.X, self.y, w)
-        if len(c.terms) > 1:
+        if len(c.terms) > 1 and all(t.k == 1 for t in c.terms):  # the engine's scalar fast path, in numba
             cross = replace(cross, a_r1=_ColumnPatternMatrix.from_matrix(cross.a_r1))
         self.cross = cross
         self.beta_mean = self.beta_factor = None
@@ -86,7 +85,7 @@ class BlockedCollapsedLmm:
         scaled = replace(cp, a_x1=np.einsum("ij,jlk->ilk", T, cp.a_x1), a_xr=T @ cp.a_xr, a_xx=a_xx)
         engine = ProfiledDeviance(self.terms, np.zeros((0, self.p_integrated)), None, None, reml=False,
                                   cross=scaled, structure=self._structure)
-        theta = np.array([L[0, 0] for L in Ls]) / sigma
+        theta = np.concatenate([L[t.theta_rows_cols] for t, L in zip(self.terms, Ls)]) / sigma
         f = engine.factorize(theta)
         if f is None:
             raise np.linalg.LinAlgError("the collapsed system is not positive definite")
@@ -97,45 +96,66 @@ class BlockedCollapsedLmm:
         q2, p_int = engine.q2, self.p_integrated
         l_top = f.l_s[:-1, :-1]
         l_yy2 = float(f.l_s[-1, -1] ** 2)
-        half_logdet = float(np.log(f.l1[:, 0, 0]).sum() + np.log(np.diag(l_top)).sum())
+        half_logdet = float(np.log(np.diagonal(f.l1, axis1=1, axis2=2)).sum() + np.log(np.diag(l_top)).sum())
         value = self.const - self.n * np.log(sigma) - half_logdet - 0.5 * l_yy2
         beta_t, u = engine.solve(f)
-        diag_inv = self._diagonal_of_inverse(f, l_top, q2, p_int)
+        blocks, beta_diag = self._inverse_blocks(f, l_top, q2, p_int)
         resid = self._residual(beta, beta_t, u, Ls)
-        d_Ls, start = [], 0
-        for L, codes, z, nlev in zip(Ls, self.codes, self.z, self.nlevels):
-            sl = slice(start, start + nlev)
-            r = np.bincount(codes, self.w * resid * z, minlength=nlev)
-            d_Ls.append(np.array([[r @ u[sl] / sigma**2 - (nlev - diag_inv[sl].sum()) / L[0, 0]]]))
-            start += nlev
+        d_Ls = []
+        for term, J, L, U, B in zip(self.terms, self.indicators, Ls, self._per_level(u), blocks):
+            # E[∂ℓ/∂L] = Σ_l r_l ū_l'/σ² - (MΛA⁻¹)_ll/σ², and (MΛA⁻¹)_ll = σ² L⁻ᵀ(I - A⁻¹_ll)
+            R = J @ ((self.w * resid)[:, None] * term.columns)
+            unexplained = term.nlevels * np.eye(term.k) - B.sum(axis=0)
+            d_Ls.append(R.T @ U / sigma**2 - np.linalg.solve(L.T, unexplained))
         mean_sq = float(u @ u + beta_t @ beta_t)
-        trace = float(diag_inv.sum())
+        trace = float(sum(np.trace(B, axis1=1, axis2=2).sum() for B in blocks) + beta_diag.sum())
         d_sigma = -self.n / sigma + (l_yy2 - mean_sq + self.q + p_int - trace) / sigma
         d_beta = np.zeros(0) if p_int else self.X.T @ (self.w * resid) / sigma**2
         return value, d_beta, d_sigma, d_Ls
 
-    def _diagonal_of_inverse(self, f, l_top, q2, p_int) -> np.ndarray:
-        """diag(A⁻¹) for [u1, u2, β̃]: S⁻¹'s diagonal for the rest, Takahashi's formula for block 1."""
+    def _per_level(self, u) -> list[np.ndarray]:
+        """u split by term, (levels, k) each."""
+        out, start = [], 0
+        for t in self.terms:
+            out.append(u[start : start + t.q].reshape(t.nlevels, t.k))
+            start += t.q
+        return out
+
+    def _inverse_blocks(self, f, l_top, q2, p_int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each term's diagonal blocks of A⁻¹ (levels, k, k), and β̃'s diagonal.
+
+        The rest's come from S⁻¹; block 1's from Takahashi's formula
+        ``A⁻¹_ll = L_l⁻ᵀ (I + C_l'S⁻¹C_l) L_l⁻¹`` with C_l the level's columns of the factor below it.
+        """
         s_inv = _inverse_from_cholesky(l_top)  # S⁻¹'s lower triangle
-        c_x = f.c_x[:-1]  # β̃ rows of block 1's column of the factor (the y row dropped)
+        first = self.terms[0]
+        k1 = first.k
+        c_x = np.ascontiguousarray(f.c_x[:-1])  # β̃ rows of the factor below block 1 (the y row dropped)
         sxx = np.tril(s_inv[q2:, q2:])
         sxx = sxx + sxx.T - np.diag(np.diag(sxx))
-        quad = np.einsum("jl,jl->l", c_x, sxx @ c_x) if p_int else np.zeros(f.l1.shape[0])
+        cx3 = c_x.reshape(p_int, first.nlevels, k1)
+        quad = np.einsum("jla,jk,klb->lab", cx3, sxx, cx3)
         if q2:
-            rest = f.c_r  # a _ColumnPatternMatrix
-            quad += _pattern_quadratic(rest.col_ptr, rest.entries, rest.pattern.rows, rest.values, s_inv, c_x, q2)
-        first = (1.0 + quad) / f.l1[:, 0, 0] ** 2
-        return np.concatenate([first, np.diag(s_inv)])
+            indptr, indices, data = _columns_of(f.c_r)
+            quad += _level_quadratic(indptr, indices, data, s_inv, c_x, q2, k1)
+        l_inv = np.linalg.inv(f.l1)
+        blocks = [np.swapaxes(l_inv, 1, 2) @ (np.eye(k1) + quad) @ l_inv]
+        start = 0
+        for t in self.terms[1:]:
+            ix = start + np.arange(t.q).reshape(t.nlevels, t.k)
+            a, b = ix[:, :, None], ix[:, None, :]
+            blocks.append(s_inv[np.maximum(a, b), np.minimum(a, b)])  # from the lower triangle
+            start += t.q
+        return blocks, np.diag(s_inv)[q2:]
 
     def _residual(self, beta, beta_t, u, Ls) -> np.ndarray:
         """y - offset - Xβ - Zb at the conditional means (β = its prior mean + sd·β̃ when integrated)."""
         if self.p_integrated:
             beta = self.beta_mean + np.diag(self.beta_factor) * beta_t
         resid = self.y - self.X @ beta
-        start = 0
-        for L, codes, z, nlev in zip(Ls, self.codes, self.z, self.nlevels):
-            resid -= z * (L[0, 0] * u[start : start + nlev])[codes]
-            start += nlev
+        for term, L, U in zip(self.terms, Ls, self._per_level(u)):
+            b = U @ L.T
+            resid -= np.einsum("ij,ij->i", term.columns, b[term.factor.codes])
         return resid
 
     def draw_u(self, beta, sigma, Ls, rng) -> np.ndarray:
@@ -143,15 +163,17 @@ class BlockedCollapsedLmm:
         engine, f = self._system(beta, sigma, Ls)
         q2, p_int = engine.q2, self.p_integrated
         beta_t, u = engine.solve(f)
-        q1 = f.l1.shape[0]
+        q1 = f.l1.shape[0] * f.l1.shape[1]
         z = rng.standard_normal(q1 + q2 + p_int)
         x_rest, info = dtrtrs(f.l_s[:-1, :-1], z[q1:], lower=1, trans=1) if q2 + p_int else (z[q1:], 0)
         if info != 0:
             raise np.linalg.LinAlgError(f"LAPACK dtrtrs info {info}")
         rhs1 = z[:q1] - f.c_x[:-1].T @ x_rest[q2:]
         if q2:
-            rhs1 -= f.c_r.transpose_times(x_rest[:q2])
-        x1 = rhs1 / f.l1[:, 0, 0]
+            c_r = f.c_r
+            rhs1 -= c_r.transpose_times(x_rest[:q2]) if isinstance(c_r, PatternMatrix) else c_r.T @ x_rest[:q2]
+        k1 = f.l1.shape[1]
+        x1 = np.linalg.solve(np.swapaxes(f.l1, 1, 2), rhs1.reshape(-1, k1)[:, :, None])[:, :, 0].ravel()
         return np.concatenate([beta_t + x_rest[q2:], u + np.concatenate([x1, x_rest[:q2]])])
 
 
@@ -244,28 +266,51 @@ def _times_transpose(rows, cols, values, dense, nrows):
     return out
 
 
+def _columns_of(c_r):
+    """The factor's rows below block 1 for the other terms, by column: (indptr, row indices, values)."""
+    if isinstance(c_r, _ColumnPatternMatrix):
+        rows = c_r.pattern.rows[c_r.entries]
+        return c_r.col_ptr, rows.astype(np.int64), c_r.values[c_r.entries]
+    csc = sp.csc_matrix(c_r)
+    return csc.indptr.astype(np.int64), csc.indices.astype(np.int64), csc.data
+
+
 @njit(cache=True, nogil=True)
-def _pattern_quadratic(col_ptr, entries, rows, values, s_inv_lower, c_x, q2):
-    """``c_l'S⁻¹c_l`` per column l, less the β̃-β̃ part: the pairs of stored entries, and entries with β̃'s rows.
+def _level_quadratic(indptr, indices, data, s_inv_lower, c_x, q2, k1):
+    """``C_l'S⁻¹C_l`` per level l (k1 x k1), less the β̃-β̃ part: C's stored entries (rows < q2) paired
+    within the level's columns, and each with β̃'s rows (q2 + j, dense in c_x).
 
     ``s_inv_lower`` holds S⁻¹ in its lower triangle only (dpotri's output).
     """
-    ncols = len(col_ptr) - 1
+    nlevels = (len(indptr) - 1) // k1
     p = c_x.shape[0]
-    out = np.zeros(ncols)
-    for col in range(ncols):
-        acc = 0.0
-        for ia in range(col_ptr[col], col_ptr[col + 1]):
-            a = entries[ia]
-            ra, va = rows[a], values[a]
-            acc += va * va * s_inv_lower[ra, ra]
-            for ib in range(ia + 1, col_ptr[col + 1]):
-                b = entries[ib]
-                rb = rows[b]
-                acc += 2.0 * va * values[b] * (s_inv_lower[ra, rb] if ra >= rb else s_inv_lower[rb, ra])
-            cross = 0.0
-            for j in range(p):
-                cross += s_inv_lower[q2 + j, ra] * c_x[j, col]
-            acc += 2.0 * va * cross
-        out[col] = acc
+    out = np.zeros((nlevels, k1, k1))
+    for lvl in range(nlevels):
+        for a in range(k1):
+            ca = lvl * k1 + a
+            for b in range(a, k1):
+                cb = lvl * k1 + b
+                acc = 0.0
+                for ia in range(indptr[ca], indptr[ca + 1]):
+                    ra, va = indices[ia], data[ia]
+                    if a == b:  # symmetric: each unordered pair once
+                        acc += va * va * s_inv_lower[ra, ra]
+                        first, weight = ia + 1, 2.0
+                    else:
+                        first, weight = indptr[cb], 1.0
+                    for ib in range(first, indptr[cb + 1]):
+                        rb = indices[ib]
+                        acc += weight * va * data[ib] * (s_inv_lower[ra, rb] if ra >= rb else s_inv_lower[rb, ra])
+                    cross = 0.0
+                    for j in range(p):
+                        cross += s_inv_lower[q2 + j, ra] * c_x[j, cb]
+                    acc += va * cross
+                for ib in range(indptr[cb], indptr[cb + 1]):
+                    rb, vb = indices[ib], data[ib]
+                    cross = 0.0
+                    for j in range(p):
+                        cross += s_inv_lower[q2 + j, rb] * c_x[j, ca]
+                    acc += vb * cross
+                out[lvl, a, b] = acc
+                out[lvl, b, a] = acc
     return out

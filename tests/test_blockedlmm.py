@@ -26,20 +26,28 @@ MODELS = {
     "nested": ("Pastes", "strength ~ 1 + (1 | batch/cask)"),
     "single": ("Dyestuff", "Yield ~ 1 + (1 | Batch)"),
     "uncorrelated": ("sleepstudy", "Reaction ~ Days + (Days || Subject)"),
+    "correlated": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+    "vector_first": ("many_groups", "y ~ x + (x | student) + (1 | rater)"),
+    "vector_rest": ("many_groups", "y ~ x + (1 | student) + (x | rater)"),
 }
 
 
 def _fit(name):
     dataset, formula = MODELS[name]
+    data = _many_groups().iloc[:240] if dataset == "many_groups" else bm.load_dataset(dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bm.lmer(formula, bm.load_dataset(dataset))
+        return bm.lmer(formula, data)
 
 
 def _arguments(m, integrate_beta: bool, seed: int = 1):
     rng = np.random.default_rng(seed)
     c = m.compiled
-    Ls = [np.array([[s]]) for s in rng.uniform(0.3, 3.0, len(c.terms))]
+    Ls = []
+    for t in c.terms:  # a random lower-triangular factor with a positive diagonal
+        L = np.tril(rng.uniform(-1.0, 1.0, (t.k, t.k)))
+        L[np.diag_indices(t.k)] = rng.uniform(0.3, 3.0, t.k)
+        Ls.append(L)
     beta_prior = (rng.normal(size=c.p), rng.uniform(5.0, 50.0, c.p)) if integrate_beta else None
     beta = np.zeros(0) if integrate_beta else m._beta + rng.normal(scale=0.1, size=c.p)
     return beta_prior, beta, 1.3, Ls
@@ -74,7 +82,7 @@ def test_blocked_density_and_gradient_equal_the_dense_ones(name, integrate_beta)
 
 
 @pytest.mark.parametrize("integrate_beta", [True, False])
-@pytest.mark.parametrize("name", ["crossed", "nested"])
+@pytest.mark.parametrize("name", ["crossed", "nested", "correlated", "vector_first", "vector_rest"])
 def test_blocked_draws_have_the_exact_conditional_mean_and_covariance(name, integrate_beta):
     m = _fit(name)
     beta_prior, beta, sigma, Ls = _arguments(m, integrate_beta)
@@ -88,14 +96,15 @@ def test_blocked_draws_have_the_exact_conditional_mean_and_covariance(name, inte
     np.testing.assert_allclose(moments[1][1], moments[0][1], rtol=1e-9, atol=1e-12)
 
 
-def test_only_scalar_terms_take_the_blocked_route():
-    assert applicable(_fit("crossed").compiled)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        correlated = bm.lmer("Reaction ~ Days + (Days | Subject)", bm.load_dataset("sleepstudy"))
-    assert not applicable(correlated.compiled)
-    with pytest.raises(ValueError, match="scalar random-effects terms only"):
-        BlockedCollapsedLmm(correlated.compiled)
+def test_the_blocked_route_needs_a_small_dense_block(monkeypatch):
+    import bayesmix.blockedlmm as blockedlmm
+
+    m = _fit("crossed")  # 24 plates first, then 6 samples + X + y: a 8-wide dense block
+    assert applicable(m.compiled)
+    monkeypatch.setattr(blockedlmm, "MAX_DENSE", 7)
+    assert not applicable(m.compiled)
+    with pytest.raises(ValueError, match="dense block of at most 7 columns"):
+        BlockedCollapsedLmm(m.compiled)
 
 
 def _many_groups(seed=4):
@@ -109,14 +118,17 @@ def _many_groups(seed=4):
                          "rater": pd.Categorical([f"r{i}" for i in rater])})
 
 
-def test_many_random_effects_are_sampled_collapsed_with_the_blocked_density():
-    m = bm.lmer("y ~ x + (1 | student) + (1 | rater)", _many_groups(), REML=False)
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | student) + (1 | rater)", "y ~ x + (x | student) + (1 | rater)"])
+def test_many_random_effects_are_sampled_collapsed_with_the_blocked_density(formula):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (x | student): a singular fit (the data have no slope variance)
+        m = bm.lmer(formula, _many_groups(), REML=False)
     post_density = FastPosterior(m, resolve_priors(m, None), collapsed=True)
     assert isinstance(post_density.lik, BlockedCollapsedLmm)
     post = m.sample(draws=300, tune=300, chains=2, random_seed=8, progressbar=False)
     p = post["posterior"]
     assert "blocked Cholesky" in p.attrs["route"]
-    assert p["b_student"].shape == (2, 300, 400, 1)
+    assert p["b_student"].shape == (2, 300, 400, m.compiled.terms[0].k)
     table = bm.compare(m, post)
     assert table["r_hat"].max() < 1.02
     assert int(post["sample_stats"]["diverging"].sum()) == 0

@@ -196,26 +196,38 @@ class VarianceBlock:
         derivs = (None if sigma is None else sigma.imag / _H, [L.imag / _H for L in Ls], lp.imag / _H)
         return values, derivs
 
-    def start(self, result, sd_floor: float) -> np.ndarray:
+    def start(self, result) -> np.ndarray:
         """Unconstrained values at the frequentist estimates (SDs kept off zero)."""
         scales = [np.log(result.sigma)] if self.has_sigma else []
         corrs = []
-        for sd, corr_chol in starting_factors(result, sd_floor):
+        for sd, corr_chol in starting_factors(result):
             scales.extend(np.log(sd))
             if len(sd) > 1:
                 corrs.extend(corr_cholesky_inverse(corr_chol))
         return np.array(scales + corrs, dtype=float)
 
 
-def starting_factors(result, sd_floor: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per term, where samplers start: the SDs at the estimates kept off zero, and the Cholesky
-    factor of the estimated correlation matrix shrunk off the boundary (|ρ| = 1 has no density)."""
+def starting_factors(result) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per term, where samplers start: the SDs at the estimates kept off zero (at least a tenth of
+    σ, or of 1 without a scale), and the Cholesky factor of the estimated correlation matrix shrunk
+    off the boundary (|ρ| = 1 has no density)."""
+    sd_floor = 0.1 * (result.sigma if result.has_scale else 1.0)
     out = []
     for cov in result.term_covariances():
         sd = np.maximum(np.sqrt(np.maximum(np.diag(cov), 0.0)), sd_floor)
         corr = 0.9 * cov / np.outer(sd, sd) + 0.1 * np.eye(len(sd))
         np.fill_diagonal(corr, 1.0)
         out.append((sd, np.linalg.cholesky(corr)))
+    return out
+
+
+def spherical_effects(result, Ls) -> list[np.ndarray]:
+    """The fit's random effects b as spherical u = L⁻¹b per level, (levels, k) per term, for factors ``Ls``."""
+    out, start = [], 0
+    for term, L in zip(result.compiled.terms, Ls):
+        b = result.b[start : start + term.q].reshape(term.nlevels, term.k)
+        out.append(la.solve_triangular(L, b.T, lower=True).T)
+        start += term.q
     return out
 
 
@@ -695,16 +707,11 @@ class FastPosterior:
 
     def start(self) -> np.ndarray:
         r = self.result
-        floor = 0.1 * (r.sigma if r.has_scale else 1.0)
-        v0 = self.variance.start(r, floor)
+        v0 = self.variance.start(r)
         if self.collapsed:
             return np.concatenate([r._beta[: self.p], v0])
-        sigma, Ls, _ = self.variance.evaluate(v0)
-        u0 = np.empty(self.q)
-        b = r.b
-        for ix, L in zip(self.lik.blocks.index, Ls):
-            u0[ix] = la.solve_triangular(L, b[ix].T, lower=True).T
-        return np.concatenate([r._beta, u0, v0])
+        _, Ls, _ = self.variance.evaluate(v0)
+        return np.concatenate([r._beta, *(u.ravel() for u in spherical_effects(r, Ls)), v0])
 
     def jitter_scale(self) -> np.ndarray:
         se = np.sqrt(np.diag(self.result._vcov))[: self.p]
@@ -958,7 +965,7 @@ def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, 
         trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
                           nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
                           compute_convergence_checks=False, target_accept=target_accept,
-                          initvals=_pymc_initvals(result, spec, model))
+                          initvals=_pymc_initvals(result, model))
     elapsed = time.perf_counter() - t0
     posterior = trace["posterior"].to_dataset()
     stats = trace["sample_stats"].to_dataset()
@@ -966,7 +973,7 @@ def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, 
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler=sampler)
 
 
-def _pymc_initvals(result, spec: ModelPriors, model) -> dict:
+def _pymc_initvals(result, model) -> dict:
     """The fit's estimates (SDs kept off zero) as the PyMC route's start, as the fast route starts.
 
     PyMC's own start, the priors' centres, can lie far out under near-flat priors (β = 0 for
@@ -985,14 +992,11 @@ def _pymc_initvals(result, spec: ModelPriors, model) -> dict:
     put("beta", r._beta, r.compiled.fixef_names)
     if "sigma" in free:
         values["sigma"] = float(r.sigma)
-    offset = 0
-    factors = starting_factors(r, 0.1 * (r.sigma if r.has_scale else 1.0))
-    for info, term, (sd, corr_chol) in zip(term_infos(r), r.compiled.terms, factors):
-        L = sd[:, None] * corr_chol
-        b = r.b[offset : offset + term.q].reshape(term.nlevels, term.k)
+    factors = starting_factors(r)
+    spherical = spherical_effects(r, [sd[:, None] * corr_chol for sd, corr_chol in factors])
+    for info, (sd, _), u in zip(term_infos(r), factors, spherical):
         put(f"sd_{info.label}", sd, info.columns)
-        values[f"u_{info.label}"] = la.solve_triangular(L, b.T, lower=True).T
-        offset += term.q
+        values[f"u_{info.label}"] = u
     return values
 
 

@@ -217,6 +217,7 @@ class _ColumnPatternMatrix(PatternMatrix):
 
     col_ptr: np.ndarray = None
     entries: np.ndarray = None  # stored entries, ordered by column
+    col_rows: np.ndarray = None  # their rows, in that order
 
     @classmethod
     def from_matrix(cls, a_r1) -> _ColumnPatternMatrix:
@@ -228,10 +229,14 @@ class _ColumnPatternMatrix(PatternMatrix):
         pattern = GramPattern(rows, cols, none, none, none, csr.shape[0])
         entries = np.argsort(cols, kind="stable").astype(np.int64)
         col_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=csr.shape[1]))]).astype(np.int64)
-        return cls(csr.data.copy(), pattern, csr.shape[1], col_ptr, entries)
+        return cls(csr.data.copy(), pattern, csr.shape[1], col_ptr, entries, rows[entries])
+
+    def by_column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(column pointers, row indices, values), CSC style."""
+        return self.col_ptr, self.col_rows, self.values[self.entries]
 
     def gram(self) -> np.ndarray:
-        return _column_gram(self.col_ptr, self.entries, self.pattern.rows, self.values, self.pattern.nrows)
+        return _column_gram(*self.by_column(), self.pattern.nrows)
 
     def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
         return _times_transpose(self.pattern.rows, self.pattern.cols, self.values, np.ascontiguousarray(dense),
@@ -239,15 +244,14 @@ class _ColumnPatternMatrix(PatternMatrix):
 
 
 @njit(cache=True, nogil=True)
-def _column_gram(col_ptr, entries, rows, values, nrows):
+def _column_gram(col_ptr, rows, values, nrows):
+    """``M M'`` from M by column."""
     out = np.zeros((nrows, nrows))
     for col in range(len(col_ptr) - 1):
         for ia in range(col_ptr[col], col_ptr[col + 1]):
-            a = entries[ia]
-            ra, va = rows[a], values[a]
+            ra, va = rows[ia], values[ia]
             for ib in range(ia, col_ptr[col + 1]):
-                b = entries[ib]
-                out[ra, rows[b]] += va * values[b]
+                out[ra, rows[ib]] += va * values[ib]
     for i in range(nrows):  # pairs were visited once: mirror (rows within a column are in increasing order)
         for j in range(i):
             total = out[i, j] + out[j, i]
@@ -269,8 +273,7 @@ def _times_transpose(rows, cols, values, dense, nrows):
 def _columns_of(c_r):
     """The factor's rows below block 1 for the other terms, by column: (indptr, row indices, values)."""
     if isinstance(c_r, _ColumnPatternMatrix):
-        rows = c_r.pattern.rows[c_r.entries]
-        return c_r.col_ptr, rows.astype(np.int64), c_r.values[c_r.entries]
+        return c_r.by_column()
     csc = sp.csc_matrix(c_r)
     return csc.indptr.astype(np.int64), csc.indices.astype(np.int64), csc.data
 

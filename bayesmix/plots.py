@@ -19,7 +19,7 @@ def forest(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95, f
     Fixed effects, random-effect SDs (with σ) and correlations get their own panels, each on its
     own scale.  Returns the matplotlib Figure.
     """
-    from bayesmix.bayes import compare
+    from bayesmix.bayes.compare import compare
 
     plt = _pyplot()
     table = compare(result, posterior, ci_prob=ci_prob, wald_level=wald_level)
@@ -80,7 +80,7 @@ def caterpillar(result, posterior, term: str | None = None, ci_prob: float = 0.9
     """
     import arviz_stats as azs
 
-    from bayesmix.pymc_model import term_infos
+    from bayesmix.bayes.pymc_model import term_infos
 
     plt = _pyplot()
     infos = {i.label: i for i in term_infos(result)}

@@ -8,7 +8,7 @@ virtual environment (benchmarks/.venv-bambi, created on first use) in a subproce
 Also measured, for the record of why the default is what it is: the LMM sampled with its
 random effects kept (``collapse=False``) and the PyMC model compiled for nutpie
 (``--alternatives``), and the default route on the NumPy log density instead of
-bayesmix.fastdens's numba kernels (``--numpy-density``).  The kernels' one-off compilation
+bayesmix.bayes.fastdens's numba kernels (``--numpy-density``).  The kernels' one-off compilation
 (numba's disk cache) is timed with ``--cold-compile``.  Machine load (1-minute load
 average) is printed before and after each case.
 
@@ -108,7 +108,7 @@ def fit(case: dict):
 def ess_report(model, post, wall) -> dict:
     import arviz_stats as azs
 
-    from bayesmix.bayes import posterior_var_names
+    from bayesmix.bayes.sampling import posterior_var_names
 
     names = [n for n in posterior_var_names(model) if n != "theta"]
     with warnings.catch_warnings():
@@ -127,7 +127,7 @@ def run_bayesmix(model, draws, tune, chains, seed, **options) -> dict:
 
 def run_bayesmix_numpy(model, draws, tune, chains, seed) -> dict:
     """The default route with the NumPy log density (the numba kernels switched off)."""
-    import bayesmix.bayes as bayes
+    import bayesmix.bayes.sampling as bayes
 
     compiled = bayes._compiled_kernel
     bayes._compiled_kernel = lambda post: None
@@ -141,8 +141,8 @@ COLD_SCRIPT = r"""
 import time, warnings
 warnings.simplefilter("ignore")
 import bayesmix as bm
-from bayesmix.bayes import FastPosterior
-from bayesmix.pymc_model import resolve_priors
+from bayesmix.bayes.posterior import FastPosterior
+from bayesmix.bayes.pymc_model import resolve_priors
 models = [bm.lmer("Reaction ~ Days + (Days | Subject)", bm.load_dataset("sleepstudy")),
           bm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", bm.load_dataset("cbpp"), family="binomial")]
 for model in models:
@@ -214,8 +214,8 @@ def run_pymc_nutpie(model, args) -> dict:
     """The PyMC model (result.pymc_model) through pymc.sample with nutpie: compile + sample."""
     import pymc as pm
 
-    from bayesmix.bayes import posterior_var_names
-    from bayesmix.pymc_model import build_pymc_model
+    from bayesmix.bayes.sampling import posterior_var_names
+    from bayesmix.bayes.pymc_model import build_pymc_model
 
     t0 = time.perf_counter()
     pymc_model = build_pymc_model(model)

@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.api import SeparationWarning
-from bayesmix.families import FamilyError
-from bayesmix.glmm import PirlsError
+from bayesmix.errors import SeparationWarning
+from bayesmix.errors import FamilyError
+from bayesmix.errors import PirlsError
 
 
 @pytest.fixture
 def no_fitting(monkeypatch):
     """Make any attempt to fit fail loudly: the checks must come first."""
     import bayesmix.api
-    import bayesmix.glmm
+    import bayesmix.engine.glmm
 
     def refuse(*args, **kwargs):
         raise AssertionError("fitting started before the input was rejected")
 
     monkeypatch.setattr(bayesmix.api, "fit_lmm", refuse)
-    monkeypatch.setattr(bayesmix.glmm, "fit_glmm", refuse)
+    monkeypatch.setattr(bayesmix.engine.glmm, "fit_glmm", refuse)
 
 
 @pytest.fixture

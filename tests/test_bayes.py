@@ -21,16 +21,16 @@ from scipy.optimize import minimize
 from scipy.special import xlogy
 
 import bayesmix as bm
-from bayesmix.bayes import (
+from bayesmix.bayes.densities import (
     CollapsedLmm,
-    FastPosterior,
     FullModel,
     ScalarTermGlmm,
     corr_cholesky,
     lkj_normalizing_constant,
     prior_logp,
 )
-from bayesmix.pymc_model import Prior, PriorError, default_priors, prior_names, resolve_priors
+from bayesmix.bayes.posterior import FastPosterior
+from bayesmix.bayes.pymc_model import Prior, PriorError, default_priors, prior_names, resolve_priors
 
 pm = pytest.importorskip("pymc")
 pytensor = pytest.importorskip("pytensor")
@@ -109,7 +109,7 @@ def test_pymc_model_structure_and_coords():
 def test_pymc_model_theta_is_lme4s_relative_factor():
     m = _model("sleepstudy_slope_reml")
     model = m.pymc_model
-    point = {"beta": m._beta, "sigma": m.sigma, **_factor_values(m)}
+    point = {"beta": m.beta_values, "sigma": m.sigma, **_factor_values(m)}
     theta = pm.do(model, point)["theta"].eval()
     np.testing.assert_allclose(theta, m.theta.to_numpy(), rtol=1e-10, atol=1e-12)
 
@@ -139,7 +139,7 @@ def test_integrating_u_out_of_the_pymc_model_gives_the_ml_deviance(case_id):
     """At the ML estimates, -2 log ∫ p(y | β, σ, b(u)) N(u; 0, I) du is lme4's deviance."""
     m = _model(case_id)
     case = load_case(case_id)
-    fixed = {"beta": m._beta, "sigma": m.sigma, **_factor_values(m)}
+    fixed = {"beta": m.beta_values, "sigma": m.sigma, **_factor_values(m)}
     u_names = [f"u_{label}" for label in m.group_labels()]
     value, _ = laplace_log_integral(m.pymc_model, fixed, u_names, np.zeros(sum(t.q for t in m.compiled.terms)))
     assert -2 * value == pytest.approx(m.criterion_value, rel=1e-10)
@@ -151,21 +151,21 @@ def test_integrating_u_and_flat_beta_out_gives_the_reml_criterion(case_id):
     """With β under a flat prior and integrated too, the same integral is lme4's REML criterion."""
     m = _model(case_id)
     case = load_case(case_id)
-    model = bm.pymc_model.build_pymc_model(m, {"beta": Prior("Flat")})
+    model = bm.bayes.pymc_model.build_pymc_model(m, {"beta": Prior("Flat")})
     fixed = {"sigma": m.sigma, **_factor_values(m)}
     names = ["beta"] + [f"u_{label}" for label in m.group_labels()]
     start = np.zeros(m.compiled.p + sum(t.q for t in m.compiled.terms))
     value, mode = laplace_log_integral(model, fixed, names, start)
     assert -2 * value == pytest.approx(m.reml_criterion, rel=1e-10)
     assert -2 * value == pytest.approx(case["reml_criterion"], abs=1e-5)
-    np.testing.assert_allclose(mode[: m.compiled.p], m._beta, rtol=1e-8)  # the mode in β is the REML β̂
+    np.testing.assert_allclose(mode[: m.compiled.p], m.beta_values, rtol=1e-8)  # the mode in β is the REML β̂
 
 
 def test_laplace_on_the_pymc_glmm_gives_lme4s_laplace_deviance():
     g = _model("cbpp_binomial")
     case = load_case("cbpp_binomial")
-    fixed = {"beta": g._beta, **_factor_values(g)}
-    value, mode = laplace_log_integral(g.pymc_model, fixed, ["u_herd"], g._fit.state.u)
+    fixed = {"beta": g.beta_values, **_factor_values(g)}
+    value, mode = laplace_log_integral(g.pymc_model, fixed, ["u_herd"], g.glmm_fit.state.u)
     assert -2 * value == pytest.approx(g.criterion_value, rel=1e-9)
     assert -2 * value == pytest.approx(case["minus2loglik"], abs=1e-3)
     np.testing.assert_allclose(mode * g.theta.iloc[0], g.b, atol=1e-7)  # the mode is lme4's conditional mode
@@ -174,7 +174,7 @@ def test_laplace_on_the_pymc_glmm_gives_lme4s_laplace_deviance():
 def test_laplace_on_the_pymc_poisson_glmm_gives_lme4s_laplace_deviance():
     """grouseticks: Poisson, two crossed-nested scalar terms."""
     g = _model("grouseticks_poisson")
-    fixed = {"beta": g._beta, **_factor_values(g)}
+    fixed = {"beta": g.beta_values, **_factor_values(g)}
     names = [f"u_{label}" for label in g.group_labels()]
     value, _ = laplace_log_integral(g.pymc_model, fixed, names, np.zeros(sum(t.q for t in g.compiled.terms)))
     assert -2 * value == pytest.approx(g.criterion_value, rel=1e-9)
@@ -186,7 +186,7 @@ def test_laplace_on_the_pymc_poisson_glmm_gives_lme4s_laplace_deviance():
 
 def _perturbed(m, rng):
     values = _factor_values(m)
-    beta = m._beta + 0.3 * np.sqrt(np.diag(m._vcov)) * rng.standard_normal(m.compiled.p)
+    beta = m.beta_values + 0.3 * np.sqrt(np.diag(m.vcov_values)) * rng.standard_normal(m.compiled.p)
     sigma = m.sigma * 1.1 if m.has_scale else None
     Ls = []
     for label, term in zip(m.group_labels(), m.compiled.terms):
@@ -216,7 +216,7 @@ def test_collapsed_density_with_beta_integrated_is_the_pymc_model_integrated(cas
     _, sigma, Ls, values = _perturbed(m, np.random.default_rng(4))
     fixed = {"sigma": sigma, **values}
     names = ["beta"] + [f"u_{label}" for label in m.group_labels()]
-    start = np.concatenate([m._beta, np.zeros(sum(t.q for t in m.compiled.terms))])
+    start = np.concatenate([m.beta_values, np.zeros(sum(t.q for t in m.compiled.terms))])
     expected, _ = laplace_log_integral(m.pymc_model, fixed, names, start)
     spec = default_priors(m)
     prior = (np.array([b.params["mu"] for b in spec.beta]), np.array([b.params["sigma"] for b in spec.beta]))
@@ -245,14 +245,14 @@ def test_quadrature_glmm_density_is_lme4s_agq_objective():
     """ScalarTermGlmm with 25 nodes at the nAGQ = 25 estimates is lme4's AGQ deviance."""
     g = _model("cbpp_binomial_agq25")
     lik = ScalarTermGlmm(g, nodes=25)
-    value, *_ = lik.value_and_grad(g._beta, None, [np.array([[g.theta.iloc[0]]])])
+    value, *_ = lik.value_and_grad(g.beta_values, None, [np.array([[g.theta.iloc[0]]])])
     # lme4's AGQ deviance is relative to the saturated model (deviance residuals, no binomial constants)
     n, k = lik.data["n"], lik.data["k"]
     saturated = lik.const + np.sum(xlogy(k, k / n) + xlogy(n - k, (n - k) / n))
     assert -2 * (value - saturated) == pytest.approx(g.criterion_value, rel=1e-10)
     assert -2 * (value - saturated) == pytest.approx(load_case("cbpp_binomial_agq25")["minus2loglik"], abs=1e-3)
-    more = ScalarTermGlmm(g, nodes=61).value_and_grad(g._beta, None, [np.array([[g.theta.iloc[0]]])])[0]
-    assert ScalarTermGlmm(g).value_and_grad(g._beta, None, [np.array([[g.theta.iloc[0]]])])[0] == pytest.approx(more, abs=1e-8)
+    more = ScalarTermGlmm(g, nodes=61).value_and_grad(g.beta_values, None, [np.array([[g.theta.iloc[0]]])])[0]
+    assert ScalarTermGlmm(g).value_and_grad(g.beta_values, None, [np.array([[g.theta.iloc[0]]])])[0] == pytest.approx(more, abs=1e-8)
 
 
 @pytest.mark.parametrize("case_id,collapsed", [("sleepstudy_slope_reml", True), ("sleepstudy_slope_reml", False),
@@ -269,7 +269,7 @@ def test_fast_density_gradient(case_id, collapsed):
     np.testing.assert_allclose(grad, numeric, rtol=2e-5, atol=2e-5 * (1 + np.abs(grad).max()))
 
 
-# --- the numba kernels (bayesmix.fastdens) against the NumPy densities ----------------------------
+# --- the numba kernels (bayesmix.bayes.fastdens) against the NumPy densities ----------------------------
 
 KERNEL_PRIORS = {  # every prior kind the kernels evaluate, and β kept in x (non-Normal β priors)
     "beta": Prior("StudentT", nu=4.0, mu=1.0, sigma=300.0), "sigma": Prior("Gamma", alpha=2.0, beta=0.02),
@@ -602,7 +602,7 @@ def test_most_specific_prior_wins():
     m = _model("sleepstudy_slope_reml")
     spec = resolve_priors(m, {"sd": Prior("HalfCauchy", beta=5), "sd_Subject[Days]": Prior("Exponential", lam=1)})
     assert spec.sd["Subject"] == [Prior("HalfCauchy", beta=5), Prior("Exponential", lam=1)]
-    model = bm.pymc_model.build_pymc_model(m, spec)
+    model = bm.bayes.pymc_model.build_pymc_model(m, spec)
     assert {"sd_Subject[(Intercept)]", "sd_Subject[Days]"} <= {rv.name for rv in model.free_RVs}
 
 

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.bayes import CollapsedLmm, FastPosterior
-from bayesmix.blockedlmm import BlockedCollapsedLmm, applicable
-from bayesmix.pymc_model import resolve_priors
+from bayesmix.bayes.densities import CollapsedLmm
+from bayesmix.bayes.posterior import FastPosterior
+from bayesmix.bayes.blockedlmm import BlockedCollapsedLmm, applicable
+from bayesmix.bayes.pymc_model import resolve_priors
 
 pytest.importorskip("numba")
 
@@ -49,7 +50,7 @@ def _arguments(m, integrate_beta: bool, seed: int = 1):
         L[np.diag_indices(t.k)] = rng.uniform(0.3, 3.0, t.k)
         Ls.append(L)
     beta_prior = (rng.normal(size=c.p), rng.uniform(5.0, 50.0, c.p)) if integrate_beta else None
-    beta = np.zeros(0) if integrate_beta else m._beta + rng.normal(scale=0.1, size=c.p)
+    beta = np.zeros(0) if integrate_beta else m.beta_values + rng.normal(scale=0.1, size=c.p)
     return beta_prior, beta, 1.3, Ls
 
 
@@ -97,7 +98,7 @@ def test_blocked_draws_have_the_exact_conditional_mean_and_covariance(name, inte
 
 
 def test_the_blocked_route_needs_a_small_dense_block(monkeypatch):
-    import bayesmix.blockedlmm as blockedlmm
+    import bayesmix.bayes.blockedlmm as blockedlmm
 
     m = _fit("crossed")  # 24 plates first, then 6 samples + X + y: a 8-wide dense block
     assert applicable(m.compiled)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.design import Evaluator, model_matrix
-from bayesmix.formula import RandomTermSpec, parse_formula
+from bayesmix.spec.design import Evaluator, model_matrix
+from bayesmix.spec.formula import RandomTermSpec, parse_formula
 from conftest import cached_fit
 
 # --- parse_formula ------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_crossed_terms_keep_formula_order():
 
 
 def test_cbind_response():
-    from bayesmix.formula import cbind_arguments
+    from bayesmix.spec.formula import cbind_arguments
 
     p = parse_formula("cbind(incidence, size - incidence) ~ period + (1 | herd)")
     assert cbind_arguments(p.response) == ("incidence", "size - incidence")

@@ -49,7 +49,7 @@ LAPLACE = [c for c in CASES if not c.endswith("agq25")]
 # Families whose Laplace deviance carries an estimated dispersion (R's family$aic uses dev/n).
 DISPERSION = ("Gamma", "inverse.gaussian", "gaussian")
 
-# --- the GLM pieces, written out here so the tests do not lean on bayesmix.families ------
+# --- the GLM pieces, written out here so the tests do not lean on bayesmix.engine.families ------
 
 VARIANCE = {
     "binomial": lambda mu: mu * (1 - mu),
@@ -161,7 +161,7 @@ def test_laplace_objective_equals_lme4s_at_lme4s_estimates(laplace_fit):
     """
     m, case = laplace_fit.model, laplace_fit.case
     exact = case.get("minus2loglik_exact_pirls") or corpus_laplace_exact()[case["id"]]["minus2loglik_exact_pirls"]
-    objective = m._fit.objective  # the fit's own (θ, β) → Laplace deviance function
+    objective = m.glmm_fit.objective  # the fit's own (θ, β) → Laplace deviance function
     at_lme4 = objective.theta_beta(np.concatenate([case["theta"], case["fixef"]]))
     assert abs(at_lme4 - exact) <= 1e-5, f"ours {at_lme4!r} vs lme4 {exact!r} at lme4's estimates"
 
@@ -269,7 +269,7 @@ def test_unusable_hessian_falls_back_to_lme4s_rx_covariance(monkeypatch):
     The Hessian is withheld by patching glmm's private helpers (no data set makes it fail
     on purpose); a family with a dispersion shows that the fallback carries sigma².
     """
-    import bayesmix.glmm as glmm
+    import bayesmix.engine.glmm as glmm
 
     monkeypatch.setattr(glmm, "_hessian", lambda *args, **kwargs: None)
     monkeypatch.setattr(glmm, "_reuse_polish_hessian", lambda *args, **kwargs: None, raising=False)

@@ -136,8 +136,8 @@ def test_cross_products_accumulate_over_chunks():
     arrive in pieces give the same deviance (issue: cross-products computed once, accumulable)."""
     import numpy as np
 
-    from bayesmix.lmm import CrossProducts, ProfiledDeviance
-    from bayesmix.model import compile_model
+    from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
+    from bayesmix.spec.model import compile_model
 
     for formula, name in [("Reaction ~ Days + (Days | Subject)", "sleepstudy"),
                           ("diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin")]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.lmm import ProfiledDeviance
+from bayesmix.engine.lmm import ProfiledDeviance
 from conftest import (
     LMM,
     assert_criterion_not_worse,

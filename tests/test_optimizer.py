@@ -2,7 +2,7 @@
 
 Near θ = 0 the profiled deviance depends on θ² only, so its gradient vanishes there and a
 quasi-Newton path can end on (or next to) the bound in a singular local optimum.  Both
-cases below did, before the inward probe/restart in bayesmix.optimize; the expected
+cases below did, before the inward probe/restart in bayesmix.engine.optimize; the expected
 numbers were printed by R 4.2.2 / lme4 1.1-31 (the R code is in each docstring).
 """
 

@@ -19,9 +19,9 @@ import pytest
 from scipy.stats import norm
 
 import bayesmix as bm
-from bayesmix.families import get_family
-from bayesmix.formula import parse_formula
-from bayesmix.printing import (
+from bayesmix.engine.families import get_family
+from bayesmix.spec.formula import parse_formula
+from bayesmix.results.printing import (
     RandomEffectBlock,
     SummaryParts,
     convergence_lines,

@@ -11,9 +11,21 @@ Which test for which question (each function's docstring says when it is trustwo
 """
 
 from bayesmix.inference._common import InferenceError
-from bayesmix.inference.parametric_bootstrap import BootResult, PBTestResult, bootstrap, pb_test, refit, simulate
-from bayesmix.inference.ddf import anova_table, coef_table, contrast_f_test, contrast_t_test
+from bayesmix.inference.ddf import (
+    anova_table,
+    coef_table,
+    contrast_f_test,
+    contrast_t_test,
+)
 from bayesmix.inference.lrt import AnovaTable, anova
+from bayesmix.inference.parametric_bootstrap import (
+    BootResult,
+    PBTestResult,
+    bootstrap,
+    pb_test,
+    refit,
+    simulate,
+)
 from bayesmix.inference.profiles import Profile, confint, profile
 from bayesmix.inference.rlrt import RLRTResult, exact_rlrt
 

@@ -8,11 +8,13 @@ import weakref
 
 import numpy as np
 
+from bayesmix.engine.fit import fit_lmm
+from bayesmix.errors import InferenceError
+from bayesmix.results.base import MixedModelResult
+from bayesmix.results.builder import build_lmer
+from bayesmix.rformat import r_format_number
+
 _ML_REFITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class InferenceError(ValueError):
-    """An inference method asked of a model it does not apply to, with the reason named."""
 
 
 def is_lmm(model) -> bool:
@@ -37,14 +39,10 @@ def refit_ml(model):
     cached = _ML_REFITS.get(model)
     if cached is not None:
         return cached
-    from bayesmix.api import fit_lmm
-    from bayesmix.threads import blas_threads_for, dense_dimension
-
     with warnings.catch_warnings():
         # the REML fit already reported singularity; the ML refit repeats it
         warnings.filterwarnings("ignore", message="boundary \\(singular\\) fit")
-        with blas_threads_for(dense_dimension(model.compiled)):
-            ml = fit_lmm(model.compiled, REML=False, data_name=model.data_name)
+        ml = build_lmer(model.compiled, fit_lmm(model.compiled, REML=False), data_name=model.data_name)
     _ML_REFITS[model] = ml
     return ml
 
@@ -105,3 +103,73 @@ def column_space_contains(big: np.ndarray, small: np.ndarray, tol: float = 1e-8)
     resid = small - big @ coef
     scale = np.maximum(np.linalg.norm(small, axis=0), 1.0)
     return bool(np.all(np.linalg.norm(resid, axis=0) <= tol * scale * np.sqrt(len(small))))
+
+
+def check_model_objects(models) -> None:
+    for i, m in enumerate(models):
+        if not isinstance(m, MixedModelResult):
+            raise InferenceError(f"argument {i + 1} is not a fitted lmer/glmer model (got {type(m).__name__})")
+    kinds = {is_lmm(m) for m in models}
+    if len(kinds) > 1:
+        raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
+    if not is_lmm(models[0]):
+        families = {(m.family_name, m.link_name) for m in models}
+        if len(families) > 1:
+            raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
+        quadrature = {m.nAGQ > 1 for m in models}
+        if len(quadrature) > 1:
+            raise InferenceError("cannot compare a Laplace (nAGQ = 1) fit with an adaptive-quadrature (nAGQ > 1) fit")
+
+
+def check_same_data(models, labels) -> None:
+    first = models[0]
+    for m, label in zip(models[1:], labels[1:]):
+        if m.nobs != first.nobs:
+            raise InferenceError(
+                f"models were not all fitted to the same size of dataset: {labels[0]} has {first.nobs} observations, "
+                f"{label} has {m.nobs} (rows with missing values dropped differently?)"
+            )
+        if not (np.allclose(m.compiled.y, first.compiled.y, equal_nan=True)
+                and np.allclose(m.compiled.weights, first.compiled.weights)):
+            raise InferenceError(
+                f"models were not fitted to the same response: {labels[0]} ({first.compiled.formula.response}) "
+                f"and {label} ({m.compiled.formula.response}) differ; likelihoods of different data are not comparable"
+            )
+
+
+def check_nested(small, large, small_label: str, large_label: str) -> None:
+    """Small must be a special case of large: its fixed and random columns spanned by large's."""
+    hint = " (pass check_nested=False to compare non-nested models by AIC/BIC only)"
+    if not column_space_contains(large.compiled.X, small.compiled.X):
+        raise InferenceError(
+            f"models are not nested: the fixed effects of {small_label} ({', '.join(small.compiled.fixef_names)}) "
+            f"are not contained in those of {large_label} ({', '.join(large.compiled.fixef_names)}){hint}"
+        )
+    for term in small.compiled.terms:
+        same_group = [t.columns for t in large.compiled.terms if same_grouping(t, term)]
+        if not same_group or not column_space_contains(np.hstack(same_group), term.columns):
+            raise InferenceError(
+                f"models are not nested: the random term ({term.expr} | {term.group}) of {small_label} "
+                f"has no counterpart in {large_label} ({large.formula_display}){hint}"
+            )
+    if small.df == large.df and not (column_space_contains(small.compiled.X, large.compiled.X)):
+        raise InferenceError(f"models {small_label} and {large_label} have the same number of parameters "
+                             f"but different fixed effects: they are not nested{hint}")
+
+
+def percent_labels(level: float) -> list[str]:
+    """lme4's column names: ``format.perc``, e.g. "2.5 %", "97.5 %"."""
+    a = (1 - level) / 2
+    return [f"{_format_percent(100 * p)} %" for p in (a, 1 - a)]
+
+
+def _format_percent(x: float) -> str:
+    return r_format_number(x, 3)
+
+
+def same_grouping(a, b) -> bool:
+    """Same partition of the observations into levels (codes may be numbered differently)."""
+    if a.nlevels != b.nlevels or len(a.factor.codes) != len(b.factor.codes):
+        return False
+    pairs = set(zip(a.factor.codes.tolist(), b.factor.codes.tolist()))
+    return len(pairs) == a.nlevels

@@ -70,7 +70,7 @@ def satterthwaite_parts(model) -> SatterthwaiteParts:
     cached = _SATT_CACHE.get(model)
     if cached is not None:
         return cached
-    dev = model._deviance_obj
+    dev = model.profiled_deviance
     reml = model.REML
     p = model.compiled.p
 
@@ -88,14 +88,14 @@ def satterthwaite_parts(model) -> SatterthwaiteParts:
         f = dev.factorize(np.asarray(varpar[:-1], dtype=float))
         return varpar[-1] ** 2 * dev.fixef_covariance_unscaled(f)
 
-    varpar = np.concatenate([model._theta, [model.sigma]])
+    varpar = np.concatenate([model.theta_values, [model.sigma]])
     h = hessian(deviance_vp, varpar)
     values, vectors = np.linalg.eigh(h)
     pos = values > 1e-8
     h_inv = (vectors[:, pos] / values[pos]) @ vectors[:, pos].T
     jac = jacobian(covbeta, varpar)
     parts = SatterthwaiteParts(
-        vcov_beta=np.asarray(model._vcov, dtype=float),
+        vcov_beta=np.asarray(model.vcov_values, dtype=float),
         vcov_varpar=2.0 * h_inv,
         jacobian=[jac[:, i].reshape(p, p, order="F") for i in range(jac.shape[1])],
         sigma=model.sigma,
@@ -149,7 +149,7 @@ def kenward_roger_parts(model) -> KenwardRogerParts:
     gammas, G = _linear_covariance_structure(model)
     Sigma = sum(g * Gi for g, Gi in zip(gammas, G))
     X = model.compiled.X
-    Phi = np.asarray(model._vcov, dtype=float)
+    Phi = np.asarray(model.vcov_values, dtype=float)
     chol = np.linalg.cholesky(Sigma)
     sigma_inv = np.linalg.inv(chol)
     sigma_inv = sigma_inv.T @ sigma_inv
@@ -244,7 +244,7 @@ def contrast_t_test(model, L, ddf: str = "Satterthwaite") -> dict:
     L = np.asarray(L, dtype=float).ravel()
     if L.shape != (model.compiled.p,):
         raise InferenceError(f"the contrast has {L.size} coefficients; the model has {model.compiled.p} fixed effects")
-    estimate = float(L @ model._beta)
+    estimate = float(L @ model.beta_values)
     if method == "Kenward-Roger":
         parts = kenward_roger_parts(model)
         var_con = float(L @ parts.vcov_adjusted @ L)
@@ -267,7 +267,7 @@ def contrast_f_test(model, L, ddf: str = "Satterthwaite") -> dict:
     if method == "Kenward-Roger":
         parts = kenward_roger_parts(model)
         df2, scaling, q = _kr_ddf_and_scaling(parts, L)
-        diff = L @ model._beta
+        diff = L @ model.beta_values
         wald = float(diff @ np.linalg.solve(L @ parts.vcov_adjusted @ L.T, diff))
         return _f_row(wald / q, q, df2, sigma2, scale=scaling)
     if L.shape[0] == 1:
@@ -285,7 +285,7 @@ def contrast_f_test(model, L, ddf: str = "Satterthwaite") -> dict:
     if q == 1:
         res = contrast_t_test(model, PtL[0], method)
         return _f_row(res["t value"] ** 2, 1, res["df"], sigma2)
-    t2 = (PtL @ model._beta) ** 2 / d[:q]
+    t2 = (PtL @ model.beta_values) ** 2 / d[:q]
     nu = np.array([2.0 * d[m] ** 2 / _quad(np.array([PtL[m] @ J @ PtL[m] for J in parts.jacobian]),
                                              parts.vcov_varpar) for m in range(q)])
     return _f_row(float(np.sum(t2) / q), q, _fstat_ddf(nu), sigma2)
@@ -324,7 +324,7 @@ def format_summary(model, ddf: str) -> str:
     method = ddf_method(ddf)
     table = format_coef_table(model, method)
     try:
-        from bayesmix.printing import format_summary as base_summary
+        from bayesmix.results.printing import format_summary as base_summary
         base = base_summary(model)
     except ImportError:
         base = None
@@ -382,7 +382,7 @@ class _FixedStructure:
     """The fixed-effect terms of a model as R's ``terms`` object describes them."""
 
     def __init__(self, model):
-        from bayesmix.design import Evaluator, is_categorical, model_matrix
+        from bayesmix.spec.design import Evaluator, is_categorical, model_matrix
 
         c = model.compiled
         self.X = c.X
@@ -416,13 +416,13 @@ class _FixedStructure:
         if not self.ordered:
             return self._type3_for(self.X, self.names, self.col_terms)
         # polynomial contrasts: build treatment-coded X, then map its hypotheses onto X
-        from bayesmix.design import drop_rank_deficient
+        from bayesmix.spec.design import drop_rank_deficient
 
         data = self.ev.data.copy()
         for col in data.columns:
             if isinstance(data[col].dtype, pd.CategoricalDtype) and data[col].cat.ordered:
                 data[col] = data[col].cat.as_unordered()
-        from bayesmix.design import Evaluator
+        from bayesmix.spec.design import Evaluator
 
         full = self._model_matrix(self.fixed_text, Evaluator(data))
         Xt, names_t, _ = drop_rank_deficient(full.matrix, full.names)

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from bayesmix.inference._common import InferenceError, column_space_contains, is_lmm, message, refit_ml
+from bayesmix.inference._common import (
+    InferenceError,
+    check_model_objects,
+    check_same_data,
+    check_nested as require_nested,
+    is_lmm,
+    message,
+    refit_ml,
+)
 from bayesmix.rformat import print_coefmat
 
 
@@ -66,9 +74,9 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
             "anova() compares two or more fitted models (likelihood-ratio tests); "
             "for the F tests of one linear mixed model use model.anova_table()"
         )
-    _check_model_objects(models)
+    check_model_objects(models)
     labels = _model_names(models, names)
-    _check_same_data(models, labels)
+    check_same_data(models, labels)
     reml = [is_lmm(m) and m.REML for m in models]
     if refit and any(reml):
         message("refitting model(s) with ML (instead of REML)")
@@ -82,7 +90,7 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
     npar = npar[order]
     if check_nested:
         for small, large, ls, ll in zip(models[:-1], models[1:], labels[:-1], labels[1:]):
-            _check_nested(small, large, ls, ll)
+            require_nested(small, large, ls, ll)
     loglik = np.array([m.loglik for m in models])
     nobs = models[0].nobs
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(loglik))])
@@ -104,24 +112,6 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
         f"{label}: {m.formula_display}" for label, m in zip(labels, models)
     ]
     return table
-
-
-def _check_model_objects(models) -> None:
-    from bayesmix.results import MixedModelResult
-
-    for i, m in enumerate(models):
-        if not isinstance(m, MixedModelResult):
-            raise InferenceError(f"argument {i + 1} is not a fitted lmer/glmer model (got {type(m).__name__})")
-    kinds = {is_lmm(m) for m in models}
-    if len(kinds) > 1:
-        raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
-    if not is_lmm(models[0]):
-        families = {(m.family_name, m.link_name) for m in models}
-        if len(families) > 1:
-            raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
-        quadrature = {m.nAGQ > 1 for m in models}
-        if len(quadrature) > 1:
-            raise InferenceError("cannot compare a Laplace (nAGQ = 1) fit with an adaptive-quadrature (nAGQ > 1) fit")
 
 
 def _model_names(models, names) -> list[str]:
@@ -157,47 +147,3 @@ def _names_in_caller(models) -> list[str] | None:
         return out if len(set(out)) == len(out) else None
     finally:
         del frame
-
-
-def _check_same_data(models, labels) -> None:
-    first = models[0]
-    for m, label in zip(models[1:], labels[1:]):
-        if m.nobs != first.nobs:
-            raise InferenceError(
-                f"models were not all fitted to the same size of dataset: {labels[0]} has {first.nobs} observations, "
-                f"{label} has {m.nobs} (rows with missing values dropped differently?)"
-            )
-        if not (np.allclose(m.compiled.y, first.compiled.y, equal_nan=True)
-                and np.allclose(m.compiled.weights, first.compiled.weights)):
-            raise InferenceError(
-                f"models were not fitted to the same response: {labels[0]} ({first.compiled.formula.response}) "
-                f"and {label} ({m.compiled.formula.response}) differ; likelihoods of different data are not comparable"
-            )
-
-
-def _check_nested(small, large, small_label: str, large_label: str) -> None:
-    """Small must be a special case of large: its fixed and random columns spanned by large's."""
-    hint = " (pass check_nested=False to compare non-nested models by AIC/BIC only)"
-    if not column_space_contains(large.compiled.X, small.compiled.X):
-        raise InferenceError(
-            f"models are not nested: the fixed effects of {small_label} ({', '.join(small.compiled.fixef_names)}) "
-            f"are not contained in those of {large_label} ({', '.join(large.compiled.fixef_names)}){hint}"
-        )
-    for term in small.compiled.terms:
-        same_group = [t.columns for t in large.compiled.terms if _same_grouping(t, term)]
-        if not same_group or not column_space_contains(np.hstack(same_group), term.columns):
-            raise InferenceError(
-                f"models are not nested: the random term ({term.expr} | {term.group}) of {small_label} "
-                f"has no counterpart in {large_label} ({large.formula_display}){hint}"
-            )
-    if small.df == large.df and not (column_space_contains(small.compiled.X, large.compiled.X)):
-        raise InferenceError(f"models {small_label} and {large_label} have the same number of parameters "
-                             f"but different fixed effects: they are not nested{hint}")
-
-
-def _same_grouping(a, b) -> bool:
-    """Same partition of the observations into levels (codes may be numbered differently)."""
-    if a.nlevels != b.nlevels or len(a.factor.codes) != len(b.factor.codes):
-        return False
-    pairs = set(zip(a.factor.codes.tolist(), b.factor.codes.tolist()))
-    return len(pairs) == a.nlevels

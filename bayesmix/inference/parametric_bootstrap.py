@@ -22,11 +22,26 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.stats import chi2, norm
 
-from bayesmix.inference._common import InferenceError, Progress, is_lmm, refit_ml
+from bayesmix.engine.fit import fit_lmm
+from bayesmix.engine.glmm import fit_glmm
+from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
+from bayesmix.engine.threads import dense_dimension
+from bayesmix.inference._common import (
+    InferenceError,
+    Progress,
+    check_model_objects,
+    check_nested,
+    check_same_data,
+    is_lmm,
+    percent_labels,
+    refit_ml,
+)
+from bayesmix.results.builder import build_glmer, build_lmer
+from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 from bayesmix.rformat import print_coefmat
-from bayesmix.threads import dense_dimension
 
 # --- simulation -------------------------------------------------------------------------------
 
@@ -52,13 +67,13 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
     """One column per simulation, each drawn whole (random effects, then the response) so that the first k
     columns do not depend on nsim."""
     c = model.compiled
-    fixed = c.offset + c.X @ model._beta
+    fixed = c.offset + c.X @ model.beta_values
     # Λ(θ) is relative to σ in an LMM; lme4 does not scale it for GLMMs (any family)
     scale = model.sigma if is_lmm(model) else 1.0
     q = sum(t.q for t in c.terms)
     out = np.empty((c.n, nsim))
     for i in range(nsim):
-        eta = fixed + scale * _z_lambda_u(c.terms, model._theta, rng.standard_normal(q))
+        eta = fixed + scale * _z_lambda_u(c.terms, model.theta_values, rng.standard_normal(q))
         if is_lmm(model):
             out[:, i] = eta + model.sigma / np.sqrt(c.weights) * rng.standard_normal(c.n)
         else:
@@ -123,8 +138,8 @@ class RefitSpec:
     @classmethod
     def of(cls, model) -> RefitSpec:
         if is_lmm(model):
-            return cls(model.compiled, True, model.REML, model._theta.copy(), model.data_name)
-        return cls(model.compiled, False, False, model._theta.copy(), model.data_name,
+            return cls(model.compiled, True, model.REML, model.theta_values.copy(), model.data_name)
+        return cls(model.compiled, False, False, model.theta_values.copy(), model.data_name,
                    type(model.family), model.family.link.name, model.nAGQ)
 
     def __getstate__(self):
@@ -145,26 +160,17 @@ class RefitSpec:
         return self._refit_glmm(y)
 
     def _refit_glmm(self, y):
-        from bayesmix.glmm import fit_glmm
-        from bayesmix.results import GlmerResult
-
         family = self.family_class(self.link_name)
         compiled = replace(self.compiled, y=y)
         family.check_response(y, compiled.weights)
         fit = fit_glmm(compiled, family, nAGQ=self.nAGQ)
-        for msg in fit.messages:
-            warnings.warn(msg, stacklevel=2)
-        return GlmerResult.from_fit(compiled, family, fit, data_name=self.data_name)
+        return build_glmer(compiled, family, fit, data_name=self.data_name)
 
 
 class _LmmRefitter:
     """Cross-products of [Z X] computed once; a new response only changes its own row and column."""
 
     def __init__(self, compiled, REML: bool):
-        import scipy.sparse as sp
-
-        from bayesmix.lmm import CrossProducts
-
         self.compiled = compiled
         self.REML = REML
         self.base = CrossProducts.from_data(compiled.terms, compiled.X, compiled.y - compiled.offset, compiled.weights)
@@ -176,9 +182,6 @@ class _LmmRefitter:
         self.w = compiled.weights
 
     def refit(self, y: np.ndarray, theta0, data_name: str):
-        from bayesmix.api import fit_lmm
-        from bayesmix.lmm import CrossProducts, ProfiledDeviance
-
         c, base = self.compiled, self.base
         wy = self.w * (y - c.offset)
         a_x1 = base.a_x1.copy()
@@ -191,12 +194,14 @@ class _LmmRefitter:
         a_xx[-1, -1] = wy @ (y - c.offset)
         cross = CrossProducts(base.a11, a_x1, base.a_r1, base.a_rr, a_xr, a_xx, base.n, base.sum_log_weights)
         deviance = ProfiledDeviance(c.terms, c.X, None, None, reml=self.REML, cross=cross)
-        return fit_lmm(replace(c, y=y), REML=self.REML, data_name=data_name, deviance=deviance, theta0=theta0)
+        compiled = replace(c, y=y)
+        fit = fit_lmm(compiled, REML=self.REML, deviance=deviance, theta0=theta0)
+        return build_lmer(compiled, fit, data_name=data_name)
 
 
 def refit(model, new_response):
     """lme4's ``refit(m, newresp)``: the same model (and REML/ML, family) fitted to a new response."""
-    from bayesmix.threads import blas_threads_for, dense_dimension
+    from bayesmix.engine.threads import blas_threads_for, dense_dimension
 
     with blas_threads_for(dense_dimension(model.compiled)):
         return RefitSpec.of(model).refit(np.asarray(new_response, dtype=float))
@@ -276,7 +281,7 @@ def _run(job, ys: np.ndarray, n_jobs, progress: bool, desc: str, dense_dim: int 
         done = 0
         if workers > 1:
             done = _run_in_pool(job, ys, workers, total, bar)
-        from bayesmix.threads import blas_threads_for
+        from bayesmix.engine.threads import blas_threads_for
 
         with blas_threads_for(dense_dim):
             for i in range(done, nsim):
@@ -352,8 +357,6 @@ class BootResult:
 
     def confint(self, level: float = 0.95, type: str = "perc") -> pd.DataFrame:
         """Bootstrap intervals as ``boot::boot.ci`` (lme4's ``confint.bootMer``): "perc", "basic" or "norm"."""
-        from bayesmix.inference.profiles import percent_labels
-
         if not 0 < level < 1:
             raise InferenceError(f"level must be between 0 and 1, got {level!r}")
         a = (1 - level) / 2
@@ -459,13 +462,11 @@ class _ValuesOf:
 
 def sdcor_and_fixef(fit) -> pd.Series:
     """lme4's default ``confint(method = "boot")`` statistic: SDs, correlations, σ, fixed effects."""
-    from bayesmix.inference.profiles import sdcor_from_theta, sdcor_names
-
     scale = fit.sigma if is_lmm(fit) else 1.0
-    values = list(sdcor_from_theta(fit.compiled.terms, fit._theta, scale))
+    values = list(sdcor_from_theta(fit.compiled.terms, fit.theta_values, scale))
     if fit.has_scale:
         values.append(fit.sigma)
-    return pd.Series(values + list(fit._beta), index=sdcor_names(fit) + list(fit.compiled.fixef_names))
+    return pd.Series(values + list(fit.beta_values), index=sdcor_names(fit.compiled.terms, fit.has_scale) + list(fit.compiled.fixef_names))
 
 
 # --- parametric-bootstrap likelihood-ratio test ------------------------------------------------
@@ -506,16 +507,14 @@ def pb_test(m0, m1, nsim: int = 1000, seed=None, n_jobs=None, progress: bool = T
     LRT statistic.  p-value = (1 + #{ref > observed}) / (1 + #{ref > 0}), as pbkrtest.
     Refits run on ``n_jobs`` worker processes (default all cores).
     """
-    from bayesmix.inference.lrt import _check_model_objects, _check_nested, _check_same_data
-
     nsim = _check_nsim(nsim)
     models = (m0, m1)
-    _check_model_objects(models)
-    _check_same_data(models, ["m0", "m1"])
+    check_model_objects(models)
+    check_same_data(models, ["m0", "m1"])
     small, large = sorted((refit_ml(m0), refit_ml(m1)), key=lambda m: m.df)
     if small.df == large.df:
         raise InferenceError("the two models have the same number of parameters: nothing to test")
-    _check_nested(small, large, "the smaller model", "the larger model")
+    check_nested(small, large, "the smaller model", "the larger model")
     start = time.perf_counter()
     tobs = 2.0 * (large.loglik - small.loglik)
     df = large.df - small.df

@@ -27,8 +27,8 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
-from bayesmix.inference._common import InferenceError, is_lmm, refit_ml
-from bayesmix.rformat import r_format_number
+from bayesmix.inference._common import InferenceError, is_lmm, percent_labels, refit_ml
+from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100
 _MAXMULT = 10.0
@@ -36,39 +36,6 @@ _DEVTOL = 1e-9
 
 
 # --- parametrizations: θ <-> (sd, cor), lme4's Cv_to_Sv / Sv_to_Cv --------------------------
-
-
-def sdcor_names(model) -> list[str]:
-    """lme4's profile names (``oldNames = FALSE``): ``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``, ``sigma``."""
-    names = []
-    for term in model.compiled.terms:  # lme4 names the grouping factor without make.unique's ".1"
-        group = term.group
-        rows, cols = term.theta_rows_cols
-        for r, c in zip(rows, cols):
-            if r == c:
-                names.append(f"sd_{term.column_names[r]}|{group}")
-            else:
-                names.append(f"cor_{term.column_names[r]}.{term.column_names[c]}|{group}")
-    if model.has_scale:
-        names.append("sigma")
-    return names
-
-
-def sdcor_from_theta(terms, theta: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """SDs and correlations of each term from its relative Cholesky factor (scaled by ``scale``)."""
-    out, start = [], 0
-    for term in terms:
-        T = term.factor_matrix(theta[start : start + term.ntheta])
-        start += term.ntheta
-        S = scale**2 * (T @ T.T)
-        sd = np.sqrt(np.diag(S))
-        rows, cols = term.theta_rows_cols
-        for r, c in zip(rows, cols):
-            if r == c:
-                out.append(sd[r])
-            else:
-                out.append(S[r, c] / (sd[r] * sd[c]) if sd[r] > 0 and sd[c] > 0 else 0.0)
-    return np.array(out)
 
 
 def theta_from_sdcor(terms, sdcor: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -115,7 +82,7 @@ class _LmmProfiler:
     def __init__(self, ml_fit):
         self.fit = ml_fit
         self.terms = ml_fit.compiled.terms
-        self.dev = ml_fit._deviance_obj
+        self.dev = ml_fit.profiled_deviance
         self.n = self.dev.n
         self.log_w = self.dev.cross.sum_log_weights
         self.nvp = ml_fit.compiled.ntheta + 1
@@ -140,7 +107,7 @@ class _LmmProfiler:
         keep = [i for i in range(self.p) if i != j]
 
         def at(value):
-            from bayesmix.lmm import CrossProducts, ProfiledDeviance
+            from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 
             # [X_keep, y - value x_j] = [X, y] M: transform the stored cross-products, not the data
             M = np.zeros((self.p + 1, self.p))
@@ -164,7 +131,7 @@ class _GlmmProfiler:
         self.ntheta = fit.compiled.ntheta
         # Laplace with one scalar term: a vectorized PIRLS; otherwise (AGQ, vector terms) the engine's objective
         self.fast = _ScalarLaplace(fit.compiled, fit.family) if _ScalarLaplace.applies(fit) else None
-        self.objective = fit._fit.objective
+        self.objective = fit.glmm_fit.objective
 
     def deviance(self, par: np.ndarray) -> float:
         theta = theta_from_sdcor(self.terms, par[: self.ntheta])
@@ -248,24 +215,9 @@ class Profile(pd.DataFrame):
 
     def plot(self, **kwargs):
         """ζ against each parameter (lme4's ``xyplot(thpr)``), one panel per parameter."""
-        import matplotlib.pyplot as plt
+        from bayesmix.inference.profile_plot import plot_profile
 
-        params = list(dict.fromkeys(self["parameter"]))
-        ncol = min(3, len(params))
-        nrow = math.ceil(len(params) / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3 * nrow), squeeze=False, **kwargs)
-        for ax, name in zip(axes.ravel(), params):
-            part = self[self["parameter"] == name]
-            ax.plot(part["value"], part["zeta"], "o-", ms=3)
-            ax.axhline(0, color="grey", lw=0.5)
-            for q in (-1.96, 1.96):
-                ax.axhline(q, color="grey", lw=0.5, ls="--")
-            ax.set_title(name, fontsize=9)
-            ax.set_ylabel("ζ")
-        for ax in axes.ravel()[len(params) :]:
-            ax.set_visible(False)
-        fig.tight_layout()
-        return fig
+        return plot_profile(self, **kwargs)
 
 
 def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 / 8) -> Profile:
@@ -274,7 +226,7 @@ def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 /
     ``which``: parameter names (``sd_...``, ``cor_...``, ``sigma``, fixed-effect names),
     ``"theta_"`` (all variance parameters), ``"beta_"`` (all fixed effects), or None for all.
     """
-    from bayesmix.threads import blas_threads_for, dense_dimension
+    from bayesmix.engine.threads import blas_threads_for, dense_dimension
 
     _check_profile_supported(model)
     fit = refit_ml(model)
@@ -422,11 +374,11 @@ def _profile_parameter(w: int, opt: np.ndarray, lower: np.ndarray, upper: np.nda
 
 def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
     prof = _LmmProfiler(fit)
-    sigma_ml = np.sqrt(fit._factorization.pwrss / prof.n)
-    vp_opt = np.concatenate([sdcor_from_theta(prof.terms, fit._theta, sigma_ml), [sigma_ml]])
-    beta_opt = fit._beta
+    sigma_ml = np.sqrt(fit.factorization.pwrss / prof.n)
+    vp_opt = np.concatenate([sdcor_from_theta(prof.terms, fit.theta_values, sigma_ml), [sigma_ml]])
+    beta_opt = fit.beta_values
     opt = np.concatenate([vp_opt, beta_opt])
-    names = sdcor_names(fit) + list(fit.compiled.fixef_names)
+    names = sdcor_names(fit.compiled.terms, fit.has_scale) + list(fit.compiled.fixef_names)
     nvp = prof.nvp
     base = fit.criterion_value
     if abs(prof.varpar_deviance(vp_opt) - base) > 1e-5 * max(1.0, abs(base)):
@@ -449,11 +401,11 @@ def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
 
 def _profile_fixed_effect(prof: _LmmProfiler, fit, j: int, opt: np.ndarray, base: float, stepper: _Stepper) -> list:
     """lme4's fixed-effect profile for an LMM: β_j moved into the offset, θ re-optimized from the ML θ."""
-    est = fit._beta[j]
-    se = float(np.sqrt(fit._vcov[j, j]))
+    est = fit.beta_values[j]
+    se = float(np.sqrt(fit.vcov_values[j, j]))
     deviance_at = prof.fixed_effect_deviance(j)
     theta_lower = fit.compiled.theta_lower()
-    theta_opt = fit._theta
+    theta_opt = fit.theta_values
     nvp = prof.nvp
 
     def theta_of(row):
@@ -483,9 +435,9 @@ def _profile_fixed_effect(prof: _LmmProfiler, fit, j: int, opt: np.ndarray, base
 
 def _profile_glmm(fit, which, alphamax, delta_cutoff) -> Profile:
     prof = _GlmmProfiler(fit)
-    sd_opt = sdcor_from_theta(prof.terms, fit._theta)
-    opt = np.concatenate([sd_opt, fit._beta])
-    names = sdcor_names(fit) + list(fit.compiled.fixef_names)
+    sd_opt = sdcor_from_theta(prof.terms, fit.theta_values)
+    opt = np.concatenate([sd_opt, fit.beta_values])
+    names = sdcor_names(fit.compiled.terms, fit.has_scale) + list(fit.compiled.fixef_names)
     base = fit.criterion_value
     check = prof.deviance(opt)
     if abs(check - base) > 1e-5 * max(1.0, abs(base)):
@@ -600,16 +552,6 @@ def _interval_ends(part: pd.DataFrame, zeta_levels: np.ndarray, name: str) -> np
         return np.interp(zeta_levels, z, x, left=np.nan, right=np.nan)
 
 
-def percent_labels(level: float) -> list[str]:
-    """lme4's column names: ``format.perc``, e.g. "2.5 %", "97.5 %"."""
-    a = (1 - level) / 2
-    return [f"{_format_percent(100 * p)} %" for p in (a, 1 - a)]
-
-
-def _format_percent(x: float) -> str:
-    return r_format_number(x, 3)
-
-
 def profile_confint(prof: Profile, level: float = 0.95, parm=None) -> pd.DataFrame:
     """lme4's ``confint.thpr``: interval ends where the back-spline of the profile reaches the normal quantiles."""
     _check_level(level)
@@ -643,10 +585,10 @@ def wald_confint(model, level: float = 0.95) -> pd.DataFrame:
     """lme4's ``confint(m, method = "Wald")``: β̂ ± z SE; NA for the variance parameters, as lme4 gives."""
     _check_level(level)
     a = (1 - level) / 2
-    names = sdcor_names(model)
-    se = np.sqrt(np.diag(model._vcov))
+    names = sdcor_names(model.compiled.terms, model.has_scale)
+    se = np.sqrt(np.diag(model.vcov_values))
     z = norm.ppf([a, 1 - a])
-    fixed = model._beta[:, None] + se[:, None] * z[None, :]
+    fixed = model.beta_values[:, None] + se[:, None] * z[None, :]
     values = np.vstack([np.full((len(names), 2), np.nan), fixed])
     return pd.DataFrame(values, index=names + list(model.compiled.fixef_names), columns=percent_labels(level))
 

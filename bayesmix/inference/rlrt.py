@@ -91,11 +91,11 @@ def _reml_criterion(model) -> float:
     """-2 × REML log-likelihood at the model's θ (for an ML fit: evaluated at the ML estimates)."""
     if model.REML:
         return model.criterion_value
-    from bayesmix.lmm import ProfiledDeviance
+    from bayesmix.engine.lmm import ProfiledDeviance
 
     c = model.compiled
     dev = ProfiledDeviance(c.terms, c.X, c.y - c.offset, c.weights, reml=True)
-    return float(dev(model._theta))
+    return float(dev(model.theta_values))
 
 
 def _reml_criterion_lm(model) -> float:

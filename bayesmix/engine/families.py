@@ -10,13 +10,11 @@ from typing import Callable
 import numpy as np
 from scipy.special import expit, gammaln, ndtr, xlogy
 
+from bayesmix.errors import FamilyError
+
 _EPS = np.finfo(float).eps
 _THRESH = 30.0  # R's logit link clamps eta to [-30, 30] (src/library/stats/src/family.c)
 _PROBIT_THRESH = 8.125890664701906  # -qnorm(DBL_EPSILON)
-
-
-class FamilyError(ValueError):
-    """An unknown family, a link the family does not allow, or a response the family cannot model."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,9 @@ class Family:
     default_link: str = ""
     allowed_links: tuple[str, ...] = ()
     has_scale: bool = False
+    # the response may be given as cbind(successes, failures), a two-level factor or
+    # proportions with trials as weights (and fitted values near 0 or 1 mean separation)
+    response_is_probability: bool = False
 
     def __init__(self, link: str | None = None):
         link = self.default_link if link is None else str(link).strip().strip("\"'")
@@ -116,6 +117,7 @@ class Family:
 
 
 class Binomial(Family):
+    response_is_probability = True
     name, default_link = "binomial", "logit"
     allowed_links = ("logit", "probit", "cauchit", "log", "cloglog")
 
@@ -279,7 +281,7 @@ def get_family(spec) -> Family:
     if isinstance(spec, type) and issubclass(spec, Family):
         return spec()
     if not isinstance(spec, str):
-        raise FamilyError(f"family must be a name such as 'binomial' or a bayesmix.families object, got {spec!r}")
+        raise FamilyError(f"family must be a name such as 'binomial' or a bm.families object, got {spec!r}")
     match = re.fullmatch(r"\s*([A-Za-z_.]+)\s*(?:\((.*)\))?\s*", spec)
     if not match:
         raise FamilyError(f"cannot read family {spec!r}; write e.g. 'binomial', 'poisson' or 'Gamma(link=\"log\")'")

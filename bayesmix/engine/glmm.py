@@ -5,7 +5,7 @@ halving) finds the conditional modes u* for given θ (and β); the Laplace appro
 to -2 log L is ``log|L|² + ||u*||² + family aic`` (the aic carrying the family's
 normalizing constants); nAGQ > 1 replaces it by adaptive Gauss-Hermite quadrature for
 a single scalar random-effects term.  Every weighted least-squares solve reuses the
-blocked Cholesky of :mod:`bayesmix.lmm`.
+blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,16 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from bayesmix.lmm import _DENSE_LIMIT, CrossProducts, GramPattern, PatternMatrix, ProfiledDeviance
-from bayesmix.optimize import minimize_bounded
-from bayesmix.terms import b_from_u
-
-
-class PirlsError(RuntimeError):
-    """PIRLS could not find the conditional modes."""
+from bayesmix.engine.lmm import (
+    _DENSE_LIMIT,
+    CrossProducts,
+    GramPattern,
+    PatternMatrix,
+    ProfiledDeviance,
+)
+from bayesmix.engine.optimize import OptSummary, minimize_bounded
+from bayesmix.errors import PirlsError
+from bayesmix.spec.terms import b_from_u
 
 
 @dataclass
@@ -383,6 +386,7 @@ class GlmmFit:
     converged: bool
     messages: list[str]
     objective: GlmmObjective
+    optsum: OptSummary | None = None
 
 
 def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
@@ -405,6 +409,7 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         theta, beta, state, crit = stage1.x, state0.beta, state0, stage1.fun
         converged = stage1.converged
         hess = None
+        optsum = OptSummary.from_result(stage1, compiled.theta_start(), lower_theta)
     else:
         # optimize (θ, β) with β whitened by its stage-1 covariance, so every direction has unit scale
         unscaled = state0.deviance_obj.fixef_covariance_unscaled(state0.factorization)
@@ -420,6 +425,9 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         # stage 1 leaves (θ, β) within a few hundredths (θ units; SEs for whitened β) of the
         # optimum: a small first trust region saves BOBYQA a third of its evaluations
         stage2 = minimize_bounded(whitened, x0, lower, ftol=1e-8, initial_step=0.05)
+        # the record speaks of (θ, whitened β); evaluations of both stages are counted
+        optsum = OptSummary.from_result(stage2, x0, lower, optimizer="bobyqa")
+        optsum.feval += stage1.nfev
         theta = stage2.x[: obj.ntheta]
         beta = beta0 + scale @ stage2.x[obj.ntheta :]
         state = obj.pirls(theta, beta)
@@ -434,7 +442,8 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
                       "falling back to the one estimated from RX", stacklevel=3)
     if not converged:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
-    return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj)
+    optsum.messages = list(messages)
+    return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj, optsum)
 
 
 def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | None:

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-
-class DataError(ValueError):
-    """Data that does not fit the formula, with the column or term named."""
+from bayesmix.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -255,7 +253,9 @@ class ModelMatrix:
 
 def model_matrix(rhs: str, ev: Evaluator) -> ModelMatrix:
     """R's ``model.matrix(~ rhs, data)`` for the right-hand side of a formula."""
-    from formulae import model_description  # parsed by formulae, as the product promises
+    from formulae import (
+        model_description,  # parsed by formulae, as the product promises
+    )
 
     mangled = ev.mangle(rhs)
     try:

@@ -23,7 +23,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.linalg.lapack import dtrtrs
 
-from bayesmix.terms import RandomEffectsTerm, b_from_u
+from bayesmix.spec.terms import RandomEffectsTerm, b_from_u
 
 
 @dataclass

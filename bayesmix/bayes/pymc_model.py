@@ -36,9 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-class PriorError(ValueError):
-    """An unknown prior name, an unknown distribution, or parameters a distribution cannot take."""
+from bayesmix.errors import PriorError
 
 
 class Prior:

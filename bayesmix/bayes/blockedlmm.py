@@ -23,7 +23,12 @@ import scipy.sparse as sp
 from numba import njit
 from scipy.linalg.lapack import dtrtrs
 
-from bayesmix.lmm import CrossProducts, GramPattern, PatternMatrix, ProfiledDeviance
+from bayesmix.engine.lmm import (
+    CrossProducts,
+    GramPattern,
+    PatternMatrix,
+    ProfiledDeviance,
+)
 
 MAX_DENSE = 3000  # largest Schur complement (rest terms + integrated β + y) this route takes
 _LOG_2PI = float(np.log(2.0 * np.pi))

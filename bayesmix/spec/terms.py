@@ -8,7 +8,7 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from bayesmix.design import Factor
+from bayesmix.spec.design import Factor
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,28 @@ def b_from_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         t0 += term.ntheta
         u0 += term.q
     return np.concatenate(out)
+
+
+def theta_blocks(terms, theta: np.ndarray) -> list[np.ndarray]:
+    """θ cut into each term's slice, in term order (the one place that knows the layout)."""
+    bounds = np.cumsum([0] + [t.ntheta for t in terms])
+    return [theta[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def effect_blocks(terms, b: np.ndarray) -> list[np.ndarray]:
+    """A vector in Z's column order (b or u) as one (levels, k) array per term."""
+    bounds = np.cumsum([0] + [t.q for t in terms])
+    return [b[a:c].reshape(t.nlevels, t.k) for t, a, c in zip(terms, bounds[:-1], bounds[1:])]
+
+
+def z_times(terms, b: np.ndarray, keep=None) -> np.ndarray:
+    """``Z b`` without forming Z: each row's term columns times its level's effects.
+
+    ``keep`` (a set of term indices) restricts the sum to those terms.
+    """
+    n = len(terms[0].factor.codes) if terms else 0
+    out = np.zeros(n)
+    for i, (term, block) in enumerate(zip(terms, effect_blocks(terms, b))):
+        if keep is None or i in keep:
+            out += np.einsum("ij,ij->i", term.columns, block[term.factor.codes])
+    return out

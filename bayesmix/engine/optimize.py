@@ -9,10 +9,10 @@ bound (a singular fit) stay exactly there, once probes have shown the bound is o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import nlopt
+import numpy as np
 
 
 @dataclass
@@ -25,6 +25,35 @@ class OptimizeResult:
     hessian: np.ndarray | None = None  # last central-difference Hessian of the polish (free parameters)
     hessian_at: np.ndarray | None = None  # the point it was computed at
     hessian_free: np.ndarray | None = None  # mask of the parameters it covers
+    gradient: np.ndarray | None = None  # central-difference gradient at the end (NaN where held at a bound)
+
+
+@dataclass
+class OptSummary:
+    """What the optimizer did (lme4's ``optinfo``, MixedModels.jl's ``OptSummary``).
+
+    ``optimizer`` names what actually ran; ``feval`` counts criterion evaluations of every
+    stage; ``gradient`` and ``hessian`` are the central differences at the end (free
+    parameters), from which the convergence checks in ``messages`` are made.
+    """
+
+    optimizer: str
+    initial: np.ndarray
+    lower: np.ndarray
+    final: np.ndarray
+    fmin: float
+    feval: int
+    converged: bool
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+    messages: list[str] = field(default_factory=list)
+    newton_polish: bool = False  # whether Newton steps on a central-difference Hessian finished the search
+
+    @classmethod
+    def from_result(cls, res: OptimizeResult, initial, lower, optimizer: str = "bobyqa") -> OptSummary:
+        return cls(optimizer, np.asarray(initial, float), np.asarray(lower, float), np.asarray(res.x, float), float(res.fun),
+                   int(res.nfev), bool(res.converged), res.gradient, res.hessian,
+                   newton_polish=res.hessian is not None)
 
 
 def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12,
@@ -65,7 +94,7 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
     polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
     converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
     return OptimizeResult(polish.x, polish.fx, counter.calls, converged, res.message,
-                          polish.hessian, polish.hessian_at, polish.hessian_free)
+                          polish.hessian, polish.hessian_at, polish.hessian_free, polish.gradient)
 
 
 @dataclass
@@ -139,6 +168,7 @@ class _Polish:
     hessian: np.ndarray | None
     hessian_at: np.ndarray | None
     hessian_free: np.ndarray | None
+    gradient: np.ndarray | None = None
 
 
 def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
@@ -150,6 +180,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     improved_once = stationary = False
     last_h = last_at = last_free = None
     H = None
+    gradient = None
     for _ in range(2 * max_steps):
         free = ~(np.isclose(x, lower, atol=1e-10, rtol=0) | np.isclose(x, upper, atol=1e-10, rtol=0))
         if not free.any():
@@ -164,6 +195,8 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
             g = _central_gradient(fun, x, free, lower, upper)
             if g is None:
                 break
+        gradient = np.full(len(x), np.nan)
+        gradient[free] = g
         try:
             if np.linalg.eigvalsh(H).min() <= 0:
                 break
@@ -193,7 +226,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     # the bound may be optimal for a parameter the polish moved towards it: keep best seen
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
-    return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free)
+    return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient)
 
 
 def _stencil_steps(x, idx, lower, upper):

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bayesmix.design import DataError, Evaluator, as_factor, drop_rank_deficient, interaction_factor, is_categorical, model_matrix
-from bayesmix.formula import ParsedFormula, cbind_arguments, parse_formula
-from bayesmix.terms import RandomEffectsTerm, order_terms
+from bayesmix.spec.design import (
+    DataError,
+    Evaluator,
+    as_factor,
+    drop_rank_deficient,
+    interaction_factor,
+    is_categorical,
+    model_matrix,
+)
+from bayesmix.spec.formula import ParsedFormula, cbind_arguments, parse_formula
+from bayesmix.spec.terms import RandomEffectsTerm, order_terms
 
 
 @dataclass

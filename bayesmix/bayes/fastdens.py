@@ -455,8 +455,8 @@ _KINDS = {"Flat": (_FLAT, ()), "HalfFlat": (_FLAT, ()), "Normal": (_NORMAL, ("mu
 
 def _prior_arrays(priors):
     """Kind codes, parameters (m, 3) and constants (the rest of bayes.prior_logp) of a list of priors."""
-    from bayesmix.bayes import prior_logp
-    from bayesmix.pymc_model import filled_params
+    from bayesmix.bayes.densities import prior_logp
+    from bayesmix.bayes.pymc_model import filled_params
 
     codes = np.zeros(len(priors), dtype=np.int64)
     pars = np.zeros((len(priors), 3))
@@ -475,7 +475,7 @@ def _prior_arrays(priors):
 
 def supported(post) -> bool:
     """Whether ``post`` (a FastPosterior) is one of the models the kernels evaluate."""
-    from bayesmix.bayes import CollapsedLmm, ScalarTermGlmm
+    from bayesmix.bayes.densities import CollapsedLmm, ScalarTermGlmm
 
     if not post.collapsed or any(info.k > 2 for info in post.infos):
         return False

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayesmix.results.varcorr import sd_and_corr
 from bayesmix.rformat import (
     R_DIGITS,
     R_WIDTH,
@@ -25,7 +26,7 @@ from bayesmix.rformat import (
 
 SUMMARY_DIGITS = max(3, R_DIGITS - 3)  # print.summary.merMod's default digits
 COR_MAX = 12  # getOption("lme4.summary.cor.max")
-# Our optimizer, named in lme4's "optimizer (...) convergence code" line (api.py writes the same).
+# Our optimizer, named in lme4's "optimizer (...) convergence code" line when a fit carries no record.
 OPTIMIZER_NAME = "bobyqa"
 
 
@@ -76,9 +77,7 @@ def summary_parts(result) -> SummaryParts:
     """Collect from an LmerResult or GlmerResult the numbers and names lme4's summary prints."""
     blocks = []
     for label, term, cov in zip(result.group_labels(), result.compiled.terms, result.term_covariances()):
-        sd = np.sqrt(np.diag(cov))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = cov / np.outer(sd, sd)
+        sd, corr = sd_and_corr(cov)
         blocks.append(RandomEffectBlock(label, list(term.column_names), sd, corr))
     residuals = np.asarray(result.scaled_residuals, dtype=float)
     return SummaryParts(
@@ -105,7 +104,8 @@ def summary_parts(result) -> SummaryParts:
         coef_table=result.coef_table,
         fixef_correlation=correlation_from_vcov(result.vcov.to_numpy()),
         fit_warnings=_rank_warning(len(getattr(result.compiled, "dropped_fixef", []) or [])),
-        convergence=convergence_lines(result.optimizer_messages, getattr(result, "converged", True)),
+        convergence=convergence_lines(result.optimizer_messages, getattr(result, "converged", True),
+                                      optimizer=result.optsum.optimizer if result.optsum else OPTIMIZER_NAME),
     )
 
 

@@ -1,6 +1,6 @@
 """lme4 formula syntax: split a formula into response, fixed part, random terms and offsets.
 
-formulae parses the fixed part (see :mod:`bayesmix.design`); what it cannot parse is
+formulae parses the fixed part (see :mod:`bayesmix.spec.design`); what it cannot parse is
 handled here: ``(x || g)``, ``(1 | a/b)``, ``cbind()`` responses and ``offset()``.
 """
 
@@ -9,9 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-
-class FormulaError(ValueError):
-    """A formula that cannot be understood, with the offending piece named."""
+from bayesmix.errors import FormulaError
 
 
 @dataclass(frozen=True)

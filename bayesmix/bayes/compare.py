@@ -1,0 +1,65 @@
+"""The frequentist estimates and the posterior side by side (``bm.compare``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.bayes.pymc_model import (
+    term_infos,
+)
+from bayesmix.bayes.sampling import posterior_var_names
+
+# --- frequentist and Bayesian side by side ------------------------------------------------------
+
+def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
+    """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
+    the posterior mean, SD, HDI, R-hat and bulk ESS."""
+    import arviz_stats as azs
+    from scipy.stats import norm
+
+    names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
+    missing = [n for n in names if n not in posterior["posterior"]]
+    if missing:
+        raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        summ = azs.summary(posterior, var_names=names, ci_prob=ci_prob, ci_kind="hdi", round_to="none")
+    pct = f"{100 * ci_prob:g}"
+    lo, hi = [c for c in summ.columns if c.startswith("hdi")][:2]
+    freq = frequentist_table(result)
+    z = norm.ppf(0.5 + wald_level / 2)
+    table = pd.DataFrame({
+        "kind": freq["kind"],
+        "estimate": freq["estimate"],
+        "se": freq["se"],
+        f"wald_{100 * (1 - wald_level) / 2:g}%": freq["estimate"] - z * freq["se"],
+        f"wald_{100 * (1 + wald_level) / 2:g}%": freq["estimate"] + z * freq["se"],
+        "mean": summ["mean"].reindex(freq.index),
+        "sd": summ["sd"].reindex(freq.index),
+        f"hdi{pct}_lower": summ[lo].reindex(freq.index),
+        f"hdi{pct}_upper": summ[hi].reindex(freq.index),
+        "r_hat": summ["r_hat"].reindex(freq.index),
+        "ess_bulk": summ["ess_bulk"].reindex(freq.index),
+    }, index=freq.index)
+    table.index.name = "parameter"
+    table.attrs["estimate"] = result.method
+    table.attrs["priors"] = posterior["posterior"].attrs.get("priors", "")
+    return table
+
+
+def frequentist_table(result) -> pd.DataFrame:
+    """The fit's estimates under the posterior's parameter names (SEs for fixed effects only)."""
+    rows = [(f"beta[{n}]", "fixed", e, s) for n, e, s in zip(result.compiled.fixef_names, result.beta_values, result.se)]
+    for info, cov in zip(term_infos(result), result.term_covariances()):
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        rows += [(f"sd_{info.label}[{c}]", "sd", s, np.nan) for c, s in zip(info.columns, sd)]
+        for pair, (i, j) in zip(info.pairs, zip(*np.triu_indices(info.k, 1))):
+            corr = cov[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+            rows.append((f"corr_{info.label}[{pair}]", "corr", corr, np.nan))
+    if result.has_scale:
+        rows.append(("sigma", "sigma", result.sigma, np.nan))
+    frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
+    return frame

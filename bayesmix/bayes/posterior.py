@@ -1,0 +1,148 @@
+"""The posterior of the fast route: log density and gradient on one unconstrained vector, and which models it takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayesmix.bayes.densities import (
+    COLLAPSE_MAX_Q,
+    BetaPrior,
+    CollapsedLmm,
+    FullModel,
+    ScalarTermGlmm,
+    VarianceBlock,
+    _family_link,
+    spherical_effects,
+)
+from bayesmix.bayes.pymc_model import (
+    ModelPriors,
+    filled_params,
+    term_infos,
+)
+
+
+def fast_route_reason(result, priors: ModelPriors) -> str | None:
+    """Why the fast route cannot take this model (None when it can)."""
+    family, link = _family_link(result)
+    if (family, link) not in {("gaussian", "identity"), ("binomial", "logit"), ("binomial", "probit"),
+                              ("binomial", "cloglog"), ("poisson", "log")}:
+        return f"the {family} family with the {link} link"
+    if family == "binomial":
+        w, y = result.compiled.weights, result.compiled.y
+        if np.any(np.abs(w - np.round(w)) > 1e-7) or np.any(np.abs(y * w - np.round(y * w)) > 1e-7):
+            return "non-integer binomial counts"
+    if not priors.all_fast():
+        return "a prior outside the fast route's distributions"
+    return None
+
+
+# --- the posterior on the unconstrained scale ---------------------------------------------------
+
+class FastPosterior:
+    """Log posterior density and gradient on the unconstrained vector ``[β, u (full model only), variance]``."""
+
+    def __init__(self, result, priors: ModelPriors, collapsed: bool):
+        self.result = result
+        self.infos = term_infos(result)
+        self.priors = priors
+        self.p = result.compiled.p
+        self.collapsed = collapsed
+        self.integrate_beta = collapsed and result.is_lmm and all(b.dist == "Normal" for b in priors.beta)
+        if not collapsed:
+            self.lik = FullModel(result)
+        elif result.is_lmm:
+            normal = [filled_params(b) for b in priors.beta] if self.integrate_beta else None
+            beta_prior = (np.array([b["mu"] for b in normal]), np.array([b["sigma"] for b in normal])) if normal else None
+            self.lik = collapsed_lmm(result.compiled, beta_prior)
+        else:
+            self.lik = ScalarTermGlmm(result)
+        if self.integrate_beta:
+            self.p = 0
+        self.q = 0 if collapsed else self.lik.q
+        self.variance = VarianceBlock(self.infos, priors)
+        self.beta_prior = BetaPrior([] if self.integrate_beta else priors.beta)
+        self.dim = self.p + self.q + self.variance.size
+        self.evaluations = 0
+        self.kernel = compiled_kernel(self)
+
+    def logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The log density and gradient: the numba kernel where it covers the model, else NumPy."""
+        if self.kernel is not None:
+            return self.kernel(x)
+        return self.numpy_logp_and_grad(x)
+
+    def split(self, x):
+        p, q = self.p, self.q
+        return x[..., :p], x[..., p : p + q], x[..., p + q :]
+
+    def numpy_logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        # nutpie calls from its own thread, where the caller's np.errstate does not reach
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._logp_and_grad(x)
+
+    def _logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.evaluations += 1
+        beta, u, v = self.split(x)
+        (sigma, Ls, lp_v), (d_sigma_dv, d_L_dv, d_lp_dv) = self.variance.with_derivatives(v)
+        lp_beta, d_lp_beta = self.beta_prior(beta)
+        try:
+            if self.collapsed:
+                value, d_beta, d_sigma, d_Ls = self.lik.value_and_grad(beta, sigma, Ls)
+                d_u = np.zeros(0)
+            else:
+                value, d_beta, d_sigma, d_Ls, d_u = self.lik.value_and_grad(beta, sigma, Ls, u)
+        except np.linalg.LinAlgError:  # a numerically singular system: no density there
+            return -np.inf, np.zeros_like(x)
+        grad_v = d_lp_dv.copy()
+        if sigma is not None:
+            grad_v += d_sigma * d_sigma_dv
+        for dL, dL_dv in zip(d_Ls, d_L_dv):
+            grad_v += np.einsum("iab,ab->i", dL_dv, dL)
+        total = value + lp_v + lp_beta
+        grad = np.concatenate([d_beta + d_lp_beta, d_u, grad_v])
+        if not np.isfinite(total) or not np.all(np.isfinite(grad)):
+            return -np.inf, np.zeros_like(x)
+        return float(total), grad
+
+    def start(self) -> np.ndarray:
+        r = self.result
+        v0 = self.variance.start(r)
+        if self.collapsed:
+            return np.concatenate([r.beta_values[: self.p], v0])
+        _, Ls, _ = self.variance.evaluate(v0)
+        return np.concatenate([r.beta_values, *(u.ravel() for u in spherical_effects(r, Ls)), v0])
+
+    def jitter_scale(self) -> np.ndarray:
+        se = np.sqrt(np.diag(self.result.vcov_values))[: self.p]
+        return np.concatenate([se, np.full(self.q, 0.3), np.full(self.variance.size, 0.3)])
+
+
+def dense_collapsible(compiled) -> bool:
+    return sum(t.q for t in compiled.terms) <= COLLAPSE_MAX_Q
+
+
+def blocked_collapsible(compiled) -> bool:
+    from bayesmix.bayes import blockedlmm
+
+    return blockedlmm.applicable(compiled)
+
+
+def collapsed_lmm(compiled, beta_prior):
+    """The dense collapsed density for a few hundred random effects, the blocked one beyond."""
+    if dense_collapsible(compiled) or not blocked_collapsible(compiled):
+        return CollapsedLmm(compiled, beta_prior)
+    from bayesmix.bayes.blockedlmm import BlockedCollapsedLmm
+
+    return BlockedCollapsedLmm(compiled, beta_prior)
+
+
+def compiled_kernel(post: FastPosterior):
+    """bayesmix.bayes.fastdens's compiled density for ``post`` (None where it does not cover the model).
+
+    numba comes with PyMC (pytensor depends on it); should it fail to import, NumPy serves.
+    """
+    try:
+        from bayesmix.bayes import fastdens
+    except ImportError:
+        return None
+    return fastdens.compile_posterior(post)

@@ -1,0 +1,53 @@
+"""Fit drivers: a compiled model in, estimates out as arrays (lme4's ``optimizeLmer``).
+
+No pandas and no result objects here: ``results.builder`` wraps what these return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayesmix.engine.lmm import ProfiledDeviance
+from bayesmix.engine.optimize import OptSummary, minimize_bounded
+from bayesmix.engine.threads import blas_threads_for, dense_dimension
+
+
+@dataclass
+class LmmFit:
+    """The optimum of the profiled (RE)ML deviance and what was computed there."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    b: np.ndarray
+    sigma: float
+    vcov: np.ndarray
+    criterion: float
+    reml: bool
+    optsum: OptSummary
+    deviance: ProfiledDeviance
+    factorization: object
+
+
+def fit_lmm(compiled, REML: bool = True, *, deviance: ProfiledDeviance | None = None, theta0=None) -> LmmFit:
+    """Optimize the profiled deviance of a compiled model.
+
+    ``deviance`` (a ProfiledDeviance of these data) and ``theta0`` (a starting θ) let
+    refits to new responses reuse cross-products and start near the optimum.
+    """
+    with blas_threads_for(dense_dimension(compiled)):
+        if deviance is None:
+            deviance = ProfiledDeviance(compiled.terms, compiled.X, compiled.y - compiled.offset, compiled.weights,
+                                        reml=REML)
+        start = compiled.theta_start() if theta0 is None else np.asarray(theta0, dtype=float)
+        opt = minimize_bounded(deviance, start, compiled.theta_lower())
+        theta = opt.x
+        f = deviance.factorize(theta)
+        beta, u = deviance.solve(f)
+        b = deviance.b_from_u(theta, u)
+        dof = deviance.n - (compiled.p if REML else 0)
+        sigma = float(np.sqrt(f.pwrss / dof))
+        vcov = sigma**2 * deviance.fixef_covariance_unscaled(f)
+    optsum = OptSummary.from_result(opt, start, compiled.theta_lower())
+    return LmmFit(theta, beta, b, sigma, vcov, float(opt.fun), REML, optsum, deviance, f)

@@ -1,0 +1,64 @@
+"""The one door from results up to inference and bayes: the methods a fit offers that live in those layers.
+
+lme4 registers ``confint``, ``profile``, ``simulate`` and ``bootMer`` as S3 methods so the
+model class never imports them; Python has no such dispatch, so the result classes call
+these thin functions, and this module alone imports upward (lazily, so that a fit loads
+neither scipy.stats-heavy inference code nor PyMC until asked).  The import-layers
+contract in pyproject.toml names this module as its single exception.
+"""
+
+from __future__ import annotations
+
+
+def summary_with_ddf(result, ddf: str) -> str:
+    from bayesmix.inference.ddf import format_summary
+
+    return format_summary(result, ddf)
+
+
+def confint(result, **kwargs):
+    from bayesmix.inference.profiles import confint as _confint
+
+    return _confint(result, **kwargs)
+
+
+def profile(result, **kwargs):
+    from bayesmix.inference.profiles import profile as _profile
+
+    return _profile(result, **kwargs)
+
+
+def simulate(result, **kwargs):
+    from bayesmix.inference.parametric_bootstrap import simulate as _simulate
+
+    return _simulate(result, **kwargs)
+
+
+def refit(result, new_response):
+    from bayesmix.inference.parametric_bootstrap import refit as _refit
+
+    return _refit(result, new_response)
+
+
+def bootstrap(result, func, **kwargs):
+    from bayesmix.inference.parametric_bootstrap import bootstrap as _bootstrap
+
+    return _bootstrap(result, func, **kwargs)
+
+
+def anova_table(result, **kwargs):
+    from bayesmix.inference.ddf import anova_table as _anova_table
+
+    return _anova_table(result, **kwargs)
+
+
+def pymc_model(result, priors=None):
+    from bayesmix.bayes.pymc_model import build_pymc_model
+
+    return build_pymc_model(result, priors)
+
+
+def sample(result, **kwargs):
+    from bayesmix.bayes.sampling import sample as _sample
+
+    return _sample(result, **kwargs)

@@ -1,0 +1,76 @@
+"""Predictions from a fit: which random-effects terms to use, and X and Z rebuilt for new rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.errors import DataError
+from bayesmix.spec.design import Evaluator, model_matrix
+from bayesmix.spec.formula import parse_formula
+from bayesmix.spec.model import grouping_factor
+from bayesmix.spec.terms import effect_blocks, z_times
+
+
+def linear_predictor(result, newdata: pd.DataFrame | None = None, re_form=None) -> np.ndarray:
+    """η for the training rows or ``newdata``, with the random-effects terms ``re_form`` selects."""
+    wanted = terms_in(result.compiled.terms, re_form)
+    c = result.compiled
+    if newdata is None:
+        return c.X @ result.beta_values + c.offset + z_times(c.terms, result.b, keep=wanted)
+    return _predict_new(result, newdata, wanted)
+
+
+def terms_in(terms, re_form) -> set[int]:
+    """lme4's ``re.form``: None uses every term, ``~0`` / ``NA`` none, a formula of random terms just those."""
+    if re_form is None:
+        return set(range(len(terms)))
+    if isinstance(re_form, float) and np.isnan(re_form) or str(re_form).replace(" ", "") in ("~0", "NA", "0"):
+        return set()
+    text = str(re_form).strip()
+    wanted = parse_formula("zzy " + text if text.startswith("~") else "zzy ~ " + text).random
+    keys = {(w.expr.replace(" ", ""), w.group) for w in wanted}
+    return {i for i, t in enumerate(terms) if (t.expr.replace(" ", ""), t.group) in keys}
+
+
+def _predict_new(result, newdata: pd.DataFrame, wanted: set[int]) -> np.ndarray:
+    c = result.compiled
+    train = c.data
+    common = [col for col in train.columns if col in newdata.columns]
+    # Building on training + new rows reproduces the training coding of every factor.
+    stacked = pd.concat([train[common], newdata[common]], ignore_index=True)
+    n_train = len(train)
+    fixed_columns = Evaluator(train).referenced_columns(" ".join([c.formula.fixed, *c.formula.offsets]))
+    for col in common:
+        if isinstance(train[col].dtype, pd.CategoricalDtype):
+            known = list(train[col].cat.categories)
+            values = stacked[col].astype(object)
+            if all(isinstance(k, str) for k in known):  # 308 and "308" name the same level
+                values = values.map(lambda v: v if pd.isna(v) else str(v))
+            unseen = [v for v in pd.unique(values[n_train:].dropna()) if v not in set(known)]
+            if unseen and col in fixed_columns:
+                raise DataError(f"newdata column {col!r} has level(s) {', '.join(map(repr, unseen))} not seen in "
+                                "fitting; the fixed effects have no coefficient for them")
+            # unseen levels of a grouping factor are kept as levels of their own (population prediction)
+            stacked[col] = pd.Categorical(values, categories=known + unseen, ordered=train[col].cat.ordered)
+    ev = Evaluator(stacked)
+    fixed = model_matrix(c.formula.fixed, ev)
+    foreign = [name for name in fixed.names if name not in c.fixef_names and name not in c.dropped_fixef]
+    if foreign:  # e.g. a new level of a text (non-categorical) column
+        raise DataError(f"newdata gives fixed-effect columns the fit does not have: {', '.join(foreign)}")
+    cols = [fixed.names.index(name) for name in c.fixef_names]
+    eta = fixed.matrix[n_train:, cols] @ result.beta_values
+    for text in c.formula.offsets:
+        eta = eta + np.asarray(ev.evaluate(text), dtype=float)[n_train:]
+    for idx, (term, block) in enumerate(zip(c.terms, effect_blocks(c.terms, result.b))):
+        if idx not in wanted:
+            continue
+        factor = grouping_factor(term.group, ev)
+        codes = factor.codes[n_train:]  # -1: a missing grouping value, population prediction too
+        labels = np.where(codes >= 0, np.asarray(factor.levels, dtype=object)[np.maximum(codes, 0)], None)
+        position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
+        rows = np.array([position.get(lbl, -1) for lbl in labels])
+        z_new = model_matrix(term.expr, ev).matrix[n_train:]
+        contrib = np.einsum("ij,ij->i", z_new, block[np.maximum(rows, 0)])
+        eta = eta + np.where(rows >= 0, contrib, 0.0)  # unseen levels: population prediction
+    return eta

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# the family codes (bayesmix.engine.families' Family.kernel_code) the GLMM kernel switches on: binomial-logit,
+# else Poisson-log
+from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
+
 # Prior kinds the kernel evaluates (their constants come from bayes.prior_logp, so only the x-dependent part is here).
 _FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
-_BINOMIAL_LOGIT, _POISSON_LOG = 0, 1
 MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
 # cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
 # at the extreme points NUTS visits while tuning
@@ -483,8 +486,7 @@ def supported(post) -> bool:
         return False
     if isinstance(post.lik, CollapsedLmm):
         return post.lik.q <= MAX_Q
-    return isinstance(post.lik, ScalarTermGlmm) and (post.lik.family, post.lik.link) in {
-        ("binomial", "logit"), ("poisson", "log")}
+    return isinstance(post.lik, ScalarTermGlmm) and post.lik.family.kernel_code is not None
 
 
 def _all_priors(post):
@@ -535,8 +537,8 @@ def _lmm_posterior(post, priors):
 def _glmm_posterior(post, priors):
     lik = post.lik
     codes, pars, consts, bcodes, bpars, bconsts = priors
-    family = _BINOMIAL_LOGIT if lik.family == "binomial" else _POISSON_LOG
-    data_n, data_k = (lik.data["n"], lik.data["k"]) if lik.family == "binomial" else (lik.data["w"], lik.data["y"])
+    family = lik.family.kernel_code
+    data_n, data_k = lik.family.kernel_arrays(lik.data)
     arrays = [np.ascontiguousarray(a, dtype=float) for a in (lik.X, lik.offset, lik.z)]
     data = [np.ascontiguousarray(a, dtype=float) for a in (data_n, data_k, lik.t, lik.log_w, lik.b_hat)]
     args = (np.int64(post.p), codes, pars, consts, bcodes, bpars, bconsts, np.int64(family), *arrays,

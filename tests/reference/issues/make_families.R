@@ -1,0 +1,21 @@
+# MASS::negative.binomial's family functions at fixed points, for tests/test_families.py.
+# Run from the repository root: Rscript tests/reference/issues/make_families.R  (writes families_nb.json)
+suppressPackageStartupMessages({library(MASS); library(jsonlite)})
+y <- c(0, 1, 2, 5, 0, 13, 7, 3)
+mu <- c(0.4, 1.3, 2.2, 3.9, 1.1, 9.5, 7.2, 0.8)
+wt <- c(1, 1, 2, 1, 0.5, 1, 3, 1)
+out <- list(versions = list(r = R.version.string, MASS = as.character(packageVersion("MASS"))),
+            y = y, mu = mu, wt = wt, cases = list())
+for (th in c(2, 0.7, 15.25)) {
+  f <- negative.binomial(theta = th)
+  out$cases[[length(out$cases) + 1]] <- list(
+    theta = th, family = f$family, link = f$link,
+    variance = f$variance(mu), dev_resids = f$dev.resids(y, mu, wt),
+    aic = f$aic(y, rep(1, length(y)), mu, wt, sum(f$dev.resids(y, mu, wt))),
+    mustart = local({ nobs <- length(y); weights <- wt; eval(f$initialize); mustart }),
+    dnbinom_log = dnbinom(y, size = th, mu = mu, log = TRUE))
+}
+out$family_names <- sapply(c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5),
+                           function(th) negative.binomial(th)$family)
+out$family_names_theta <- c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5)
+writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "tests/reference/issues/families_nb.json")

@@ -519,7 +519,8 @@ class ScalarTermGlmm:
         sz = s[:, None] * self.z
         mode = np.stack([self.b_hat / si for si in s])
         for _ in range(50):
-            d1, info = self._score(base + sz * mode[:, self.codes])
+            # the family's terms take observations first: (n, draws)
+            d1, info = (a.T for a in self._score((base + sz * mode[:, self.codes]).T))
             step = ((self.level_sum @ (d1 * sz).T).T - mode) / ((self.level_sum @ (info * sz * sz).T).T + 1.0)
             mode += step
             if np.max(np.abs(step)) < 1e-12:

@@ -255,8 +255,8 @@ class Binomial(Family):
 
     def glm_score(self, eta, data):
         if self.link.name == "logit":  # the common case, without the log density
-            mu = expit(eta)
-            return data["k"] - data["n"] * mu, data["n"] * mu * (1.0 - mu)
+            mu, n = expit(eta), _extra(data, "n", eta)
+            return _extra(data, "k", eta) - n * mu, n * mu * (1.0 - mu)
         return super().glm_score(eta, data)
 
     @property

@@ -15,6 +15,14 @@ for (th in c(2, 0.7, 15.25)) {
     mustart = local({ nobs <- length(y); weights <- wt; eval(f$initialize); mustart }),
     dnbinom_log = dnbinom(y, size = th, mu = mu, log = TRUE))
 }
+set.seed(20261129)
+mu2 <- exp(rnorm(200, 1, 0.5))
+y2 <- rnbinom(200, size = 1.5, mu = mu2)
+w2 <- rep(c(1, 2), 100)
+tm <- theta.ml(y2, mu2)
+tw <- theta.ml(y2, mu2, weights = w2)
+out$theta_ml <- list(y = y2, mu = mu2, weights = w2, theta = as.numeric(tm), se = attr(tm, "SE"),
+                     theta_weighted = as.numeric(tw), se_weighted = attr(tw, "SE"))
 out$family_names <- sapply(c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5),
                            function(th) negative.binomial(th)$family)
 out$family_names_theta <- c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5)

@@ -270,3 +270,29 @@ def test_fast_full_density_is_the_pymc_model_logp_for_fixed_theta():
     value, *_ = FullModel(m).value_and_grad(beta, None, [np.array([[sd]])], u)
     assert value == pytest.approx(expected, abs=PYMC_NB_ACCURACY * m.nobs)
 
+
+
+def test_anova_of_two_glmer_nb_fits_is_lme4s():
+    """lme4 compares glmer.nb fits whatever their θ (families_nb.json, make_families.R): θ counted in npar."""
+    ref = json.loads((ISSUES / "families_nb.json").read_text())["glmer_nb_anova"]
+    small = bm.glmer_nb(ref["formulas"][0], _data(REF["negbin_sim_glmer_nb"]))
+    big = _fit("negbin_sim_glmer_nb")
+    assert small.family.theta == pytest.approx(ref["nb_theta"][0], rel=2e-3)
+    table = bm.anova(small, big)
+    assert list(table["npar"]) == ref["npar"]
+    # lme4's reported logLik of the small fit is 2e-5 above its own Laplace objective at its estimates
+    # (PIRLS stopped early); compare with that objective, evaluated with lme4's θ by ours
+    at_lme4 = bm.glmer(ref["formulas"][0], _data(REF["negbin_sim_glmer_nb"]),
+                       family=NegativeBinomial(ref["nb_theta"][0])).glmm_fit.objective.theta_beta(
+        np.array([ref["theta_small"], ref["fixef_small"]]))
+    assert_criterion_not_worse(small.criterion_value, at_lme4, "-2 logLik of the smaller glmer.nb fit")
+    assert small.loglik == pytest.approx(ref["loglik"][0], abs=1e-4)
+    # χ² = 2 Δ logLik: within the two logLiks' differences from lme4's
+    assert table["Chisq"].iloc[1] == pytest.approx(ref["chisq"], abs=2e-4)
+    assert table["Df"].iloc[1] == ref["df"]
+
+
+def test_anova_still_refuses_different_families():
+    with pytest.raises(bm.InferenceError, match="different families"):
+        bm.anova(_fit("negbin_sim_glmer_nb"), bm.glmer("y ~ x + (1 | g)", _data(REF["negbin_sim_glmer_nb"]),
+                                                       family="poisson"))

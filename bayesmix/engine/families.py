@@ -58,6 +58,11 @@ class Family:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(link={self.link.name!r})"
 
+    @property
+    def comparable_name(self) -> str:
+        """Fits whose families share this name (and link) have likelihoods a test may compare."""
+        return self.name
+
     @classmethod
     def from_call(cls, args: list[str], kwargs: dict[str, str]) -> Family:
         """The family from the arguments of an R call such as ``poisson(link = "sqrt")``."""
@@ -474,6 +479,11 @@ class NegativeBinomial(Family):
 
     def __repr__(self) -> str:
         return f"NegativeBinomial(theta={self.theta!r}, link={self.link.name!r})"
+
+    @property
+    def comparable_name(self) -> str:
+        """Negative-binomial fits compare whatever their θ (lme4's anova of two glmer.nb fits)."""
+        return "Negative Binomial"
 
     @classmethod
     def from_call(cls, args, kwargs):

@@ -1,6 +1,6 @@
 # MASS::negative.binomial's family functions at fixed points, for tests/test_families.py.
 # Run from the repository root: Rscript tests/reference/issues/make_families.R  (writes families_nb.json)
-suppressPackageStartupMessages({library(MASS); library(jsonlite)})
+suppressPackageStartupMessages({library(MASS); library(jsonlite); library(lme4)})
 y <- c(0, 1, 2, 5, 0, 13, 7, 3)
 mu <- c(0.4, 1.3, 2.2, 3.9, 1.1, 9.5, 7.2, 0.8)
 wt <- c(1, 1, 2, 1, 0.5, 1, 3, 1)
@@ -26,4 +26,14 @@ out$theta_ml <- list(y = y2, mu = mu2, weights = w2, theta = as.numeric(tm), se 
 out$family_names <- sapply(c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5),
                            function(th) negative.binomial(th)$family)
 out$family_names_theta <- c(2, 2.05221924308852, 1.75811006816739, 0.5, 123.456789, 1e-5)
+# anova() of two glmer.nb fits (their thetas differ) on the negbin_sim data of make_issues.R
+d <- read.csv("tests/reference/issues/data/negbin_sim.csv"); d$g <- factor(d$g)
+m0 <- glmer.nb(y ~ 1 + (1 | g), d); m1 <- glmer.nb(y ~ x + (1 | g), d)
+a <- anova(m0, m1)
+out$versions$lme4 <- as.character(packageVersion("lme4"))
+out$glmer_nb_anova <- list(formulas = c("y ~ 1 + (1 | g)", "y ~ x + (1 | g)"),
+                           nb_theta = c(getME(m0, "glmer.nb.theta"), getME(m1, "glmer.nb.theta")),
+                           loglik = as.numeric(a$logLik), theta_small = getME(m0, "theta"),
+                           fixef_small = fixef(m0), npar = a$npar, chisq = a$Chisq[2], df = a$Df[2],
+                           p_value = a[["Pr(>Chisq)"]][2])
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "tests/reference/issues/families_nb.json")

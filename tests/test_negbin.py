@@ -296,3 +296,21 @@ def test_anova_still_refuses_different_families():
     with pytest.raises(bm.InferenceError, match="different families"):
         bm.anova(_fit("negbin_sim_glmer_nb"), bm.glmer("y ~ x + (1 | g)", _data(REF["negbin_sim_glmer_nb"]),
                                                        family="poisson"))
+
+
+def test_glmer_nb_on_poisson_counts_stops_where_lme4_does_and_says_why():
+    """Counts without overdispersion (families_nb.json, make_families.R): theta.ml hits its iteration limit
+    (lme4 warns "iteration limit reached") and θ stops at the lower edge of log θ₀ ± 3, as lme4's does;
+    bayesmix also says that θ sits on the edge."""
+    ref = json.loads((ISSUES / "families_nb.json").read_text())["glmer_nb_poisson_counts"]
+    data = pd.DataFrame({"y": ref["y"], "x": ref["x"], "g": pd.Categorical(ref["g"])})
+    with pytest.warns(bm.ConvergenceWarning) as caught:
+        m = bm.glmer_nb("y ~ x + (1 | g)", data)
+    texts = [str(w.message) for w in caught]
+    assert any("iteration limit reached" in t for t in texts) and "iteration limit reached" in ref["warnings"]
+    assert any("at the edge of its search interval" in t for t in texts)
+    assert m.family.theta == pytest.approx(ref["nb_theta"], rel=2e-3)
+    assert np.log(m.family.theta) == pytest.approx(m.nb_search["interval"][0], abs=1e-3)
+    assert_criterion_not_worse(m.criterion_value, -2 * ref["loglik"], "-2 logLik at the edge θ")
+    assert m.loglik == pytest.approx(ref["loglik"], abs=1e-3)
+    assert m.beta_values == pytest.approx(ref["fixef"], abs=2e-2 * np.sqrt(np.diag(m.vcov_values)).min())

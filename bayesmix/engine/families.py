@@ -16,13 +16,12 @@ log-likelihood, and gaussian, Gamma and inverse-Gaussian weights scale the preci
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 from scipy.special import expit, gammaln, log_ndtr, xlogy
 
 from bayesmix.engine.links import LINKS, Link
-from bayesmix.errors import FamilyError
+from bayesmix.errors import DataWarning, FamilyError, warn
 from bayesmix.rformat import r_format_number, r_round
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -232,8 +231,7 @@ class Binomial(Family):
             )
         successes = y * weights
         if np.any(np.abs(successes - np.round(successes)) > 1e-7):
-            warnings.warn("non-integer #successes in a binomial glm (response × weights is not a whole number)",
-                          UserWarning, stacklevel=4)
+            warn("non-integer #successes in a binomial glm (response × weights is not a whole number)", DataWarning)
 
     def loglik(self, y, mu, weights, sigma=1.0):
         n, k = np.round(weights), np.round(y * weights)
@@ -331,8 +329,8 @@ class Poisson(Family):
 
 def _warn_if_not_counts(y, name: str) -> None:
     if np.any(np.abs(y - np.round(y)) > 1e-7):
-        warnings.warn(f"non-integer response values for the {name} family: the log-likelihood "
-                      "uses lgamma(y+1) as R does, but counts are expected", UserWarning, stacklevel=5)
+        warn(f"non-integer response values for the {name} family: the log-likelihood "
+             "uses lgamma(y+1) as R does, but counts are expected", DataWarning)
 
 
 # --- families with a scale parameter ---------------------------------------------------------------

@@ -204,6 +204,11 @@ def test_bad_negative_binomial_calls(spec, match):
         fam.get_family(spec)
 
 
+def test_the_negative_binomial_class_alone_asks_for_theta():
+    with pytest.raises(FamilyError, match="needs its shape"):
+        fam.get_family(fam.NegativeBinomial)
+
+
 def test_the_estimated_shape_is_a_bayesian_parameter():
     assert fam.negative_binomial(theta=2).bayes_parameters() == {}
     estimated = fam.NegativeBinomial(2.0, estimated=True)

@@ -601,6 +601,9 @@ def get_family(spec) -> Family:
     if isinstance(spec, Family):
         return spec
     if isinstance(spec, type) and issubclass(spec, Family):
+        if spec is NegativeBinomial:
+            raise FamilyError("the negative binomial needs its shape: bm.families.negative_binomial(theta=2); "
+                              "bm.glmer_nb estimates it")
         return spec()
     if not isinstance(spec, str):
         raise FamilyError(f"family must be a name such as 'binomial' or a bm.families object, got {spec!r}")

@@ -170,6 +170,13 @@ def test_fixed_theta_from_a_family_object_equals_the_string():
     assert a.criterion_value == b.criterion_value
 
 
+def test_glmer_nb_refuses_adaptive_quadrature():
+    """lme4 1.1-31's glmer.nb(y ~ x + (1 | g), negbin_sim, nAGQ = 5) returns theta = 0.1022 (the lower edge of its
+    interval) with logLik -25.04: the AGQ deviance leaves out the saturated log-likelihood, which depends on θ."""
+    with pytest.raises(bm.ArgumentError, match="nAGQ = 5 > 1 cannot estimate theta"):
+        bm.glmer_nb("y ~ x + (1 | g)", _data(REF["negbin_sim_glmer_nb"]), nAGQ=5)
+
+
 def test_glmer_nb_refuses_negative_counts():
     data = _data(REF["negbin_sim_glmer_nb"])
     data.loc[3, "y"] = -1
@@ -314,3 +321,21 @@ def test_glmer_nb_on_poisson_counts_stops_where_lme4_does_and_says_why():
     assert_criterion_not_worse(m.criterion_value, -2 * ref["loglik"], "-2 logLik at the edge θ")
     assert m.loglik == pytest.approx(ref["loglik"], abs=1e-3)
     assert m.beta_values == pytest.approx(ref["fixef"], abs=2e-2 * np.sqrt(np.diag(m.vcov_values)).min())
+
+
+def test_prior_weights_multiply_the_log_likelihood():
+    """A weight of 2 is the row twice (MASS's glm.nb semantics, lme4's for Poisson): the weighted fixed-θ fit
+    equals the fit to the data with those rows duplicated.  (lme4 1.1-31's glmer with
+    negative.binomial(1.8667) and these weights returns a singular fit with logLik -2466.6 and slope 0.246,
+    far from the unweighted 0.596: not used as a reference.)"""
+    data = _data(REF["negbin_sim_glmer_nb"])
+    w = np.where(np.arange(len(data)) % 2, 1.0, 2.0)
+    family = bm.families.negative_binomial(theta=1.8667)
+    weighted = bm.glmer("y ~ x + (1 | g)", data, weights=w, family=family)
+    doubled = bm.glmer("y ~ x + (1 | g)", pd.concat([data, data[w == 2]], ignore_index=True), family=family)
+    assert weighted.criterion_value == pytest.approx(doubled.criterion_value, abs=1e-6)
+    np.testing.assert_allclose(weighted.beta_values, doubled.beta_values, atol=1e-4 * weighted.se.min())
+    np.testing.assert_allclose(weighted.theta_values, doubled.theta_values, rtol=1e-4)
+    nb = bm.glmer_nb("y ~ x + (1 | g)", data, weights=w)
+    assert nb.family.theta == pytest.approx(bm.glmer_nb("y ~ x + (1 | g)", pd.concat(
+        [data, data[w == 2]], ignore_index=True)).family.theta, rel=1e-3)

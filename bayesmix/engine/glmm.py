@@ -10,7 +10,6 @@ blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,7 @@ from bayesmix.engine.lmm import (
     ProfiledDeviance,
 )
 from bayesmix.engine.optimize import OptSummary, minimize_bounded
-from bayesmix.errors import PirlsError
+from bayesmix.errors import ConvergenceWarning, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
 
 
@@ -438,8 +437,8 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
             hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
     vcov, source = _glmm_vcov(obj, state, hess)
     if source != "hessian" and nAGQ > 0:
-        warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
-                      "falling back to the one estimated from RX", stacklevel=3)
+        warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
+                      "falling back to the one estimated from RX", ConvergenceWarning)
     if not converged:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)

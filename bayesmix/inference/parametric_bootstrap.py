@@ -29,6 +29,7 @@ from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
 from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 from bayesmix.engine.threads import dense_dimension
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
     InferenceError,
     Progress,
@@ -272,8 +273,8 @@ def _run(job, ys: np.ndarray, n_jobs, progress: bool, desc: str, dense_dim: int 
         try:
             pickle.dumps(job)
         except Exception as exc:  # noqa: BLE001 - lambdas/closures cannot go to other processes
-            warnings.warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
-                          "Define it at module level to use all cores.", stacklevel=3)
+            warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
+                          "Define it at module level to use all cores.", BayesmixWarning)
             workers = 1
     bar = Progress(nsim, progress, desc)
     total = _Outcome([], Counter(), Counter())
@@ -309,7 +310,7 @@ def _run_in_pool(job, ys: np.ndarray, workers: int, total: _Outcome, bar: Progre
                     done += len(out.values)
                     bar.update(len(out.values))
     except (BrokenProcessPool, OSError, RuntimeError, pickle.PicklingError) as exc:
-        warnings.warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", stacklevel=4)
+        warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", BayesmixWarning)
     return done
 
 
@@ -434,7 +435,7 @@ def bootstrap(model, func, nsim: int = 500, seed=None, n_jobs=None, progress: bo
             t[i] = v
     n_failed = sum(v is None for v in out.values)
     if n_failed:
-        warnings.warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", stacklevel=2)
+        warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", BayesmixWarning)
     return BootResult(pd.Series(t0, index=names), pd.DataFrame(t, columns=names), n_failed,
                       dict(out.warnings), dict(out.errors), seed)
 
@@ -524,7 +525,7 @@ def pb_test(m0, m1, nsim: int = 1000, seed=None, n_jobs=None, progress: bool = T
     ref = np.array([v[0] if v is not None else np.nan for v in out.values])
     n_failed = int(np.isnan(ref).sum())
     if n_failed:
-        warnings.warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", stacklevel=2)
+        warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", BayesmixWarning)
     positive = ref[ref > 0]
     n_extreme = int(np.sum(tobs < positive))
     p_pb = (1 + n_extreme) / (1 + len(positive))

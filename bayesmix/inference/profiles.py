@@ -19,7 +19,6 @@ interval end.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import InferenceError, is_lmm, percent_labels, refit_ml
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
@@ -546,9 +546,9 @@ def _interval_ends(part: pd.DataFrame, zeta_levels: np.ndarray, name: str) -> np
         return _predict_poly_spline(knots, coef, zeta_levels)
     except (ValueError, np.linalg.LinAlgError):
         if np.any(np.diff(z) < -0.01):
-            warnings.warn(f"non-monotonic profile for {name}", stacklevel=4)
+            warn(f"non-monotonic profile for {name}", BayesmixWarning)
             return np.full(len(zeta_levels), np.nan)
-        warnings.warn(f"bad spline fit for {name}: falling back to linear interpolation", stacklevel=4)
+        warn(f"bad spline fit for {name}: falling back to linear interpolation", BayesmixWarning)
         return np.interp(zeta_levels, z, x, left=np.nan, right=np.nan)
 
 

@@ -20,11 +20,11 @@ components (``m_alt``, ``m0`` given) it is an approximation that simulation stud
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import InferenceError, message, require_lmm
 
 
@@ -78,7 +78,7 @@ def exact_rlrt(m, m_alt=None, m0=None, nsim: int = 10000, seed=None, log_grid_hi
         return RLRTResult(0.0, 1.0, np.zeros(0), int(nsim))
     sample = rlrt_null_sample(m, nsim, seed, log_grid_hi, log_grid_lo, gridlength)
     if np.quantile(sample, 0.9) == 0:
-        warnings.warn(f"Null distribution has mass {np.mean(sample == 0):.3g} at zero.", stacklevel=2)
+        warn(f"Null distribution has mass {np.mean(sample == 0):.3g} at zero.", BayesmixWarning)
     return RLRTResult(observed, float(np.mean(observed < sample)), sample, int(nsim))
 
 

@@ -9,13 +9,12 @@ when a factor gets full indicator coding, R's column order and names.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import DataError
+from bayesmix.errors import DataError, DataWarning, warn
 
 
 @dataclass(frozen=True)
@@ -345,12 +344,10 @@ def drop_rank_deficient(X: np.ndarray, names: list[str], tol: float = 1e-7) -> t
     keep = [j for j in range(X.shape[1]) if j in r]
     dropped = [names[j] for j in range(X.shape[1]) if j not in r]
     if dropped:
-        warnings.warn(
+        warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: "
-            + ", ".join(dropped),
-            stacklevel=3,
-        )
+            + ", ".join(dropped), DataWarning)
     return X[:, keep], [names[j] for j in keep], dropped
 
 

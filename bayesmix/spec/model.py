@@ -6,12 +6,12 @@ here, before any fitting, and rows with missing values are dropped and counted.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import DataWarning, warn
 from bayesmix.spec.design import (
     DataError,
     Evaluator,
@@ -151,8 +151,8 @@ def _drop_missing(parsed, data, ev, weights, offset) -> tuple[pd.DataFrame, int]
     if n_dropped:
         per_column = data[used].isna().sum() if used else pd.Series(dtype=int)
         where = ", ".join(f"{col}: {int(k)}" for col, k in per_column.items() if k)
-        warnings.warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
-                      + (f" (missing in {where})" if where else ""), stacklevel=4)
+        warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
+                      + (f" (missing in {where})" if where else ""), DataWarning)
         data = data.loc[mask]
         if weights is not None and not isinstance(weights, str):
             data = data.assign(**{"(weights)": np.asarray(weights, dtype=float)[mask]})

@@ -43,6 +43,7 @@ from bayesmix.inference._common import (
 from bayesmix.results.builder import build_glmer, build_lmer
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 from bayesmix.rformat import print_coefmat
+from bayesmix.spec.terms import b_from_u, z_times
 
 # --- simulation -------------------------------------------------------------------------------
 
@@ -74,24 +75,11 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
     q = sum(t.q for t in c.terms)
     out = np.empty((c.n, nsim))
     for i in range(nsim):
-        eta = fixed + scale * _z_lambda_u(c.terms, model.theta_values, rng.standard_normal(q))
+        eta = fixed + scale * z_times(c.terms, b_from_u(c.terms, model.theta_values, rng.standard_normal(q)))
         if is_lmm(model):
             out[:, i] = eta + model.sigma / np.sqrt(c.weights) * rng.standard_normal(c.n)
         else:
             out[:, i] = _simulate_glmm_response(model, eta, rng)
-    return out
-
-
-def _z_lambda_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``Z Λ(θ) u``, term by term."""
-    out = np.zeros(len(terms[0].factor.codes))
-    t0 = u0 = 0
-    for term in terms:
-        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
-        b = u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T
-        out += np.einsum("ij,ij->i", term.columns, b[term.factor.codes])
-        t0 += term.ntheta
-        u0 += term.q
     return out
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import InferenceError, message, require_lmm
+from bayesmix.results.varcorr import sd_and_corr
 
 
 @dataclass
@@ -132,8 +133,9 @@ def _eigenvalues(m) -> np.ndarray:
     term = c.terms[0]
     Z = term.z_matrix().toarray()
     cov = m.term_covariances()[0]
-    sd = np.sqrt(np.diag(cov))
-    corr = cov / np.outer(sd, sd) if np.all(sd > 0) else np.eye(term.k)
+    sd, corr = sd_and_corr(cov)
+    if not np.all(sd > 0):  # a zero SD leaves the correlation undefined; RLRsim takes it as none
+        corr = np.eye(term.k)
     sqrt_sigma = np.kron(np.eye(term.nlevels), np.linalg.cholesky(corr).T)  # R's chol(): upper triangular
     q, _ = np.linalg.qr(c.X)
     resid = Z - q @ (q.T @ Z)

@@ -52,3 +52,16 @@ def test_working_residuals_of_a_weighted_lmm_are_response_residuals(sleep):
     response = m.residuals(type="response")
     np.testing.assert_allclose(m.residuals(type="working"), response, rtol=0, atol=1e-12)
     np.testing.assert_allclose(m.residuals(type="pearson"), response * np.sqrt(w), rtol=1e-12)
+
+
+def test_scalar_laplace_is_the_engines_laplace_deviance():
+    """engine.scalar_laplace (the profile's fast PIRLS) and engine.glmm give one criterion."""
+    from bayesmix.engine.scalar_laplace import ScalarLaplace
+
+    cbpp = bm.load_dataset("cbpp")
+    g = bm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial")
+    fast = ScalarLaplace(g.compiled, g.family)
+    for shift in (0.0, 0.3, -0.2):
+        theta, beta = g.theta_values + abs(shift), g.beta_values + shift
+        general = g.glmm_fit.objective.theta_beta(np.concatenate([theta, beta]))
+        assert fast(theta, beta) == pytest.approx(general, rel=1e-9, abs=1e-8)

@@ -8,12 +8,16 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
+from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
 from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
+
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
 
 
 class MixedModelResult:
@@ -192,15 +196,9 @@ class MixedModelResult:
         return eta
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        y, mu = self.compiled.y, self.fitted()
-        # lme4's residuals.lmerMod: "working" residuals of an LMM are response residuals
-        # (the working response is y itself); prior weights enter Pearson and deviance ones.
-        if type in ("response", "working"):
-            r = y - mu
-        elif type in ("pearson", "deviance"):
-            r = (y - mu) * np.sqrt(self.compiled.weights)
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
+        Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
+        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property

@@ -36,7 +36,14 @@ from bayesmix.spec.rexpr import (
     value_names,
 )
 from bayesmix.spec.rfuncs import FUNCTIONS, allowed_functions, bind_arguments, python_name
-from bayesmix.spec.rvalues import DataColumns, categorical_from_labels, categorical_labels, is_categorical, is_strings
+from bayesmix.spec.rvalues import (
+    DataColumns,
+    as_categorical,
+    categorical_from_labels,
+    categorical_labels,
+    is_categorical,
+    is_strings,
+)
 
 # Names R's base environment gives values; a data column of the same name wins, as in R.
 CONSTANTS = {"pi": math.pi, "T": True, "F": False}
@@ -60,11 +67,13 @@ class FrameState:
 class Evaluator:
     """Evaluates R expressions on one data frame; learns a :class:`FrameState` unless given one."""
 
-    def __init__(self, data: pd.DataFrame, state: FrameState | None = None):
+    def __init__(self, data: pd.DataFrame, state: FrameState | None = None, *, learning: bool | None = None):
+        """``learning`` defaults to ``state is None``; learning into a given state keeps what it holds
+        (R computes ``scale()`` and ``poly()`` on all rows, before rows with missing values go)."""
         self.columns = DataColumns(data)
         self.data = data
         self.n = len(data)
-        self.learning = state is None
+        self.learning = state is None if learning is None else learning
         self.state = FrameState() if state is None else state
 
     def evaluate(self, expr: str | Node):
@@ -81,7 +90,8 @@ class Evaluator:
     def settle_levels(self, key: str, value: pd.Categorical) -> pd.Categorical:
         """Learning: remember the levels.  Applying: recode to the training levels (new ones appended)."""
         if self.learning:
-            self.state.set_levels(key, value.categories, value.ordered)
+            # the first evaluation sets them; the model matrix narrows them to the levels used
+            self.state.levels.setdefault(key, (tuple(value.categories), bool(value.ordered)))
             return value
         known = self.state.levels.get(key)
         return value if known is None else recode_levels(value, *known)
@@ -294,15 +304,26 @@ class _Run:
         return np.isin(a.astype(float), table.astype(float))
 
     def colon(self, left, right):
-        """R's ':' on two factors is their interaction (levels of the first varying slowest)."""
-        if is_categorical(left) and is_categorical(right):
-            return interaction(left, right)
+        """R's ':' on two factors is their interaction (levels of the first varying slowest).
+
+        A column of numbers joined to a factor or to another column is taken as a factor, as
+        lme4 users write ``(1 | batch:cask)`` for integer-coded groups; R's sequence ``1:3``
+        of two single numbers stays a sequence.
+        """
+        n = self.evaluator.n
+        if is_categorical(left) or is_categorical(right) or n > 1 and np.size(left) == n and np.size(right) == n:
+            return interaction(self.factor_side(left), self.factor_side(right))
         a, b = self.numeric(left, ":"), self.numeric(right, ":")
         if a.size != 1 or b.size != 1:
             raise DataError(f"':' joins two factors, or two single numbers into a sequence (in {self.root!r})")
         start, stop = float(a), float(b)
         step = 1.0 if stop >= start else -1.0
         return start + step * np.arange(math.floor(abs(stop - start) + 1e-10) + 1)
+
+    def factor_side(self, value) -> pd.Categorical:
+        if value is None or np.ndim(value) > 1 or not is_categorical(value) and np.size(value) != self.evaluator.n:
+            raise DataError(f"':' joins two factors (or columns taken as factors) (in {self.root!r})")
+        return as_categorical(value)
 
     # --- the final value ---------------------------------------------------------------------
 

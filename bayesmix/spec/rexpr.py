@@ -69,8 +69,11 @@ class Token:
     quoted: bool = False  # a backtick-quoted name
 
 
-def tokenize(text: str) -> list[Token]:
-    """Split R source into tokens; ``#`` starts a comment that runs to the end of the line."""
+def tokenize(text: str, comments: list[str] | None = None) -> list[Token]:
+    """Split R source into tokens; ``#`` starts a comment that runs to the end of the line.
+
+    The comments are appended to ``comments`` when given (messages mention what they hid).
+    """
     tokens, i = [], 0
     while i < len(text):
         ch = text[i]
@@ -78,7 +81,10 @@ def tokenize(text: str) -> list[Token]:
             i += 1
         elif ch == "#":
             end = text.find("\n", i)
-            i = len(text) if end < 0 else end
+            end = len(text) if end < 0 else end
+            if comments is not None:
+                comments.append(text[i:end])
+            i = end
         elif ch in "'\"":
             value, i_next = _read_string(text, i)
             tokens.append(Token("str", value, i))
@@ -332,8 +338,21 @@ def _precedence(token: Token) -> int | None:
 class _Parser:
     def __init__(self, text: str):
         self.text = text
-        self.tokens = tokenize(text)
+        self.comments: list[str] = []
+        self.tokens = tokenize(text, self.comments)
         self.pos = 0
+        self.check_balance()
+
+    def check_balance(self) -> None:
+        depth = 0
+        for token in self.tokens:
+            if token.kind == "op" and token.text in "()":
+                depth += 1 if token.text == "(" else -1
+            if depth < 0:
+                break
+        if depth:
+            hidden = f" (a '#' starts a comment that hid: {self.comments[0]!r})" if self.comments else ""
+            raise FormulaError(f"unbalanced parentheses in {self.text!r}{hidden}")
 
     @property
     def current(self) -> Token:
@@ -371,6 +390,7 @@ class _Parser:
             if prec is None or prec < min_precedence:
                 return left
             self.advance()
+            self.check_right_operand(token)
             if token.text == "^":  # right associative, and its right side may start with a sign
                 right = self.prefix(_BINARY_PRECEDENCE["^"])
             else:
@@ -378,6 +398,17 @@ class _Parser:
             if token.text in _COMPARISONS and _precedence(self.current) == prec:
                 raise self.fail(f"R does not chain comparisons ({token.text!r} then {self.current.text!r})")
             left = Binary(token.text, left, right)
+
+    def check_right_operand(self, op: Token) -> None:
+        """Name what is missing when a binary operator has nothing on its right."""
+        token = self.current
+        if not (token.kind == "end" or token.kind == "op" and token.text in (")", ",")):
+            return
+        if op.text == "~":
+            raise FormulaError(f"the formula has nothing on the right of '~' in {self.text!r}")
+        if op.text in ("|", "||"):
+            raise self.fail(f"random term has no grouping factor right of the bar {op.text!r}")
+        raise self.fail(f"nothing on the right of {op.text!r}")
 
     def prefix(self, power_floor: int = 0) -> Node:
         """A unary expression: signs and '!' and '~' apply to what binds more tightly than they do."""
@@ -416,6 +447,10 @@ class _Parser:
             return node
         if token.kind == "end":
             raise self.fail("the expression ends where a value was expected", token)
+        if token.kind == "op" and token.text in ("|", "||"):
+            raise self.fail(f"random term has nothing left of the bar {token.text!r}", token)
+        if token.kind == "op" and token.text == "/" and self.pos >= 2 and self.tokens[self.pos - 2].text == "/":
+            raise self.fail("malformed nested grouping ('//'): '/' needs a factor on each side", token)
         raise self.fail(f"unexpected {token.text!r} where a value was expected", token)
 
     def name_or_call(self, token: Token) -> Node:
@@ -467,9 +502,15 @@ def _number(literal: str) -> Num:
 
 def parse(text: str) -> Node:
     """Parse R source text (one expression) into a tree; a :class:`FormulaError` names what is wrong."""
+    return parse_with_comments(text)[0]
+
+
+def parse_with_comments(text: str) -> tuple[Node, list[str]]:
+    """The tree and the comments the text held (they are not part of the tree)."""
     if not isinstance(text, str):
         raise FormulaError(f"an R expression must be a string, got {type(text).__name__}")
-    return _Parser(text).parse_all()
+    parser = _Parser(text)
+    return parser.parse_all(), parser.comments
 
 
 def value_names(node: Node) -> list[str]:

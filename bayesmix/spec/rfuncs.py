@@ -20,6 +20,7 @@ import pandas as pd
 
 from bayesmix.errors import FormulaError
 from bayesmix.spec.rvalues import (
+    as_categorical,
     categorical_from_labels,
     categorical_labels,
     is_categorical,
@@ -241,12 +242,20 @@ def _poly_columns(v: np.ndarray, alpha, norm2, degree: int) -> np.ndarray:
 def _factor(ctx, x, levels=None, labels=None, ordered=None):
     # R's default is ordered = is.ordered(x)
     is_ordered = bool(is_categorical(x) and x.ordered) if ordered is None else _flag(ctx, ordered, "ordered")
-    if is_categorical(x) and levels is None:
-        used = x.remove_unused_categories()  # factor(f) keeps f's level order, drops unused levels
+    if levels is None and (is_categorical(x) or np.asarray(x).dtype.kind in "fb"):
+        # factor(f) keeps f's level order and drops unused levels; numbers sort numerically
+        used = as_categorical(x if is_categorical(x) else _vector_or_logical(ctx, x)).remove_unused_categories()
         out = pd.Categorical(used, ordered=is_ordered)
     else:
         out = categorical_from_labels(_labels_of(ctx, x), _level_labels(ctx, x, levels), is_ordered)
     return _rename_levels(ctx, out, labels)
+
+
+def _vector_or_logical(ctx, x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim > 1:
+        raise ctx.fail("a factor needs a single column, not a matrix")
+    return np.broadcast_to(arr, (ctx.n,)) if arr.ndim == 0 else arr
 
 
 def _labels_of(ctx, x) -> np.ndarray:

@@ -56,6 +56,31 @@ def categorical_from_labels(labels, levels=None, ordered: bool = False) -> pd.Ca
     return pd.Categorical.from_codes(codes, categories=list(levels), ordered=ordered)
 
 
+def as_categorical(value) -> pd.Categorical:
+    """R's ``factor(x)`` of any value: categoricals as they are, logicals FALSE/TRUE, numbers sorted numerically."""
+    if is_categorical(value):
+        return value
+    arr = np.atleast_1d(np.asarray(value))
+    if arr.dtype == bool:
+        used = [label for label, flag in (("FALSE", False), ("TRUE", True)) if (arr == flag).any()]
+        return categorical_from_labels(np.where(arr, "TRUE", "FALSE"), levels=used)
+    if arr.dtype.kind in "iuf":
+        return _numbers_as_categorical(arr.astype(float))
+    return categorical_from_labels(arr)
+
+
+def _numbers_as_categorical(arr: np.ndarray) -> pd.Categorical:
+    present = ~np.isnan(arr)
+    uniques, inverse = np.unique(arr[present], return_inverse=True)
+    levels = [r_label(float(v)) for v in uniques]  # formatted once per level, not per row
+    if len(set(levels)) < len(levels):  # distinct numbers that print alike are one level, as in R
+        return categorical_from_labels(np.array([r_label(float(v)) if ok else None for v, ok in zip(arr, present)]),
+                                       levels=list(dict.fromkeys(levels)))
+    codes = np.full(len(arr), -1, dtype=np.int64)
+    codes[present] = inverse
+    return pd.Categorical.from_codes(codes, categories=levels)
+
+
 def categorical_labels(value: pd.Categorical) -> np.ndarray:
     """The label of every element, None where missing."""
     cats = np.asarray(value.categories, dtype=object)

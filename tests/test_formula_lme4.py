@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import LMM, check_fixef, check_sigma, check_structure, check_theta
 
 import bayesmix as bm
 from bayesmix.errors import BayesmixWarning, DataError, FormulaError
 from bayesmix.spec.design import Evaluator, model_matrix
 from bayesmix.spec.formula import RandomTermSpec, parse_formula
-from conftest import LMM, check_fixef, check_sigma, check_structure, check_theta
 
 REFERENCE = json.loads((Path(__file__).parent / "reference" / "issues" / "formulas.json").read_text())
 NEWDATA = REFERENCE["predict_newdata"]
@@ -293,3 +293,25 @@ def test_hostile_newdata_values_are_only_data(payload, sleep, tmp_path):
     with pytest.raises(DataError):
         m.predict(newdata=newdata)
     assert not marker.exists()
+
+
+# --- the model frame ------------------------------------------------------------------------
+
+
+def test_a_grouping_interaction_of_many_levels(sleep):
+    data = sleep.assign(copy=sleep.Subject.astype(str), half=(sleep.Days > 4).map({True: "late", False: "early"}))
+    m = bm.lmer("Reaction ~ Days + (1 | Subject:half)", data)  # 36 combinations: codes past int8's range
+    assert m.ngrps == {"Subject:half": 36}
+    assert bm.lmer("Reaction ~ Days + (1 | Subject:copy)", data).ngrps == {"Subject:copy": 18}
+
+
+def test_rows_whose_evaluated_variables_are_missing_are_dropped_as_r(sleep):
+    with pytest.warns(bm.errors.DataWarning, match=r"144 rows with missing values removed \(missing in factor\(Days, levels = c\(1, 2\)\): 144\)"):
+        m = bm.lmer("Reaction ~ factor(Days, levels = c(1, 2)) + (1 | Subject)", sleep)
+    assert m.nobs == 36  # R: the other levels' rows become NA and na.omit drops them
+
+
+def test_a_variable_to_a_power_is_the_variable_as_in_r(sleep, caplog):
+    m = bm.lmer("Reaction ~ Days^2 + (1 | Subject)", sleep)
+    assert list(m.fixef.index) == ["(Intercept)", "Days"]
+    assert "zzv" not in caplog.text  # formulae's placeholders never reach the user

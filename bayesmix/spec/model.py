@@ -23,7 +23,7 @@ from bayesmix.spec.design import (
     model_matrix,
 )
 from bayesmix.spec.formula import ParsedFormula, cbind_arguments, parse_formula
-from bayesmix.spec.rexpr import Node, parse
+from bayesmix.spec.rexpr import Name, Node, parse
 from bayesmix.spec.termalgebra import expand_terms
 from bayesmix.spec.terms import RandomEffectsTerm, order_terms
 
@@ -94,11 +94,11 @@ def compile_model(
     parsed = parse_formula(formula, columns=data.columns)
     expressions = _model_expressions(parsed, weights, offset)
     ev_all = Evaluator(data)
-    for node in expressions:  # every name checked; scale() and poly() learned on all rows, as R
-        ev_all.evaluate(node)
+    # every name checked, scale() and poly() learned on all rows (as R), missing values found
+    values = {node.deparse(): (node, ev_all.evaluate(node)) for node in expressions}
 
     weights_name = weights if isinstance(weights, str) else ("weights" if weights is not None else None)
-    data, n_dropped = _drop_missing(expressions, data, ev_all, weights, offset)
+    data, n_dropped = _drop_missing(values, data, ev_all, weights, offset)
     if len(data) == 0:
         raise DataError("no rows left after removing rows with missing values")
     ev = Evaluator(data, state=ev_all.state, learning=True)
@@ -141,24 +141,41 @@ def _model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:
     return nodes
 
 
-def _drop_missing(expressions: list[Node], data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
-    used = list(dict.fromkeys(col for node in expressions for col in ev.referenced_columns(node)))
-    mask = ~data[used].isna().any(axis=1).to_numpy() if used else np.ones(len(data), bool)
+def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
+    """R's ``na.omit`` on the model frame: rows missing a used column or an evaluated variable go."""
+    used = list(dict.fromkeys(col for node, _ in values.values() for col in ev.referenced_columns(node)))
+    column_missing = data[used].isna().to_numpy() if used else np.zeros((len(data), 0), bool)
+    mask = ~column_missing.any(axis=1)
+    counts = [f"{col}: {int(k)}" for col, k in zip(used, column_missing.sum(axis=0)) if k]
+    for key, (node, value) in values.items():  # e.g. log(-1), or a value outside factor(x, levels =)
+        gone = _missing_rows(value) & mask
+        if gone.any() and not isinstance(node, Name):
+            counts.append(f"{key}: {int(gone.sum())}")
+            mask &= ~gone
     for extra in (weights, offset):
         if extra is not None and not isinstance(extra, str):
             mask &= ~np.isnan(np.asarray(extra, dtype=float))
     n_dropped = int((~mask).sum())
     if n_dropped:
-        per_column = data[used].isna().sum() if used else pd.Series(dtype=int)
-        where = ", ".join(f"{col}: {int(k)}" for col, k in per_column.items() if k)
+        where = ", ".join(counts)
         warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
-                      + (f" (missing in {where})" if where else ""), DataWarning)
+             + (f" (missing in {where})" if where else ""), DataWarning)
         data = data.loc[mask]
         if weights is not None and not isinstance(weights, str):
             data = data.assign(**{"(weights)": np.asarray(weights, dtype=float)[mask]})
         if offset is not None and not isinstance(offset, str):
             data = data.assign(**{"(offset)": np.asarray(offset, dtype=float)[mask]})
     return data.reset_index(drop=True), n_dropped
+
+
+def _missing_rows(value) -> np.ndarray:
+    if is_categorical(value) and not isinstance(value, np.ndarray):
+        return np.asarray(value.codes) < 0
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return np.zeros(len(arr), bool)
+    missing = np.isnan(arr.astype(float))
+    return missing.any(axis=1) if missing.ndim == 2 else missing
 
 
 def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -211,7 +228,7 @@ def _prior_weights(weights, data: pd.DataFrame, ev: Evaluator) -> np.ndarray:
             raise DataError(f"weights {weights!r} must be numeric, not categorical")
         w = np.asarray(values, dtype=float)
     else:
-        w = np.asarray(data["(weights)"] if "(weights)" in data else weights, dtype=float)
+        w = np.asarray(data.get("(weights)", weights), dtype=float)
     if w.shape != (len(data),):
         raise DataError(f"weights has {w.size} values for {len(data)} rows")
     if np.any(w < 0):

@@ -80,7 +80,7 @@ class Evaluator:
         """The value of ``expr`` with one entry per row (see :mod:`bayesmix.spec.rvalues`)."""
         node = parse(expr) if isinstance(expr, str) else expr
         run = _Run(self, node.deparse())
-        return run.shaped(run.eval(node))
+        return run.shaped(run.value_of(node))
 
     def referenced_columns(self, expr: str | Node) -> list:
         """The data's column labels (as given, not as strings) that ``expr`` uses."""
@@ -145,7 +145,7 @@ class _Run:
         self.evaluator = evaluator
         self.root = root
 
-    def eval(self, node: Node):
+    def value_of(self, node: Node):
         value = self._dispatch(node)
         if is_categorical(value) and not isinstance(node, Literal | Num | Str):
             value = self.evaluator.settle_levels(node.deparse(), value)
@@ -161,11 +161,11 @@ class _Run:
         if isinstance(node, Name):
             return self.lookup(node.name)
         if isinstance(node, Paren):
-            return self.eval(node.inner)
+            return self.value_of(node.inner)
         if isinstance(node, Call):
             return self.call(node)
         if isinstance(node, Unary):
-            return self.unary(node.op, self.eval(node.operand))
+            return self.unary(node.op, self.value_of(node.operand))
         if isinstance(node, Binary):
             return self.binary(node.op, node)
         raise FormulaError(f"cannot evaluate {node!r} in {self.root!r}")
@@ -195,8 +195,8 @@ class _Run:
                 f"a formula may call only these functions: {allowed_functions()}"
             )
         positional, named = bind_arguments(node.func, func, [(a.name, a.value) for a in node.args])
-        values = [self.eval(v) for v in positional]
-        keywords = {python_name(k): self.eval(v) for k, v in named.items()}
+        values = [self.value_of(v) for v in positional]
+        keywords = {python_name(k): self.value_of(v) for k, v in named.items()}
         try:
             return func.impl(CallContext(self, node), *values, **keywords)
         except TypeError as exc:  # a required argument is missing
@@ -215,7 +215,7 @@ class _Run:
     def binary(self, op: str, node: Binary):
         if op == "~":
             raise FormulaError(f"'~' can only separate the response from the terms, not appear in {self.root!r}")
-        left, right = self.eval(node.left), self.eval(node.right)
+        left, right = self.value_of(node.left), self.value_of(node.right)
         if op in _ARITHMETIC:
             a, b = self.aligned(self.numeric(left, op), self.numeric(right, op), op)
             with np.errstate(all="ignore"):
@@ -350,7 +350,7 @@ class _Run:
 def interaction(a: pd.Categorical, b: pd.Categorical) -> pd.Categorical:
     """``a:b`` for factors, with only the combinations that occur (R's ``factor(a:b)``)."""
     nb = len(b.categories)
-    ca, cb = np.asarray(a.codes), np.asarray(b.codes)
+    ca, cb = np.asarray(a.codes, dtype=np.int64), np.asarray(b.codes, dtype=np.int64)  # pandas codes may be int8
     combined = np.where((ca < 0) | (cb < 0), -1, ca * nb + cb)
     used = np.unique(combined[combined >= 0])
     labels = [f"{a.categories[c // nb]}:{b.categories[c % nb]}" for c in used]

@@ -71,7 +71,9 @@ def _for_formulae(node: Node, variables: dict[str, Node]) -> str:
     if isinstance(node, Binary) and node.op in _FORMULA_OPERATORS:
         left = _for_formulae(node.left, variables)
         if node.op == "^":
-            return f"{left}**{_power(node.right)}"
+            power = _power(node.right)
+            # R: a single variable to any power is the variable itself (formulae would log a hint)
+            return f"{left}**{power}" if _is_operator(node.left) else left
         op = ":" if node.op == "%in%" else node.op  # R's a %in% b is the interaction a:b
         return f"{left} {op} {_for_formulae(node.right, variables)}"
     if isinstance(node, Binary) and node.op in ("|", "||"):

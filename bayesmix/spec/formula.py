@@ -106,7 +106,7 @@ def _expand_dot(rhs: Node, lhs: Node, columns: list[str]) -> Node:
     if not others:
         raise FormulaError("'.' stands for the columns other than the response, and the data have none")
     expansion = Paren(_sum([Name(c) for c in others]))
-    return _replace(rhs, lambda n: expansion if isinstance(n, Name) and n.name == "." and n.name not in columns else None)
+    return _replace(rhs, lambda n: expansion if isinstance(n, Name) and n.name == "." else None)
 
 
 def _expand_double_bars(node: Node) -> Node:

@@ -53,14 +53,14 @@ def parse_formula(text: str, columns: Iterable[str] | None = None) -> ParsedForm
     if not isinstance(text, str) or "~" not in text:
         raise FormulaError(f"a formula needs a response and '~', got {text!r}")
     tree, comments = parse_with_comments(text)
-    lhs, rhs = _sides(tree, text)
-    if columns is not None:
-        rhs = _expand_dot(rhs, lhs, [str(c) for c in columns])
-    rhs = _expand_double_bars(rhs)
+    lhs, written = _sides(tree, text)
+    shown = _expand_double_bars(written)  # lme4 prints the formula with '||' expanded, '.' as written
+    rhs = shown if columns is None else _expand_dot(shown, lhs, [str(c) for c in columns])
     bars = _find_bars(rhs, text)
     if not bars:
         raise FormulaError(_no_random_terms_message(text, comments))
-    pieces = _additive_pieces(_no_bars(rhs)) if _no_bars(rhs) is not None else []
+    fixed_part = _no_bars(rhs)
+    pieces = [] if fixed_part is None else _additive_pieces(fixed_part)
     offsets = [p for s, p in pieces if _is_offset(p)]
     fixed_pieces = [(s, p) for s, p in pieces if not _is_offset(p)]
     fixed = _join(fixed_pieces)
@@ -69,7 +69,7 @@ def parse_formula(text: str, columns: Iterable[str] | None = None) -> ParsedForm
         fixed=fixed.deparse() if fixed is not None else "1",
         random=tuple(term for bar in bars for term in _bar_terms(bar)),
         offsets=tuple(_offset_argument(p) for p in offsets),
-        display=f"{lhs.deparse()} ~ {rhs.deparse()}",
+        display=f"{lhs.deparse()} ~ {shown.deparse()}",
         fixed_terms_text=tuple(p.deparse() for _, p in fixed_pieces),
     )
 

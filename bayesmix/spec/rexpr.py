@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 from bayesmix.errors import FormulaError
+from bayesmix.rformat import r_format_number
 
 # --- tokens ----------------------------------------------------------------------------------
 
@@ -199,8 +200,6 @@ class Num(Node):
     def deparse(self) -> str:
         if self.integer:
             return f"{int(self.value)}L"
-        from bayesmix.rformat import r_format_number
-
         return r_format_number(self.value, digits=15)
 
 

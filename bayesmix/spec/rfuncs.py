@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import FormulaError
+from bayesmix.rformat import r_round
 from bayesmix.spec.rvalues import (
     as_categorical,
     categorical_from_labels,
@@ -142,8 +143,7 @@ def _log(ctx, x, base=math.e):
 
 
 def _round(ctx, x, digits=0.0):
-    from bayesmix.rformat import r_round  # R >= 4.0's rounding: nearer candidate, ties to even
-
+    """R >= 4.0's round(): ties to even; with digits, the nearer of the two decimal candidates (nmath fround)."""
     v = _numbers(ctx, x)
     d = float(_scalar(ctx, _numbers(ctx, digits, "digits"), "digits"))
     if d == 0:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import DataError
+from bayesmix.rformat import r_format_number
 
 
 def r_label(value) -> str:
@@ -31,8 +32,6 @@ def r_label(value) -> str:
     if isinstance(value, bool | np.bool_):
         return "TRUE" if value else "FALSE"
     if isinstance(value, numbers.Real):
-        from bayesmix.rformat import r_format_number
-
         return r_format_number(float(value), digits=15)
     return str(value)
 

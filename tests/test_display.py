@@ -80,3 +80,14 @@ def test_anova_names_rows_after_the_arguments_and_npar_is_integer(fits, capsys):
     assert ">42.139<" in page and ">1802.1<" in page and ">7.07e-10<" in page
     assert ">4<" in page and ">2<" in page  # npar and Df as integers
     capsys.readouterr()
+
+
+def test_profile_progress_is_a_tqdm_bar_and_silent_when_off(fits, capsys):
+    fm0 = fits[0]
+    capsys.readouterr()
+    quiet = fm0.profile(which="beta_", progress=False)
+    assert capsys.readouterr().err == ""
+    shown = fm0.profile(which="beta_", progress=True)
+    err = capsys.readouterr().err
+    assert "profile" in err and "2/2" in err  # one step per fixed effect
+    pd.testing.assert_frame_equal(pd.DataFrame(quiet), pd.DataFrame(shown))

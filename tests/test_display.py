@@ -91,3 +91,56 @@ def test_profile_progress_is_a_tqdm_bar_and_silent_when_off(fits, capsys):
     err = capsys.readouterr().err
     assert "profile" in err and "2/2" in err  # one step per fixed effect
     pd.testing.assert_frame_equal(pd.DataFrame(quiet), pd.DataFrame(shown))
+
+
+# --- plots: legible on a projector, each on its own scale, into the caller's axes -------------------
+
+
+def _text_sizes(fig):
+    import matplotlib.text
+
+    return [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip() and t.get_visible()]
+
+
+@pytest.fixture(scope="module")
+def slope_posterior(fits):
+    pytest.importorskip("matplotlib").use("Agg")
+    return fits[1].sample(draws=100, tune=100, chains=2, random_seed=1, progressbar=False)
+
+
+def test_forest_gives_each_parameter_its_own_axis(fits, slope_posterior):
+    import matplotlib.pyplot as plt
+
+    m = fits[1]
+    fig = bm.plots.forest(m, slope_posterior)
+    assert len(fig.axes) == 6  # 2 fixed effects, 2 SDs, σ, 1 correlation
+    intercept_ax, days_ax = fig.axes[0], fig.axes[1]
+    assert [t.get_text() for t in intercept_ax.get_yticklabels()] == ["(Intercept)"]
+    # the slope's Wald interval (10.47 ± 1.96·1.546) spans most of its own axis, not a dot beside 251
+    lo, hi = days_ax.get_xlim()
+    assert lo > 5 and hi < 16 and (2 * 1.96 * 1.546) / (hi - lo) > 0.5
+    assert intercept_ax.get_xlim()[0] > 200
+    assert min(_text_sizes(fig)) >= 10
+    assert fig.legends and not any(ax.get_legend() for ax in fig.axes)  # the legend off the data
+    _, axes = plt.subplots(6, 1)
+    assert bm.plots.forest(m, slope_posterior, ax=axes) is axes[0].figure
+    with pytest.raises(bm.ArgumentError, match="needs 6 axes, got 2"):
+        bm.plots.forest(m, slope_posterior, ax=axes[:2])
+    plt.close("all")
+
+
+def test_caterpillar_and_profile_plots_are_legible_and_take_axes(fits, slope_posterior):
+    import matplotlib.pyplot as plt
+
+    m = fits[1]
+    fig = bm.plots.caterpillar(m, slope_posterior)
+    assert min(_text_sizes(fig)) >= 10
+    assert fig.legends and not any(ax.get_legend() for ax in fig.axes)
+    own, axes = plt.subplots(1, 2)
+    assert bm.plots.caterpillar(m, slope_posterior, ax=axes) is own
+    prof = fits[0].profile(progress=False)
+    pfig = prof.plot()
+    assert min(_text_sizes(pfig)) >= 10
+    own, axes = plt.subplots(2, 2)
+    assert prof.plot(ax=axes) is own
+    plt.close("all")

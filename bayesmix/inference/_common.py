@@ -59,7 +59,12 @@ class Progress:
     """
 
     def __init__(self, total: int, enabled: bool, desc: str):
-        from tqdm.auto import tqdm
+        from tqdm import TqdmWarning
+
+        with warnings.catch_warnings():
+            # Jupyter without ipywidgets: tqdm falls back to its text bar, after a warning we need not repeat
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
 
         self.total = total
         self.done = 0

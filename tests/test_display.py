@@ -82,15 +82,29 @@ def test_anova_names_rows_after_the_arguments_and_npar_is_integer(fits, capsys):
     capsys.readouterr()
 
 
-def test_profile_progress_is_a_tqdm_bar_and_silent_when_off(fits, capsys):
+def test_profile_progress_is_a_tqdm_bar_and_silent_when_off(fits, capsys, monkeypatch):
+    from bayesmix.inference import profiles
+
     fm0 = fits[0]
     capsys.readouterr()
     quiet = fm0.profile(which="beta_", progress=False)
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(profiles, "PROFILE_BAR_DELAY_S", 0.0)  # this profile is faster than the default delay
     shown = fm0.profile(which="beta_", progress=True)
     err = capsys.readouterr().err
     assert "profile" in err and "2/2" in err  # one step per fixed effect
     pd.testing.assert_frame_equal(pd.DataFrame(quiet), pd.DataFrame(shown))
+
+
+def test_progress_bar_waits_for_its_delay(capsys):
+    from bayesmix.inference._common import Progress
+
+    with Progress(3, True, "fast work", delay=60.0) as bar:
+        bar.update(3)
+    assert capsys.readouterr().err == ""  # done before the delay: nothing printed
+    with Progress(3, True, "shown", delay=0.0) as bar:
+        bar.update(3)
+    assert "shown" in capsys.readouterr().err
 
 
 # --- plots: legible on a projector, each on its own scale, into the caller's axes -------------------

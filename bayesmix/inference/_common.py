@@ -56,9 +56,10 @@ class Progress:
     """A tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text in a terminal); silent when disabled.
 
     ``with Progress(n, enabled, "desc") as bar: ... bar.update()`` closes the bar even when the work fails.
+    ``delay``: seconds before the bar appears, so that work that ends sooner prints nothing.
     """
 
-    def __init__(self, total: int, enabled: bool, desc: str):
+    def __init__(self, total: int, enabled: bool, desc: str, delay: float = 0.0):
         from tqdm import TqdmWarning
 
         with warnings.catch_warnings():
@@ -68,7 +69,7 @@ class Progress:
 
         self.total = total
         self.done = 0
-        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not (enabled and total > 0))
+        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not (enabled and total > 0), delay=delay)
 
     def update(self, n: int = 1) -> None:
         self.done += n

@@ -31,6 +31,7 @@ from bayesmix.inference._common import InferenceError, Progress, is_lmm, percent
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100
+PROFILE_BAR_DELAY_S = 1.0  # most profiles take well under a second: no bar for those
 _MAXMULT = 10.0
 _DEVTOL = 1e-9
 
@@ -389,7 +390,7 @@ def _profile_lmm(fit, which, alphamax, delta_cutoff, progress: bool = False) -> 
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     chosen = _select(which, names, nvp)
     records = []
-    with Progress(len(chosen), progress, "profile") as bar:
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
         for w in chosen:
             bar.set_postfix_str(names[w])
             if w < nvp:
@@ -453,7 +454,7 @@ def _profile_glmm(fit, which, alphamax, delta_cutoff, progress: bool = False) ->
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     records = []
     chosen = _select(which, names, len(sd_opt))
-    with Progress(len(chosen), progress, "profile") as bar:
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
         for w in chosen:
             bar.set_postfix_str(names[w])
             rows = _profile_parameter(w, opt, lower, upper, len(opt), prof.deviance, base, stepper)

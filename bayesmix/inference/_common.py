@@ -76,7 +76,7 @@ class Progress:
         self._bar.update(n)
 
     def set_postfix_str(self, text: str) -> None:
-        self._bar.set_postfix_str(text, refresh=True)
+        self._bar.set_postfix_str(text, refresh=False)  # shown at the next update (refreshing now would defeat delay)
 
     def close(self) -> None:
         self._bar.close()

@@ -27,6 +27,7 @@ from bayesmix.errors import (
 _LAZY = {
     "anova": "bayesmix.inference",
     "exact_rlrt": "bayesmix.inference",
+    "hausman": "bayesmix.inference",
     "pb_test": "bayesmix.inference",
     "compare": "bayesmix.bayes",
     "Prior": "bayesmix.bayes",
@@ -73,6 +74,7 @@ __all__ = [
     "exact_rlrt",
     "families",
     "glmer",
+    "hausman",
     "lmer",
     "list_datasets",
     "load_dataset",

@@ -28,10 +28,11 @@ from scipy.stats import chi2, norm
 
 from bayesmix.engine.scalar_laplace import ScalarLaplace
 from bayesmix.errors import BayesmixWarning, warn
-from bayesmix.inference._common import InferenceError, is_lmm, percent_labels, refit_ml
+from bayesmix.inference._common import InferenceError, Progress, is_lmm, percent_labels, refit_ml
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100
+PROFILE_BAR_DELAY_S = 1.0  # most profiles take well under a second: no bar for those
 _MAXMULT = 10.0
 _DEVTOL = 1e-9
 
@@ -165,11 +166,12 @@ class Profile(pd.DataFrame):
         return plot_profile(self, **kwargs)
 
 
-def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 / 8) -> Profile:
+def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 / 8, progress: bool = True) -> Profile:
     """lme4's ``profile(m)``: the signed root deviance of each parameter, the others re-optimized.
 
     ``which``: parameter names (``sd_...``, ``cor_...``, ``sigma``, fixed-effect names),
     ``"theta_"`` (all variance parameters), ``"beta_"`` (all fixed effects), or None for all.
+    ``progress``: a tqdm bar, one step per parameter (``False``: silent).
     """
     from bayesmix.engine.threads import blas_threads_for, dense_dimension
 
@@ -177,8 +179,8 @@ def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 /
     fit = refit_ml(model)
     with blas_threads_for(dense_dimension(fit.compiled)):
         if is_lmm(fit):
-            return _profile_lmm(fit, which, alphamax, delta_cutoff)
-        return _profile_glmm(fit, which, alphamax, delta_cutoff)
+            return _profile_lmm(fit, which, alphamax, delta_cutoff, progress)
+        return _profile_glmm(fit, which, alphamax, delta_cutoff, progress)
 
 
 def _check_profile_supported(model) -> None:
@@ -317,7 +319,7 @@ def _profile_parameter(w: int, opt: np.ndarray, lower: np.ndarray, upper: np.nda
     return rows
 
 
-def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
+def _profile_lmm(fit, which, alphamax, delta_cutoff, progress: bool = False) -> Profile:
     prof = _LmmProfiler(fit)
     sigma_ml = np.sqrt(fit.factorization.pwrss / prof.n)
     vp_opt = np.concatenate([sdcor_from_theta(prof.terms, fit.theta_values, sigma_ml), [sigma_ml]])
@@ -333,13 +335,16 @@ def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     chosen = _select(which, names, nvp)
     records = []
-    for w in chosen:
-        if w < nvp:
-            rows = _profile_parameter(w, vp_opt, lower, upper, nvp, prof.varpar_deviance, base, stepper,
-                                      extra=prof.beta_at)
-        else:
-            rows = _profile_fixed_effect(prof, fit, w - nvp, opt, base, stepper)
-        records.append((names[w], rows))
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
+        for w in chosen:
+            bar.set_postfix_str(names[w])
+            if w < nvp:
+                rows = _profile_parameter(w, vp_opt, lower, upper, nvp, prof.varpar_deviance, base, stepper,
+                                          extra=prof.beta_at)
+            else:
+                rows = _profile_fixed_effect(prof, fit, w - nvp, opt, base, stepper)
+            records.append((names[w], rows))
+            bar.update()
     bounds = {n: (lower[i], upper[i]) if i < nvp else (np.nan, np.nan) for i, n in enumerate(names)}
     return _as_profile(records, names, bounds)
 
@@ -378,7 +383,7 @@ def _profile_fixed_effect(prof: _LmmProfiler, fit, j: int, opt: np.ndarray, base
     return rows
 
 
-def _profile_glmm(fit, which, alphamax, delta_cutoff) -> Profile:
+def _profile_glmm(fit, which, alphamax, delta_cutoff, progress: bool = False) -> Profile:
     prof = _GlmmProfiler(fit)
     sd_opt = sdcor_from_theta(prof.terms, fit.theta_values)
     opt = np.concatenate([sd_opt, fit.beta_values])
@@ -393,9 +398,13 @@ def _profile_glmm(fit, which, alphamax, delta_cutoff) -> Profile:
     cutoff = math.sqrt(chi2.ppf(1 - alphamax, len(opt)))
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     records = []
-    for w in _select(which, names, len(sd_opt)):
-        rows = _profile_parameter(w, opt, lower, upper, len(opt), prof.deviance, base, stepper)
-        records.append((names[w], rows))
+    chosen = _select(which, names, len(sd_opt))
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
+        for w in chosen:
+            bar.set_postfix_str(names[w])
+            rows = _profile_parameter(w, opt, lower, upper, len(opt), prof.deviance, base, stepper)
+            records.append((names[w], rows))
+            bar.update()
     bounds = {n: (lower[i], upper[i]) for i, n in enumerate(names)}
     return _as_profile(records, names, bounds)
 
@@ -556,7 +565,7 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", nsim
     if key == "wald":
         table = wald_confint(model, level)
     elif key == "profile":
-        table = profile(model, which=parm).confint(level)
+        table = profile(model, which=parm, progress=progress).confint(level)
     elif key == "boot":
         from bayesmix.inference.parametric_bootstrap import bootstrap, sdcor_and_fixef
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 
 import numpy as np
@@ -12,6 +11,7 @@ from bayesmix.engine.families import Gaussian
 from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
@@ -66,7 +66,8 @@ class MixedModelResult:
     @property
     def coef_table(self) -> pd.DataFrame:
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        table = pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        return DisplayTable(table)  # shown rounded, numbers kept whole
 
     @property
     def theta(self) -> pd.Series:
@@ -249,7 +250,10 @@ class MixedModelResult:
         return f"<{kind} fit by {self.method}: {self.formula_display}, {self.nobs} obs>"
 
     def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(self.summary()) + "</pre>"
+        """Jupyter's view: fit statistics, random and fixed effects as tables; lme4's text in a ``<details>``."""
+        from bayesmix.results.display import fit_html
+
+        return fit_html(self, self.summary())
 
     # --- the Bayesian model (bayesmix.bayes.pymc_model, bayesmix.bayes.sampling) -------------------------
 

@@ -8,6 +8,7 @@ from scipy.special import ndtr
 
 from bayesmix.engine.response import residuals
 from bayesmix.results.base import MixedModelResult
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.varcorr import term_covariances
 
 
@@ -41,7 +42,7 @@ class GlmerResult(MixedModelResult):
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
         stat = est / se
         label = "t value" if self.has_scale else "z value"
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, label: stat, "Pr(>|z|)": 2 * ndtr(-np.abs(stat))},
+        return DisplayTable({"Estimate": est, "Std. Error": se, label: stat, "Pr(>|z|)": 2 * ndtr(-np.abs(stat))},
                             index=self.compiled.fixef_names)
 
     @property

@@ -74,7 +74,7 @@ _MAX_NAGQ = 100
 
 def _check_nagq(nAGQ) -> None:
     if isinstance(nAGQ, bool) or not isinstance(nAGQ, int | np.integer) or not 0 <= nAGQ <= _MAX_NAGQ:
-        raise ArgumentError(f"nAGQ must be an integer from 0 to {_MAX_NAGQ} (lme4's limit), got {nAGQ!r}")
+        raise ArgumentError(f"nAGQ must be a non-negative integer no larger than {_MAX_NAGQ} (lme4's limit), got {nAGQ!r}")
 
 
 def _check_row_vectors(data, **vectors) -> None:

@@ -24,7 +24,13 @@ from bayesmix.engine.lmm import (
     PatternMatrix,
     ProfiledDeviance,
 )
-from bayesmix.engine.optimize import OptSummary, minimize_bounded
+from bayesmix.engine.optimize import (
+    OptSummary,
+    central_gradient,
+    convergence_messages,
+    is_singular,
+    minimize_bounded,
+)
 from bayesmix.errors import PirlsError
 from bayesmix.spec.terms import b_from_u
 
@@ -480,6 +486,10 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         hess = _reuse_polish_hessian(stage2, scale, obj.ntheta)
         if hess is None:
             hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
+        if not is_singular(theta, lower_theta):  # lme4's checkConv, in (θ, β) as lme4 computes it
+            optsum.gradient = _raw_gradient(whitened, stage2, lower, scale, obj.ntheta)
+            optsum.hessian = hess
+            messages += convergence_messages(optsum.gradient, hess, obj.ntheta, crit)
     vcov, source = _glmm_vcov(obj, state, hess)
     if source != "hessian" and nAGQ > 0:
         warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
@@ -488,6 +498,18 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)
     return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj, optsum)
+
+
+def _raw_gradient(whitened, opt, lower, scale: np.ndarray, ntheta: int) -> np.ndarray | None:
+    """The gradient at the optimum in (θ, β): the polish's if taken there, else afresh, from whitened coordinates."""
+    g = opt.gradient if opt.gradient_at is not None and np.array_equal(opt.gradient_at, opt.x) else None
+    if g is None or not np.all(np.isfinite(g)):
+        g = central_gradient(whitened, opt.x, lower)
+    if g is None:
+        return None
+    raw = np.array(g, dtype=float)
+    raw[ntheta:] = np.linalg.solve(scale.T, g[ntheta:])  # v = S⁻¹(β - β0): ∂/∂β = S⁻ᵀ ∂/∂v
+    return raw
 
 
 def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | None:

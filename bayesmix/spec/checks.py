@@ -132,3 +132,34 @@ def nonfinite_rows(named: dict[str, np.ndarray]) -> np.ndarray | None:
     warn(f"{n} row{'s' if n > 1 else ''} with missing values made by a transform removed (NaN in {listed})",
          DataWarning)
     return bad
+
+
+def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
+    """predict()'s new rows: a data frame with rows, usable columns, and no missing grouping values.
+
+    A missing grouping value would silently get the population prediction (lme4 refuses
+    NA there too, unless new levels are allowed); a missing covariate gives a NaN
+    prediction for its row, as lme4's ``na.pass`` does.  Only the grouping columns of the
+    terms used (``wanted``: their indices; None: all) must be complete.
+    """
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if len(newdata) == 0:
+        raise DataError("newdata has no rows")
+    f = compiled.formula
+    texts = [f.response, f.fixed, *f.offsets, *(t.expr for t in f.random)]
+    used_terms = [t for i, t in enumerate(compiled.terms) if wanted is None or i in wanted]
+    groups = used_columns(newdata, *(t.group for t in used_terms))
+    newdata = check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
+    for col in groups:
+        missing = int(newdata[col].isna().sum())
+        if missing:
+            raise DataError(f"newdata's grouping column {col!r} has {missing} missing value{'s' if missing > 1 else ''}; "
+                            "drop those rows, or predict without the random effects (re_form='~0')")
+    return newdata
+
+
+def unknown_re_form_terms(wanted, terms) -> list[str]:
+    """The random terms a ``re_form`` names that the model does not have, as written."""
+    have = {(t.expr.replace(" ", ""), t.group) for t in terms}
+    return [f"({w.expr} | {w.group})" for w in wanted if (w.expr.replace(" ", ""), w.group) not in have]

@@ -30,7 +30,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     """
     _check_flag("REML", REML)
     _check_row_vectors(data, weights=weights, offset=offset)
-    compiled = compile_model(formula, data, weights=weights, offset=offset)
+    with _quiet_transforms():
+        compiled = compile_model(formula, data, weights=weights, offset=offset)
     _check_not_exact(compiled)
     return build_lmer(compiled, fit_lmm(compiled, REML=bool(REML)), data_name=data_name)
 
@@ -54,8 +55,9 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
         warn("calling glmer() with family=gaussian (identity link) as a shortcut to lmer() is deprecated; "
              "please call lmer() directly (fitted by lmer, REML)", FutureWarning)
         return lmer(formula, data, weights=weights, offset=offset, data_name=data_name)
-    compiled = compile_model(formula, data, weights=weights, offset=offset,
-                             binomial_response=fam.response_is_probability, check_levels_vs_nobs=False)
+    with _quiet_transforms():
+        compiled = compile_model(formula, data, weights=weights, offset=offset,
+                                 binomial_response=fam.response_is_probability, check_levels_vs_nobs=False)
     _check_not_constant(compiled)
     if nAGQ > 1 and (len(compiled.terms) != 1 or compiled.terms[0].k != 1):
         raise ArgumentError(
@@ -66,6 +68,11 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     with blas_threads_for(dense_dimension(compiled)):
         fit = fit_glmm(compiled, fam, nAGQ=int(nAGQ))
     return build_glmer(compiled, fam, fit, data_name=data_name)
+
+
+def _quiet_transforms():
+    """log(0), log(-1) in a formula: spec.checks reports the rows (refused or dropped), not numpy's noise."""
+    return np.errstate(divide="ignore", invalid="ignore")
 
 
 # lme4's GHrule takes orders 0..100

@@ -383,7 +383,8 @@ def _hessian_messages(H, kind: str, tol: float = HESSIAN_TOL) -> list[str]:
     except np.linalg.LinAlgError:
         positive_definite = False
     if np.any(np.abs(ev) < tol) or not positive_definite:
-        return [f"{kind}Hessian is numerically singular: parameters are not uniquely determined".capitalize()]
+        text = f"{kind}Hessian is numerically singular: parameters are not uniquely determined"
+        return [text[:1].upper() + text[1:]]
     out = []
     if ev.max() * HESSIAN_TOL > 1:
         out.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")

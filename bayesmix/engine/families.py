@@ -25,6 +25,13 @@ class Link:
     linkinv: Callable[[np.ndarray], np.ndarray]
     mu_eta: Callable[[np.ndarray], np.ndarray]
 
+    def __reduce__(self):  # the functions may be lambdas: pickle by name, unpickle as LINKS[name]
+        return (_link_named, (self.name,))
+
+
+def _link_named(name: str) -> Link:
+    return LINKS[name]
+
 
 def _logit_inv(eta):
     return expit(np.clip(eta, -_THRESH, _THRESH))

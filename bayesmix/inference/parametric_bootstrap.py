@@ -244,7 +244,15 @@ class _LrtJob:
 
 
 def _init_worker():
-    """One BLAS thread per worker process: the processes already use the cores."""
+    """One BLAS thread per worker process (the processes already use the cores); Ctrl-C is the parent's.
+
+    A terminal's Ctrl-C reaches every process of the group: workers ignore it, so that it
+    does not abort one refit each and let them carry on with the queue, and the parent
+    stops them all at once (``_stop_workers``).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -289,17 +297,38 @@ def _run_in_pool(job, ys: np.ndarray, workers: int, total: _Outcome, bar: Progre
     chunk = max(1, min(50, nsim // (4 * workers)))
     tasks = [(job, [ys[:, i] for i in range(s, min(s + chunk, nsim))]) for s in range(0, nsim, chunk)]
     done = 0
+    pool = None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker) as pool:
-                for out in pool.map(_refit_chunk, tasks):
-                    _merge(total, out)
-                    done += len(out.values)
-                    bar.update(len(out.values))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+            for out in pool.map(_refit_chunk, tasks):
+                _merge(total, out)
+                done += len(out.values)
+                bar.update(len(out.values))
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        _stop_workers(pool)  # one Ctrl-C stops everything now, leaving no worker behind
+        raise
     except (BrokenProcessPool, OSError, RuntimeError, pickle.PicklingError) as exc:
+        _stop_workers(pool)
         warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", BayesmixWarning)
     return done
+
+
+def _stop_workers(pool) -> None:
+    """Cancel what is queued and end the worker processes without waiting for their refits."""
+    if pool is None:
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def _merge(total: _Outcome, part: _Outcome) -> None:

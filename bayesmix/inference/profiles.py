@@ -28,7 +28,13 @@ from scipy.stats import chi2, norm
 
 from bayesmix.engine.scalar_laplace import ScalarLaplace
 from bayesmix.errors import BayesmixWarning, warn
-from bayesmix.inference._common import InferenceError, Progress, is_lmm, percent_labels, refit_ml
+from bayesmix.inference._common import (
+    InferenceError,
+    Progress,
+    is_lmm,
+    percent_labels,
+    refit_ml,
+)
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100

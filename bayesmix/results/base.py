@@ -186,7 +186,8 @@ class MixedModelResult:
     def predict(self, newdata: pd.DataFrame | None = None, re_form=None, type: str = "response") -> np.ndarray:
         """Predictions as lme4's ``predict``: ``re_form=None`` uses every random term,
         ``re_form="~0"`` (or ``NA``) none, a formula of random terms just those.
-        Levels not seen in fitting get the population-level prediction.
+        Levels not seen in fitting, and missing grouping values, get the population-level
+        prediction (lme4's ``allow.new.levels = TRUE``).
         """
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")

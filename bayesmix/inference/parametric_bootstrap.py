@@ -84,27 +84,12 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _simulate_glmm_response(model, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    fam = model.family
-    mu = fam.link.linkinv(eta)
-    w = model.compiled.weights
-    if fam.name == "binomial":
-        if np.any(np.abs(w - np.round(w)) > 1e-8):
-            raise InferenceError("cannot simulate binomial responses with non-integer numbers of trials (weights)")
-        trials = np.round(w).astype(np.int64)
-        return rng.binomial(trials, mu) / np.maximum(trials, 1)
-    if fam.name == "poisson":
-        return rng.poisson(mu).astype(float)
-    # the dispersion φ = σ²/w; lme4 uses shape σ·w (Gamma) and w/σ (inverse Gaussian), which do not give the
-    # fitted variance φ μ² (φ μ³); these use the fitted variance
-    phi = model.sigma**2 / w
-    if fam.name == "Gamma":
-        shape = 1.0 / phi
-        return rng.gamma(shape, mu / shape)
-    if fam.name == "gaussian":
-        return mu + np.sqrt(phi) * rng.standard_normal(mu.shape)
-    if fam.name == "inverse.gaussian":
-        return rng.wald(mu, 1.0 / phi)
-    raise InferenceError(f"simulation is not implemented for the {fam.name} family")
+    """The response given the linear predictor: the family draws it (σ is 1 for families without a scale).
+
+    For Gamma and inverse Gaussian the draws have the fitted variance σ² V(μ)/w; lme4's shapes σ·w and
+    w/σ do not.
+    """
+    return model.family.simulate(model.family.link.linkinv(eta), model.compiled.weights, model.sigma, rng)
 
 
 # --- refitting ---------------------------------------------------------------------------------
@@ -119,8 +104,7 @@ class RefitSpec:
     REML: bool
     theta0: np.ndarray
     data_name: str
-    family_class: type | None = None
-    link_name: str | None = None
+    family: object = None  # the fitted family (picklable), fixed shape parameters included
     nAGQ: int = 1
     _lmm_refitter: object = field(default=None, repr=False, compare=False)
 
@@ -129,7 +113,7 @@ class RefitSpec:
         if is_lmm(model):
             return cls(model.compiled, True, model.REML, model.theta_values.copy(), model.data_name)
         return cls(model.compiled, False, False, model.theta_values.copy(), model.data_name,
-                   type(model.family), model.family.link.name, model.nAGQ)
+                   model.family, model.nAGQ)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -149,7 +133,7 @@ class RefitSpec:
         return self._refit_glmm(y)
 
     def _refit_glmm(self, y):
-        family = self.family_class(self.link_name)
+        family = self.family
         compiled = replace(self.compiled, y=y)
         family.check_response(y, compiled.weights)
         fit = fit_glmm(compiled, family, nAGQ=self.nAGQ)

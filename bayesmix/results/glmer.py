@@ -34,6 +34,11 @@ class GlmerResult(MixedModelResult):
     def has_scale(self) -> bool:
         return bool(self.family.has_scale)
 
+    @property
+    def df(self) -> int:
+        """``attr(logLik(m), "df")``: lme4 also counts the family's shape (the negative binomial's θ, even fixed)."""
+        return super().df + self.family.extra_df
+
     def term_covariances(self) -> list[np.ndarray]:
         return term_covariances(self.compiled.terms, self.theta_values, self.sigma if self.has_scale else 1.0)
 

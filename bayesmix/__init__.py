@@ -27,6 +27,7 @@ from bayesmix.errors import (
 _LAZY = {
     "anova": "bayesmix.inference",
     "exact_rlrt": "bayesmix.inference",
+    "hausman": "bayesmix.inference",
     "pb_test": "bayesmix.inference",
     "compare": "bayesmix.bayes",
     "Prior": "bayesmix.bayes",
@@ -74,6 +75,7 @@ __all__ = [
     "families",
     "glmer",
     "glmer_nb",
+    "hausman",
     "lmer",
     "list_datasets",
     "load_dataset",

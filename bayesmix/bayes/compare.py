@@ -12,12 +12,16 @@ from bayesmix.bayes.pymc_model import (
     term_infos,
 )
 from bayesmix.bayes.sampling import posterior_var_names
+from bayesmix.results.display import DisplayTable
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
-    the posterior mean, SD, HDI, R-hat and bulk ESS."""
+    the posterior mean, SD, HDI, R-hat and bulk ESS.
+
+    A :class:`~bayesmix.results.display.DisplayTable`: it shows 4 significant digits, its
+    numbers keep all of theirs."""
     import arviz_stats as azs
     from scipy.stats import norm
 
@@ -32,7 +36,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     lo, hi = [c for c in summ.columns if c.startswith("hdi")][:2]
     freq = frequentist_table(result)
     z = norm.ppf(0.5 + wald_level / 2)
-    table = pd.DataFrame({
+    table = DisplayTable({
         "kind": freq["kind"],
         "estimate": freq["estimate"],
         "se": freq["se"],

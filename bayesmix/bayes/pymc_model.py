@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bayesmix.engine.families import Family, Gaussian
+from bayesmix.engine.families import Gaussian
 from bayesmix.errors import PriorError
 
 

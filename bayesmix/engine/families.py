@@ -58,6 +58,11 @@ class Family:
         return f"{type(self).__name__}(link={self.link.name!r})"
 
     @property
+    def hands_glmer_to_lmer(self) -> bool:
+        """lme4's glmer fits this family by lmer instead (gaussian with the identity link)."""
+        return False
+
+    @property
     def comparable_name(self) -> str:
         """Fits whose families share this name (and link) have likelihoods a test may compare."""
         return self.name
@@ -410,6 +415,10 @@ class Gaussian(Family):
     name, default_link = "gaussian", "identity"
     allowed_links = ("identity", "log", "inverse")
     has_scale = True
+
+    @property
+    def hands_glmer_to_lmer(self) -> bool:
+        return self.link.name == "identity"
 
     def variance(self, mu):
         return np.ones_like(mu, dtype=float)

@@ -238,7 +238,8 @@ def test_priors_name_and_default_for_the_shape():
     assert "nb_theta" not in prior_names(_fit("negbin_sim_fixed_theta_2"))  # a θ given is fixed
 
 
-def test_sample_glmer_nb_and_compare_shows_theta():
+def test_sample_glmer_nb_by_pymc_and_compare_shows_theta():
+    """The PyMC route (sampler="pymc") on the same model: nb_theta with its prior."""
     pytest.importorskip("pymc")
     m = _fit("negbin_sim_glmer_nb")
     post = m.sample(draws=150, tune=200, chains=2, random_seed=2, progressbar=False, sampler="pymc")
@@ -251,6 +252,40 @@ def test_sample_glmer_nb_and_compare_shows_theta():
     # near-flat priors: the posterior centres near the ML estimate (its SD is about 0.22 here)
     assert abs(row["mean"] - row["estimate"]) < 2 * row["sd"]
     assert abs(table.loc["beta[x]", "mean"] - m.fixef["x"]) < 2 * table.loc["beta[x]", "sd"]
+
+
+def test_fast_posterior_of_glmer_nb_is_the_pymc_models():
+    """The fast route's log density (θ on the log scale with its prior and Jacobian, u kept) is the PyMC
+    model's at the same unconstrained point, and its gradient the central differences'."""
+    pytest.importorskip("pymc")
+    from bayesmix.bayes.posterior import FastPosterior
+    from bayesmix.bayes.pymc_model import resolve_priors
+
+    m = _fit("negbin_sim_glmer_nb")
+    post = FastPosterior(m, resolve_priors(m, None), collapsed=False)
+    x = post.start() + 0.1 * np.random.default_rng(2).standard_normal(post.dim)
+    beta, u, v = post.split(x)
+    point = {"beta": beta, "sd_g_log__": v, "u_g": u.reshape(-1, 1), "nb_theta_log__": post.family_part(x)[0]}
+    value, grad = post.logp_and_grad(x)
+    assert value == pytest.approx(float(m.pymc_model.compile_logp()(point)), abs=PYMC_NB_ACCURACY * m.nobs)
+    h = 1e-6
+    numeric = np.array([(post.logp_and_grad(x + h * e)[0] - post.logp_and_grad(x - h * e)[0]) / (2 * h)
+                        for e in np.eye(post.dim)])
+    np.testing.assert_allclose(grad, numeric, rtol=2e-5, atol=2e-5 * (1 + np.abs(grad).max()))
+
+
+def test_sample_glmer_nb_by_the_fast_route():
+    """The default sampler: nutpie on bayesmix's NumPy density, θ sampled with the random effects kept."""
+    m = _fit("negbin_sim_glmer_nb")
+    post = m.sample(draws=300, tune=300, chains=2, random_seed=1, progressbar=False)
+    p = post["posterior"]
+    assert "NumPy" in p.attrs["route"] and "non-centred" in p.attrs["route"]
+    assert p["nb_theta"].dims == ("chain", "draw") and np.all(p["nb_theta"].values > 0)
+    table = bm.compare(m, post)
+    assert list(table.index) == ["beta[(Intercept)]", "beta[x]", "sd_g[(Intercept)]", "nb_theta"]
+    row = table.loc["nb_theta"]
+    assert row["estimate"] == m.family.theta and abs(row["mean"] - row["estimate"]) < 2 * row["sd"]
+    assert row["r_hat"] < 1.05
 
 
 def test_fixed_theta_takes_the_fast_route():

@@ -231,7 +231,7 @@ class ModelPriors:
     family: dict[str, Prior] = field(default_factory=dict)  # the family's parameters (nb_theta), all positive
 
     def all_fast(self) -> bool:
-        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values()]
+        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values(), *self.family.values()]
         if self.sigma is not None:
             priors.append(self.sigma)
         return all(is_fast(p) for p in priors) and all(FAST_FAMILIES[p.dist].support == "real" for p in self.beta)

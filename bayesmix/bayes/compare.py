@@ -10,7 +10,7 @@ import pandas as pd
 from bayesmix.bayes.pymc_model import (
     term_infos,
 )
-from bayesmix.bayes.sampling import posterior_var_names
+from bayesmix.bayes.sampling import summary_var_names
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
@@ -20,7 +20,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     import arviz_stats as azs
     from scipy.stats import norm
 
-    names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
+    names = summary_var_names(result)
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:
         raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")

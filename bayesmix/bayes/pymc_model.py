@@ -202,6 +202,17 @@ class TermInfo:
     def pair_dim(self) -> str:
         return f"{self.label}_pair"
 
+    # Each variable gets dimension names of its own where ArviZ would otherwise mix them up:
+    # arviz-stats' summary mislabels the rows of b_Subject (Subject, Subject_coef) when sd_Subject
+    # shares its Subject_coef dimension.  u and b share both dimensions in the same order, which is safe.
+    @property
+    def sd_dim(self) -> str:
+        return f"sd_{self.label}_coef"
+
+    @property
+    def chol_dims(self) -> tuple[str, str]:
+        return f"corr_chol_{self.label}_row", f"corr_chol_{self.label}_col"
+
     @property
     def pairs(self) -> list[str]:
         return [f"{self.columns[i]}:{self.columns[j]}" for i in range(self.k) for j in range(i + 1, self.k)]
@@ -357,39 +368,54 @@ def model_coords(result) -> dict[str, list]:
     for info in term_infos(result):
         coords[info.group] = info.levels
         coords[info.coef_dim] = info.columns
+        coords[info.sd_dim] = info.columns
         if info.k > 1:
             coords[info.pair_dim] = info.pairs
+            coords.update(dict.fromkeys(info.chol_dims, info.columns))
     coords["theta_name"] = list(result.compiled.theta_names())
     return coords
 
 
+def data_arrays(result) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The model's covariates as named arrays: X, the offset, and per term its Z columns and level indices.
+
+    The PyMC model holds them as ``pm.Data`` containers (``pm.set_data`` swaps them) and the
+    posterior's ``constant_data`` group records them under the same names.
+    """
+    c = result.compiled
+    out = {"X": (("obs", "fixef"), c.X), "offset": (("obs",), c.offset)}
+    for info in term_infos(result):
+        term = c.terms[info.index]
+        out[f"Z_{info.label}"] = (("obs", info.coef_dim), np.asarray(term.columns, dtype=float))
+        out[f"idx_{info.label}"] = (("obs",), np.asarray(term.factor.codes, dtype=np.int32))  # PyMC stores indices as int32
+    return out
+
+
 def build_pymc_model(result, priors: dict | ModelPriors | None = None):
-    """The fitted model as a ``pymc.Model`` (see the module docstring), with named coordinates."""
+    """The fitted model as a new ``pymc.Model`` (see the module docstring), with named coordinates.
+
+    Every call builds a new model, so extending one (adding a variable, ``pm.set_data``) never
+    changes what ``result.sample()`` samples.  The covariates are ``pm.Data`` containers
+    (``X``, ``offset``, ``Z_<term>``, ``idx_<term>``: see :func:`data_arrays`), and the linear
+    predictor ``eta`` and the mean ``mu`` are named deterministics over the ``obs`` dimension.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
     spec = priors if isinstance(priors, ModelPriors) else resolve_priors(result, priors)
-    c = result.compiled
     infos = term_infos(result)
-    with pm.Model(coords=model_coords(result)) as model:
-        beta = _vector_rv("beta", spec.beta, "fixef", c.fixef_names)
+    coords = {**model_coords(result), "obs": np.arange(result.nobs)}
+    with pm.Model(coords=coords) as model:
+        data = {name: pm.Data(name, value, dims=dims) for name, (dims, value) in data_arrays(result).items()}
+        beta = _vector_rv("beta", spec.beta, "fixef", result.compiled.fixef_names)
         sigma = _scalar_rv("sigma", spec.sigma) if spec.sigma is not None else None
-        eta = pt.dot(c.X, beta) + c.offset
+        eta = pt.dot(data["X"], beta) + data["offset"]
         factors = []
         for info in infos:
-            term = c.terms[info.index]
-            sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.coef_dim, info.columns)
-            if info.k > 1:
-                chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]))
-                corr = chol @ chol.T
-                rows, cols = np.triu_indices(info.k, 1)
-                pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
-                L = sd[:, None] * chol
-            else:
-                L = pt.reshape(sd, (1, 1))
+            L = _term_factor(info, spec)
             u = pm.Normal(f"u_{info.label}", 0.0, 1.0, dims=(info.group, info.coef_dim))
             b = pm.Deterministic(f"b_{info.label}", pt.dot(u, L.T), dims=(info.group, info.coef_dim))
-            eta = eta + pt.sum(term.columns * b[term.factor.codes], axis=1)
+            eta = eta + pt.sum(data[f"Z_{info.label}"] * b[data[f"idx_{info.label}"]], axis=1)
             factors.append(L)
         theta_parts = []
         for info, L in zip(infos, factors):
@@ -397,9 +423,45 @@ def build_pymc_model(result, priors: dict | ModelPriors | None = None):
             cols, rows = np.triu_indices(info.k)  # lower triangle, column-major: lme4's θ order
             theta_parts.append(T[rows, cols])
         pm.Deterministic("theta", pt.concatenate(theta_parts), dims="theta_name")
+        eta = pm.Deterministic("eta", eta, dims="obs")
+        link = "identity" if result.is_lmm else result.family.link.name
+        pm.Deterministic("mu", _inverse_link(link, eta), dims="obs")
         _likelihood(result, eta, sigma)
+    if "y" in model.named_vars and np.all(result.compiled.weights > 0):
+        model.named_vars_to_dims["y"] = ("obs",)  # one observed value per row: label it as eta and mu
     model.bayesmix_priors = spec
     return model
+
+
+def _term_factor(info: TermInfo, spec: ModelPriors):
+    """L = diag(sd) chol(corr) for one term, with its sd_ and corr_chol_/corr_ variables."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.sd_dim, info.columns)
+    if info.k == 1:
+        return pt.reshape(sd, (1, 1))
+    chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]),
+                      dims=info.chol_dims, default_transform=_corr_transform(info.k))
+    corr = chol @ chol.T
+    rows, cols = np.triu_indices(info.k, 1)
+    pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
+    return sd[:, None] * chol
+
+
+def _corr_transform(n: int):
+    """PyMC's Cholesky-correlation transform under a name without "_".
+
+    PyMC strips a transform's name from the value variable's name after the last "_"; its own
+    "cholesky_corr" leaves "corr_chol_Subject_cholesky", and ``pm.compute_log_likelihood`` then
+    fails with a KeyError on every model with an LKJ prior.
+    """
+    from pymc.distributions.transforms import CholeskyCorrTransform
+
+    class _Transform(CholeskyCorrTransform):
+        name = "choleskycorr"
+
+    return _Transform(n=n, upper=False)
 
 
 def _scalar_rv(name: str, prior: Prior):

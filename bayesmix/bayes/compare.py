@@ -11,12 +11,13 @@ from bayesmix.bayes.pymc_model import (
     term_infos,
 )
 from bayesmix.bayes.sampling import summary_var_names
+from bayesmix.results.tables import DisplayTable, check_effects, ran_vals_frame
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
-    the posterior mean, SD, HDI, R-hat and bulk ESS."""
+    the posterior mean, SD, HDI, R-hat and bulk ESS (a DataFrame that displays itself rounded)."""
     import arviz_stats as azs
     from scipy.stats import norm
 
@@ -31,7 +32,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     lo, hi = [c for c in summ.columns if c.startswith("hdi")][:2]
     freq = frequentist_table(result)
     z = norm.ppf(0.5 + wald_level / 2)
-    table = pd.DataFrame({
+    table = DisplayTable({
         "kind": freq["kind"],
         "estimate": freq["estimate"],
         "se": freq["se"],
@@ -63,3 +64,20 @@ def frequentist_table(result) -> pd.DataFrame:
         rows.append(("sigma", "sigma", result.sigma, np.nan))
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame
+
+
+def tidy_posterior(result, posterior, effects: str = "ran_vals") -> DisplayTable:
+    """broom.mixed's ``tidy()`` of a posterior: estimate = posterior mean, std.error = posterior SD."""
+    check_effects(effects)
+    p = posterior["posterior"]
+    if effects == "fixed":
+        beta = p["beta"]
+        return DisplayTable({"effect": "fixed", "term": list(result.compiled.fixef_names),
+                             "estimate": beta.mean(("chain", "draw")).values,
+                             "std.error": beta.std(("chain", "draw")).values})
+    parts = []
+    for info in term_infos(result):
+        b = p[f"b_{info.label}"]
+        parts.append(ran_vals_frame(info.group, info.levels, info.columns, b.mean(("chain", "draw")).values,
+                                    b.std(("chain", "draw")).values))
+    return DisplayTable(pd.concat(parts, ignore_index=True))

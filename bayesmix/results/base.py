@@ -119,6 +119,15 @@ class MixedModelResult:
             out[group] = frame
         return out
 
+    def tidy(self, effects: str = "ran_vals", post=None):
+        """broom.mixed's ``tidy(m, effects="ran_vals")``: level, term, estimate, std.error (from
+        ``ranef_condvar``); ``effects="fixed"`` for β; with ``post`` the posterior's mean and SD."""
+        if post is not None:
+            return methods.tidy_posterior(self, post, effects=effects)
+        from bayesmix.results.tables import tidy
+
+        return tidy(self, effects=effects)
+
     # --- fit statistics -----------------------------------------------------------------
 
     @property

@@ -86,3 +86,9 @@ def sample_posterior_predictive(result, post, **kwargs):
     from bayesmix.bayes.predictive import sample_posterior_predictive as _sample_posterior_predictive
 
     return _sample_posterior_predictive(result, post, **kwargs)
+
+
+def tidy_posterior(result, post, **kwargs):
+    from bayesmix.bayes.compare import tidy_posterior as _tidy_posterior
+
+    return _tidy_posterior(result, post, **kwargs)

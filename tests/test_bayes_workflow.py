@@ -1,0 +1,277 @@
+"""The Bayesian workflow after sampling: ArviZ labels, one PyMC model, log-likelihood and LOO,
+posterior predictions and predictive checks, frequentist intervals, tidy tables.
+
+One posterior per model for the whole module (2 chains × 200 draws: the checks are identities
+or comparisons well inside Monte Carlo error at that size).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+import bayesmix as bm
+from bayesmix.errors import ArgumentError
+
+pm = pytest.importorskip("pymc")
+az = pytest.importorskip("arviz")
+
+
+@pytest.fixture(scope="module")
+def sleep():
+    return bm.load_dataset("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def slope(sleep):
+    m = bm.lmer("Reaction ~ Days + (Days | Subject)", data=sleep)
+    return m, m.sample(draws=200, tune=200, chains=2, random_seed=7, progressbar=False, log_likelihood=True)
+
+
+@pytest.fixture(scope="module")
+def intercept(sleep):
+    m = bm.lmer("Reaction ~ Days + (1 | Subject)", data=sleep)
+    return m, m.sample(draws=200, tune=200, chains=2, random_seed=7, progressbar=False, log_likelihood=True)
+
+
+@pytest.fixture(scope="module")
+def cbpp():
+    g = bm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", data=bm.load_dataset("cbpp"),
+                 family="binomial")
+    return g, g.sample(draws=200, tune=200, chains=2, random_seed=7, progressbar=False)
+
+
+# --- ArviZ labels (issue 13 item 8) -------------------------------------------------------------------
+
+
+def _row_value(posterior, label: str) -> float:
+    match = re.fullmatch(r"([^\[]+)(?:\[(.*)\])?", label)
+    var = posterior[match.group(1)]
+    items = match.group(2).split(", ") if match.group(2) else []
+    selection = dict(zip(var.dims[2:], items))
+    return float(var.sel(selection).mean(("chain", "draw")))
+
+
+def test_az_summary_labels_every_row_with_its_own_value(slope):
+    """arviz-stats mislabelled b_Subject's rows when sd_Subject shared its coefficient dimension."""
+    m, post = slope
+    summary = az.summary(post, round_to="none", kind="stats")
+    assert len(summary) == 2 + 1 + 2 + 1 + 4 + 36 + 36 + 3  # beta, sigma, sd, corr, corr_chol, b, u, theta
+    for label, mean in summary["mean"].items():
+        assert mean == pytest.approx(_row_value(post["posterior"], label), rel=1e-12, abs=1e-12), label
+    b = post["posterior"]["b_Subject"]
+    assert summary.loc["b_Subject[309, Days]", "mean"] == pytest.approx(float(b.sel(Subject="309", Subject_coef="Days").mean()))
+
+
+def test_every_variable_has_dimension_names_of_its_own(slope):
+    """No dimension is shared by two variables except in the same leading positions (u and b)."""
+    _, post = slope
+    p = post["posterior"]
+    assert p["sd_Subject"].dims == ("chain", "draw", "sd_Subject_coef")
+    assert p["corr_chol_Subject"].dims == ("chain", "draw", "corr_chol_Subject_row", "corr_chol_Subject_col")
+    assert p["u_Subject"].dims == p["b_Subject"].dims == ("chain", "draw", "Subject", "Subject_coef")
+
+
+def test_compare_and_tidy_tables_display_rounded(slope):
+    m, post = slope
+    table = bm.compare(m, post)
+    shown = table.rounded()
+    assert shown.loc["beta[Days]", "estimate"] == pytest.approx(10.47)
+    assert table.loc["beta[Days]", "estimate"] == m.fixef["Days"]  # the values keep full precision
+    assert "10.47<" in table._repr_html_() and "10.467285" not in table._repr_html_()
+
+
+def test_tidy_ran_vals_of_a_fit_are_ranef_and_condvar(slope):
+    m, _ = slope
+    t = m.tidy()
+    assert list(t.columns) == ["effect", "group", "level", "term", "estimate", "std.error"]
+    assert len(t) == 36 and list(t["term"][:18]) == ["(Intercept)"] * 18  # term by term, as broom.mixed
+    row = t[(t["level"] == "309") & (t["term"] == "Days")].iloc[0]
+    assert row["estimate"] == m.ranef["Subject"].loc["309", "Days"]
+    condvar = m.ranef_condvar()["Subject"]
+    assert row["std.error"] == pytest.approx(np.sqrt(condvar[1, 1, 1]), rel=1e-12)
+    fixed = m.tidy("fixed")
+    np.testing.assert_allclose(fixed["std.error"], m.se.to_numpy(), rtol=1e-12)
+    with pytest.raises(ArgumentError, match="effects must be one of"):
+        m.tidy("random")
+
+
+def test_tidy_ran_vals_of_a_posterior_are_its_mean_and_sd(slope):
+    m, post = slope
+    t = m.tidy(post=post)
+    b = post["posterior"]["b_Subject"].sel(Subject="310", Subject_coef="(Intercept)")
+    row = t[(t["level"] == "310") & (t["term"] == "(Intercept)")].iloc[0]
+    assert row["estimate"] == pytest.approx(float(b.mean()), rel=1e-12)
+    assert row["std.error"] == pytest.approx(float(b.std()), rel=1e-12)
+
+
+# --- one model (item 2) ------------------------------------------------------------------------------
+
+
+def test_pymc_model_is_new_at_every_call_with_data_and_named_predictors(slope):
+    m, _ = slope
+    first, second = m.pymc_model, m.pymc_model
+    assert first is not second
+    with first:
+        pm.Normal("extra", 0.0, 1.0)
+    assert "extra" not in second.named_vars and "extra" not in m.pymc_model.named_vars
+    assert {d.name for d in first.deterministics} >= {"eta", "mu", "b_Subject", "corr_Subject", "theta"}
+    assert set(first.data_vars_names if hasattr(first, "data_vars_names") else
+               [v.name for v in first.data_vars]) == {"X", "offset", "Z_Subject", "idx_Subject"}
+    assert first.named_vars_to_dims["eta"] == ("obs",) and first.named_vars_to_dims["y"] == ("obs",)
+    point = {"beta": m.beta_values, "sigma": m.sigma, "sd_Subject": np.sqrt(np.diag(m.term_covariances()[0])),
+             "corr_chol_Subject": np.eye(2), "u_Subject": np.zeros((18, 2))}
+    eta = pm.do(first, point)["eta"].eval()
+    np.testing.assert_allclose(eta, m.compiled.X @ m.beta_values, rtol=1e-12)
+    priors = {"sigma": bm.Prior("HalfNormal", sigma=50.0)}
+    assert "sigma" in m.to_pymc(priors=priors).named_vars
+
+
+def test_fit_stays_picklable_after_pymc_model_and_sample(slope):
+    m, _ = slope
+    m.pymc_model
+    clone = pickle.loads(pickle.dumps(m))
+    np.testing.assert_array_equal(clone.beta_values, m.beta_values)
+
+
+def test_posterior_carries_every_free_variable_under_pymcs_names(slope, cbpp):
+    for fit, post in (slope, cbpp):
+        free = {rv.name for rv in fit.pymc_model.free_RVs}
+        assert free <= set(post["posterior"].data_vars), free - set(post["posterior"].data_vars)
+    m, post = slope
+    p = post["posterior"]
+    L = p["sd_Subject"].values[..., :, None] * p["corr_chol_Subject"].values
+    b = np.einsum("cdlk,cdjk->cdlj", p["u_Subject"].values, L)
+    np.testing.assert_allclose(b, p["b_Subject"].values, rtol=1e-10, atol=1e-10)
+
+
+def test_pymcs_posterior_predictive_samples_only_y_and_agrees(slope, caplog):
+    m, post = slope
+    with caplog.at_level(logging.INFO, logger="pymc"):
+        ppc = pm.sample_posterior_predictive(post, model=m.pymc_model, random_seed=1, progressbar=False)
+    assert "Sampling: [y]" in caplog.text
+    y = m.compiled.y
+    theirs = ppc["posterior_predictive"]["y"].values.reshape(-1, len(y))
+    ours = m.sample_posterior_predictive(post, random_seed=1)["posterior_predictive"]["y"].values.reshape(-1, len(y))
+    r_theirs = np.mean([np.corrcoef(d, y)[0, 1] for d in theirs])
+    r_ours = np.mean([np.corrcoef(d, y)[0, 1] for d in ours])
+    assert abs(r_theirs - r_ours) < 0.01
+    # the draws' mean follows the data (the posterior's random effects, not fresh ones from the prior)
+    assert np.corrcoef(theirs.mean(0), y)[0, 1] > 0.9 and np.corrcoef(ours.mean(0), y)[0, 1] > 0.9
+    np.testing.assert_allclose(theirs.mean(0), ours.mean(0), atol=4 * ours.std(0).max() / np.sqrt(len(ours)))
+
+
+def test_ppc_group_is_what_arviz_plots_take(slope):
+    pytest.importorskip("arviz_plots")
+    import arviz_plots as azp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    m, post = slope
+    m.sample_posterior_predictive(post, random_seed=2)
+    assert post["posterior_predictive"]["y"].dims == ("chain", "draw", "obs")
+    azp.plot_ppc_dist(post, num_samples=20)
+
+
+# --- log-likelihood and LOO (item 3) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["slope", "cbpp"])
+def test_log_likelihood_is_pymcs(which, request):
+    fit, post = request.getfixturevalue(which)
+    ours = fit.log_likelihood(post)["log_likelihood"]["y"].values
+    theirs = pm.compute_log_likelihood(post, model=fit.pymc_model, extend_inferencedata=False, progressbar=False)
+    np.testing.assert_allclose(ours, theirs["y"].values, rtol=1e-10, atol=1e-10)
+
+
+def test_loo_compare_ranks_the_random_slope_first(slope, intercept):
+    ranked = az.compare({"(Days|Subject)": slope[1], "(1|Subject)": intercept[1]})
+    assert list(ranked.index) == ["(Days|Subject)", "(1|Subject)"]
+    assert ranked.loc["(1|Subject)", "elpd_diff"] < -ranked.loc["(1|Subject)", "dse"]
+    assert az.loo(slope[1]).elpd == pytest.approx(ranked.loc["(Days|Subject)", "elpd"], abs=1.0)
+
+
+# --- posterior predictions (item 1) ------------------------------------------------------------------
+
+
+def test_posterior_predict_of_training_rows_is_beta_and_b(slope, sleep):
+    m, post = slope
+    mu = m.predict(post)
+    assert mu.dims == ("chain", "draw", "obs") and mu.shape == (2, 200, 180)
+    p = post["posterior"]
+    draw = p.isel(chain=1, draw=5)
+    b = draw["b_Subject"].values[m.compiled.terms[0].factor.codes]
+    expected = m.compiled.X @ draw["beta"].values + np.sum(m.compiled.terms[0].columns * b, axis=1)
+    np.testing.assert_allclose(mu.isel(chain=1, draw=5).values, expected, rtol=1e-12)
+    # new data coded as the fit's own predict codes them: the training rows give the same draws
+    np.testing.assert_allclose(m.predict(post, newdata=sleep.iloc[[0, 17, 100]]).values, mu.values[:, :, [0, 17, 100]],
+                               rtol=1e-10)
+    population = m.predict(post, re_form="~0")
+    np.testing.assert_allclose(population.isel(chain=0, draw=0).values, m.compiled.X @ p["beta"].values[0, 0], rtol=1e-12)
+
+
+def test_new_levels_get_the_population_or_fresh_effects(slope):
+    m, post = slope
+    new = pd.DataFrame({"Days": [3.0, 3.0], "Subject": ["999", "308"]})
+    plain = m.predict(post, newdata=new)
+    population = m.predict(post, newdata=new[["Days"]], re_form="~0")
+    np.testing.assert_allclose(plain.values[..., 0], population.values[..., 0], rtol=1e-12)
+    fresh = m.predict(post, newdata=new, sample_new_groups=True, random_seed=3)
+    np.testing.assert_allclose(fresh.values[..., 1], plain.values[..., 1], rtol=1e-12)  # a seen level: unchanged
+    # Var(η_new) = Var(x β) + E[z' Σ z]: the draws' spread for the new subject
+    p = post["posterior"]
+    sd, r = p["sd_Subject"].values, p["corr_Subject"].values[..., 0]
+    z_sigma_z = sd[..., 0] ** 2 + 9 * sd[..., 1] ** 2 + 6 * r * sd[..., 0] * sd[..., 1]
+    expected = population.values[..., 0].var() + z_sigma_z.mean()
+    assert fresh.values[..., 0].var() == pytest.approx(expected, rel=0.25)
+
+
+def test_posterior_response_draws_scatter_around_the_mean(slope):
+    m, post = slope
+    mu = m.predict(post, kind="mean")
+    y = m.predict(post, kind="response", random_seed=4)
+    resid = (y - mu).values
+    assert abs(resid.mean()) < 3 * 26 / np.sqrt(resid.size)
+    assert resid.std() == pytest.approx(float(post["posterior"]["sigma"].mean()), rel=0.05)
+    with pytest.raises(ArgumentError, match="kind must be one of"):
+        m.predict(post, kind="median")
+
+
+# --- frequentist intervals (item 1) ------------------------------------------------------------------
+
+
+def test_confidence_interval_is_wald_from_vcov(slope):
+    m, _ = slope
+    new = pd.DataFrame({"Days": [0.0, 4.5, 12.0], "Subject": ["308", "309", "999"]})
+    ci = m.predict(new, interval="confidence", level=0.9)
+    np.testing.assert_allclose(ci["fit"], m.predict(new), rtol=1e-12)
+    X = np.column_stack([np.ones(3), new["Days"]])
+    se = np.sqrt(np.einsum("ij,jk,ik->i", X, m.vcov_values, X))
+    np.testing.assert_allclose(ci["upr"] - ci["fit"], norm.ppf(0.95) * se, rtol=1e-10)
+    np.testing.assert_allclose(ci["fit"] - ci["lwr"], norm.ppf(0.95) * se, rtol=1e-10)
+
+
+def test_population_prediction_interval_by_simulation(slope):
+    """y_new = x β + z b + ε with β ~ N(β̂, V), b ~ N(0, Σ̂), ε ~ N(0, σ̂²): normal with the summed variances."""
+    m, _ = slope
+    new = pd.DataFrame({"Days": [2.0], "Subject": ["999"]})
+    pi = m.predict(new, interval="prediction", nsim=40000, random_seed=5)
+    x, z, cov = np.array([1.0, 2.0]), np.array([1.0, 2.0]), m.term_covariances()[0]
+    sd = np.sqrt(x @ m.vcov_values @ x + z @ cov @ z + m.sigma**2)
+    assert pi["upr"].iloc[0] - pi["fit"].iloc[0] == pytest.approx(norm.ppf(0.975) * sd, rel=0.02)
+    assert pi["fit"].iloc[0] - pi["lwr"].iloc[0] == pytest.approx(norm.ppf(0.975) * sd, rel=0.02)
+
+
+def test_todays_predict_calls_are_unchanged(slope, sleep):
+    m, _ = slope
+    new = sleep.iloc[[0, 17]]
+    np.testing.assert_array_equal(m.predict(new, "~0"), m.predict(newdata=new, re_form="~0"))
+    np.testing.assert_array_equal(m.predict(new), m.fitted()[[0, 17]])
+    with pytest.raises(ArgumentError, match="interval must be"):
+        m.predict(new, interval="credible")

@@ -128,6 +128,23 @@ class MixedModelResult:
 
         return tidy(self, effects=effects)
 
+    def icc(self, post=None):
+        """performance's ``icc()``: adjusted and conditional ICC, overall and per grouping factor;
+        with ``post``, their posterior draws (see :mod:`bayesmix.results.icc_r2`)."""
+        if post is not None:
+            return methods.posterior_variance(self, post, "icc")
+        from bayesmix.results.icc_r2 import icc
+
+        return icc(self)
+
+    def r2(self, post=None):
+        """performance's ``r2_nakagawa()``: marginal and conditional R²; with ``post``, their posterior draws."""
+        if post is not None:
+            return methods.posterior_variance(self, post, "r2")
+        from bayesmix.results.icc_r2 import r2
+
+        return r2(self)
+
     # --- fit statistics -----------------------------------------------------------------
 
     @property

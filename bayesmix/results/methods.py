@@ -92,3 +92,9 @@ def tidy_posterior(result, post, **kwargs):
     from bayesmix.bayes.compare import tidy_posterior as _tidy_posterior
 
     return _tidy_posterior(result, post, **kwargs)
+
+
+def posterior_variance(result, post, which: str):
+    from bayesmix.bayes.variance import posterior_icc, posterior_r2
+
+    return posterior_icc(result, post) if which == "icc" else posterior_r2(result, post)

@@ -60,7 +60,7 @@ def _row_value(posterior, label: str) -> float:
 
 def test_az_summary_labels_every_row_with_its_own_value(slope):
     """arviz-stats mislabelled b_Subject's rows when sd_Subject shared its coefficient dimension."""
-    m, post = slope
+    _, post = slope
     summary = az.summary(post, round_to="none", kind="stats")
     assert len(summary) == 2 + 1 + 2 + 1 + 4 + 36 + 36 + 3  # beta, sigma, sd, corr, corr_chol, b, u, theta
     for label, mean in summary["mean"].items():
@@ -135,7 +135,7 @@ def test_pymc_model_is_new_at_every_call_with_data_and_named_predictors(slope):
 
 def test_fit_stays_picklable_after_pymc_model_and_sample(slope):
     m, _ = slope
-    m.pymc_model
+    assert m.pymc_model is not None
     clone = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(clone.beta_values, m.beta_values)
 
@@ -144,7 +144,7 @@ def test_posterior_carries_every_free_variable_under_pymcs_names(slope, cbpp):
     for fit, post in (slope, cbpp):
         free = {rv.name for rv in fit.pymc_model.free_RVs}
         assert free <= set(post["posterior"].data_vars), free - set(post["posterior"].data_vars)
-    m, post = slope
+    _, post = slope
     p = post["posterior"]
     L = p["sd_Subject"].values[..., :, None] * p["corr_chol_Subject"].values
     b = np.einsum("cdlk,cdjk->cdlj", p["u_Subject"].values, L)

@@ -83,7 +83,9 @@ def log_likelihood(result, post):
 
 
 def sample_posterior_predictive(result, post, **kwargs):
-    from bayesmix.bayes.predictive import sample_posterior_predictive as _sample_posterior_predictive
+    from bayesmix.bayes.predictive import (
+        sample_posterior_predictive as _sample_posterior_predictive,
+    )
 
     return _sample_posterior_predictive(result, post, **kwargs)
 

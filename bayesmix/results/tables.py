@@ -22,8 +22,6 @@ class DisplayTable(pd.DataFrame):
     """A DataFrame whose printed and notebook display is rounded (4 significant digits, R-hat to 3
     decimals, ESS whole); the values themselves keep full precision."""
 
-    _metadata = ["attrs"]
-
     @property
     def _constructor(self):
         return DisplayTable

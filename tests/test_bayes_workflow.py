@@ -275,3 +275,23 @@ def test_todays_predict_calls_are_unchanged(slope, sleep):
     np.testing.assert_array_equal(m.predict(new), m.fitted()[[0, 17]])
     with pytest.raises(ArgumentError, match="interval must be"):
         m.predict(new, interval="credible")
+
+
+# --- prior predictive (item 4) -----------------------------------------------------------------------
+
+
+def test_prior_predictive_of_defaults_and_the_weakly_informative_preset(slope):
+    m, _ = slope
+    sy = np.std(m.compiled.y, ddof=1)
+    flat = m.sample_prior_predictive(draws=400, random_seed=1)
+    weak = m.sample_prior_predictive(draws=400, priors="weakly_informative", random_seed=1)
+    assert {"prior", "prior_predictive"} <= set(flat.children)
+    spread = {name: np.subtract(*np.percentile(tree["prior_predictive"]["y"].values, [95, 5]))
+              for name, tree in (("flat", flat), ("weak", weak))}
+    assert spread["flat"] > 200 * sy  # near-flat: outcomes spread over thousands of ms
+    assert spread["weak"] < 30 * sy
+    days_sd = np.std(m.compiled.X[:, 1], ddof=1)
+    prior_days = weak["prior"]["beta"].values[..., 1].ravel()
+    assert prior_days.std() == pytest.approx(2.5 * sy / days_sd, rel=0.15)
+    with pytest.raises(bm.PriorError, match="unknown prior preset"):
+        m.sample_prior_predictive(priors="vague")

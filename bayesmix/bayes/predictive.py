@@ -166,3 +166,18 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
     p = post["posterior"]
     return xr.DataArray(values.reshape(*_shape(post), -1), dims=("chain", "draw", "obs"), name=name,
                         coords={"chain": p["chain"].values, "draw": p["draw"].values, "obs": np.asarray(design.index)})
+
+
+def sample_prior_predictive(result, draws: int = 500, priors=None, random_seed=None):
+    """Draws from the prior and the prior predictive (PyMC's ``sample_prior_predictive`` on
+    ``result.to_pymc(priors)``): a DataTree with ``prior`` and ``prior_predictive`` groups, to see what
+    the priors imply on the outcome scale (the near-flat defaults imply outcomes far wider than the
+    data; ``priors="weakly_informative"`` keeps them on the data's scale)."""
+    import pymc as pm
+
+    from bayesmix.bayes.pymc_model import build_pymc_model
+
+    if not isinstance(draws, int | np.integer) or draws < 1:
+        raise ArgumentError(f"draws must be a positive integer, got {draws!r}")
+    model = build_pymc_model(result, priors)
+    return pm.sample_prior_predictive(draws=int(draws), model=model, random_seed=random_seed)

@@ -309,8 +309,47 @@ def prior_names(result) -> list[str]:
 _KEY = re.compile(r"^(?P<base>[^\[]+?)(?:\[(?P<item>.*)\])?$")
 
 
-def resolve_priors(result, priors: dict | None) -> ModelPriors:
-    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked."""
+PRESETS = ("weakly_informative",)
+
+
+def weakly_informative_priors(result) -> ModelPriors:
+    """rstanarm/brms-style priors scaled to the data (``priors="weakly_informative"``).
+
+    Slopes ``Normal(0, 2.5·s_y/sd(X_j))``; the intercept ``Normal(m_y, 2.5·s_y)`` with ``m_y`` the
+    response's mean on the link scale (the intercept is not centred, so its prior is centred on the
+    data instead); each random-effect SD ``Exponential(1/(s_y/sd(Z_j)))`` (rate 1/s_y for a constant
+    column); σ ``Exponential(1/s_y)``; correlations ``LKJCorr(eta=1)``.  Unlike the near-flat
+    defaults the posterior mode no longer equals lme4's estimate: the priors pull, gently.
+    """
+    c = result.compiled
+    _, sy = response_scale(result)
+    if result.is_lmm or result.family.link.name == "identity":
+        centre = float(np.mean(c.y - c.offset))
+    else:
+        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if result.family.name == "binomial" else np.inf))
+        centre = float(result.family.link.linkfun(np.array([mean]))[0])
+    sx = _column_scales(c.X)
+    beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)
+            for s in sx]
+    sd, corr = {}, {}
+    for info in term_infos(result):
+        sz = _column_scales(c.terms[info.index].columns)
+        sd[info.label] = [Prior("Exponential", lam=(s / sy if s > 0 else 1.0 / sy)) for s in sz]
+        if info.k > 1:
+            corr[info.label] = Prior("LKJCorr", eta=1.0)
+    sigma = Prior("Exponential", lam=1.0 / sy) if result.has_scale else None
+    return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"})
+
+
+def resolve_priors(result, priors: dict | str | None) -> ModelPriors:
+    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked;
+    ``priors="weakly_informative"`` takes :func:`weakly_informative_priors` instead."""
+    if isinstance(priors, str):
+        if priors not in PRESETS:
+            raise PriorError(f"unknown prior preset {priors!r}; presets: {', '.join(map(repr, PRESETS))}")
+        return weakly_informative_priors(result)
+    if priors is not None and not isinstance(priors, dict):
+        raise PriorError(f"priors must be a dict of name -> Prior or a preset name, got {type(priors).__name__}")
     out = default_priors(result)
     priors = dict(priors or {})
     if not isinstance(priors, dict):

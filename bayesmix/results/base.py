@@ -342,6 +342,11 @@ class MixedModelResult:
         """
         return methods.log_likelihood(self, post)
 
+    def sample_prior_predictive(self, draws: int = 500, priors=None, random_seed=None):
+        """Prior and prior-predictive draws (``prior``, ``prior_predictive`` groups) under the default
+        priors, ``priors`` (a dict) or the preset ``priors="weakly_informative"``."""
+        return methods.sample_prior_predictive(self, draws=draws, priors=priors, random_seed=random_seed)
+
     def sample_posterior_predictive(self, post, random_seed=None):
         """Add a ``posterior_predictive`` group (``y`` per draw and row, as ``observed_data``) to ``post``."""
         return methods.sample_posterior_predictive(self, post, random_seed=random_seed)

@@ -100,3 +100,9 @@ def posterior_variance(result, post, which: str):
     from bayesmix.bayes.variance import posterior_icc, posterior_r2
 
     return posterior_icc(result, post) if which == "icc" else posterior_r2(result, post)
+
+
+def sample_prior_predictive(result, **kwargs):
+    from bayesmix.bayes.predictive import sample_prior_predictive as _sample_prior_predictive
+
+    return _sample_prior_predictive(result, **kwargs)

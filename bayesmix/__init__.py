@@ -29,6 +29,8 @@ _LAZY = {
     "exact_rlrt": "bayesmix.inference",
     "pb_test": "bayesmix.inference",
     "compare": "bayesmix.bayes",
+    "predictions": "bayesmix.results.conditional",
+    "plot_predictions": "bayesmix.plots_predictions",
     "Prior": "bayesmix.bayes",
     "SamplingError": "bayesmix.errors",
     "PriorError": "bayesmix.errors",
@@ -77,6 +79,8 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "pb_test",
+    "plot_predictions",
     "plots",
+    "predictions",
 ]
 __version__ = "0.1.0"

@@ -295,3 +295,48 @@ def test_prior_predictive_of_defaults_and_the_weakly_informative_preset(slope):
     assert prior_days.std() == pytest.approx(2.5 * sy / days_sd, rel=0.15)
     with pytest.raises(bm.PriorError, match="unknown prior preset"):
         m.sample_prior_predictive(priors="vague")
+
+
+# --- conditional effects (item 5) --------------------------------------------------------------------
+
+
+def test_predictions_of_a_fit_are_population_means_with_wald_intervals(slope, cbpp):
+    m, _ = slope
+    table = bm.predictions(m, x="Days", n=4)
+    days = np.linspace(0, 9, 4)
+    np.testing.assert_allclose(table["Days"], days)
+    np.testing.assert_allclose(table["estimate"], m.fixef["(Intercept)"] + m.fixef["Days"] * days, rtol=1e-12)
+    X = np.column_stack([np.ones(4), days])
+    se = np.sqrt(np.einsum("ij,jk,ik->i", X, m.vcov_values, X))
+    np.testing.assert_allclose(table["upper"] - table["estimate"], norm.ppf(0.975) * se, rtol=1e-10)
+    g, _ = cbpp
+    by_period = bm.predictions(g, x="period")
+    eta = g.fixef["(Intercept)"] + np.r_[0.0, g.fixef[["period2", "period3", "period4"]].to_numpy()]
+    np.testing.assert_allclose(by_period["estimate"], 1 / (1 + np.exp(-eta)), rtol=1e-10)
+    assert np.all(by_period["lower"] < by_period["estimate"]) and np.all(by_period["estimate"] < by_period["upper"])
+
+
+def test_predictions_by_a_factor_and_from_a_posterior(slope, sleep):
+    data = sleep.assign(late=pd.Categorical(np.where(sleep["Days"] >= 5, "late", "early")))
+    m = bm.lmer("Reaction ~ Days * late + (1 | Subject)", data=data)
+    table = bm.predictions(m, x="Days", by="late", n=3)
+    assert list(table["late"].astype(str)) == ["early"] * 3 + ["late"] * 3
+    late_slope = m.fixef["Days"] + m.fixef["Days:latelate"]
+    assert table["estimate"].iloc[5] - table["estimate"].iloc[3] == pytest.approx(9 * late_slope, rel=1e-10)
+    fit, post = slope
+    drawn = bm.predictions(fit, post, x="Days", values=[0.0, 9.0], level=0.9)
+    beta = post["posterior"]["beta"].values.reshape(-1, 2)
+    at9 = beta[:, 0] + 9 * beta[:, 1]
+    assert drawn["estimate"].iloc[1] == pytest.approx(at9.mean(), rel=1e-12)
+    assert drawn["lower"].iloc[1] == pytest.approx(np.quantile(at9, 0.05), rel=1e-12)
+    with pytest.raises(ArgumentError, match="not a column"):
+        bm.predictions(fit, x="Hours")
+
+
+def test_plot_predictions_draws_bands_and_labels(slope):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    m, post = slope
+    ax = bm.plot_predictions(m, post, x="Days", n=10)
+    assert ax.get_xlabel() == "Days" and ax.get_ylabel() == "expected Reaction"
+    assert len(ax.lines) == 1 and len(ax.collections) == 1

@@ -197,6 +197,29 @@ def test_loo_compare_ranks_the_random_slope_first(slope, intercept):
     assert az.loo(slope[1]).elpd == pytest.approx(ranked.loc["(Days|Subject)", "elpd"], abs=1.0)
 
 
+def test_leave_one_group_out_log_likelihood_sums_each_subject(intercept):
+    import copy
+
+    m, post = intercept
+    pointwise = post["log_likelihood"]["y"].values
+    grouped = m.log_likelihood(copy.deepcopy(post), group="Subject")["log_likelihood"]["y"]
+    assert grouped.dims == ("chain", "draw", "Subject") and grouped.shape == (2, 200, 18)
+    np.testing.assert_allclose(grouped.sel(Subject="309").values, pointwise[..., 10:20].sum(-1), rtol=1e-12)
+    with pytest.raises(ArgumentError, match="not a grouping factor"):
+        m.log_likelihood(post, group="Days")
+
+
+def test_cbpp_posterior_predictive_counts_agree_with_pymcs(cbpp):
+    g, post = cbpp
+    ours = g.sample_posterior_predictive(post, random_seed=3)["posterior_predictive"]["y"].values.reshape(400, -1)
+    observed = post["observed_data"]["y"].values
+    np.testing.assert_array_equal(observed, g.compiled.data["incidence"].to_numpy())
+    theirs = pm.sample_posterior_predictive(post, model=g.pymc_model, random_seed=3, progressbar=False)
+    theirs = theirs["posterior_predictive"]["y"].values.reshape(400, -1)
+    assert np.all(ours <= g.compiled.data["size"].to_numpy()) and np.all(ours == np.round(ours))
+    np.testing.assert_allclose(ours.mean(0), theirs.mean(0), atol=4 * ours.std(0).max() / np.sqrt(400))
+
+
 # --- posterior predictions (item 1) ------------------------------------------------------------------
 
 

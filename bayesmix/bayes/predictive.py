@@ -101,20 +101,37 @@ def _sigma(result, post):
 
 # --- public entry points --------------------------------------------------------------------------------------
 
-def log_likelihood(result, post):
+def log_likelihood(result, post, group: str | None = None):
     """Add the ``log_likelihood`` group (variable ``y``, dims chain, draw, obs) to ``post`` and return it.
 
-    Conditional on the random effects (see the module docstring for leave-one-group-out)."""
+    Conditional on the random effects (see the module docstring).  ``group="Subject"`` sums the
+    values within each level of that grouping factor instead (dims chain, draw, Subject): the
+    input of leave-one-group-out.
+    """
     import xarray as xr
 
     rows, y = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
     ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows])
-    post["log_likelihood"] = xr.Dataset({"y": (("chain", "draw", "obs"), ll.reshape(*_shape(post), -1))},
-                                        coords={"chain": post["posterior"]["chain"].values,
-                                                "draw": post["posterior"]["draw"].values, "obs": rows})
+    coords = {"chain": post["posterior"]["chain"].values, "draw": post["posterior"]["draw"].values}
+    dim, labels = "obs", rows
+    if group is not None:
+        term = _grouping_term(result, group)
+        codes = term.factor.codes[rows]
+        ll = np.stack([ll[:, codes == j].sum(axis=1) for j in range(term.nlevels)], axis=1)
+        dim, labels = group, [str(v) for v in term.factor.levels]
+    post["log_likelihood"] = xr.Dataset({"y": (("chain", "draw", dim), ll.reshape(*_shape(post), -1))},
+                                        coords={**coords, dim: labels})
     return post
+
+
+def _grouping_term(result, group: str):
+    for term in result.compiled.terms:
+        if term.group == group:
+            return term
+    groups = list(dict.fromkeys(t.group for t in result.compiled.terms))
+    raise ArgumentError(f"group={group!r} is not a grouping factor of this model (its factors: {', '.join(groups)})")
 
 
 def sample_posterior_predictive(result, post, random_seed=None):

@@ -334,13 +334,13 @@ class MixedModelResult:
                               progressbar=progressbar, priors=priors, collapse=collapse, target_accept=target_accept)
         return methods.log_likelihood(self, post) if log_likelihood else post
 
-    def log_likelihood(self, post):
+    def log_likelihood(self, post, group: str | None = None):
         """Add the pointwise log-likelihood group to ``post`` (for ``az.loo``, ``az.compare``) and return it.
 
-        One value per observation, conditional on the random effects; for leave-one-group-out see
-        :mod:`bayesmix.bayes.predictive`.
+        One value per observation, conditional on the random effects; ``group="Subject"`` sums them
+        per level (leave-one-group-out; see :mod:`bayesmix.bayes.predictive`).
         """
-        return methods.log_likelihood(self, post)
+        return methods.log_likelihood(self, post, group=group)
 
     def sample_prior_predictive(self, draws: int = 500, priors=None, random_seed=None):
         """Prior and prior-predictive draws (``prior``, ``prior_predictive`` groups) under the default

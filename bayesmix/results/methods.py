@@ -76,10 +76,10 @@ def posterior_predict(result, post, **kwargs):
     return predict(result, post, **kwargs)
 
 
-def log_likelihood(result, post):
+def log_likelihood(result, post, **kwargs):
     from bayesmix.bayes.predictive import log_likelihood as _log_likelihood
 
-    return _log_likelihood(result, post)
+    return _log_likelihood(result, post, **kwargs)
 
 
 def sample_posterior_predictive(result, post, **kwargs):

@@ -190,6 +190,7 @@ def test_log_likelihood_is_pymcs(which, request):
     np.testing.assert_allclose(ours, theirs["y"].values, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")
 def test_loo_compare_ranks_the_random_slope_first(slope, intercept):
     ranked = az.compare({"(Days|Subject)": slope[1], "(1|Subject)": intercept[1]})
     assert list(ranked.index) == ["(Days|Subject)", "(1|Subject)"]
@@ -363,3 +364,31 @@ def test_plot_predictions_draws_bands_and_labels(slope):
     ax = bm.plot_predictions(m, post, x="Days", n=10)
     assert ax.get_xlabel() == "Days" and ax.get_ylabel() == "expected Reaction"
     assert len(ax.lines) == 1 and len(ax.collections) == 1
+
+
+# --- tidy ran_vals against lme4 (tests/reference/issues/ranef_condvar.json, make_ranef_condvar.R) ------
+
+
+def _ranef_reference():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "reference" / "issues" / "ranef_condvar.json").read_text())
+
+
+@pytest.mark.parametrize(("case_id", "formula", "dataset", "family", "tol_est", "tol_sd"), [
+    ("sleepstudy_slope", "Reaction ~ Days + (Days | Subject)", "sleepstudy", None, 1e-4, 1e-5),
+    ("penicillin_crossed", "diameter ~ 1 + (1 | plate) + (1 | sample)", "Penicillin", None, 1e-4, 1e-5),
+    # GLMM estimates agree with lme4's to ~1e-3 SE (the project's GLMM tolerance is 2e-2 SE)
+    ("cbpp_binomial", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "cbpp", "binomial", 2e-3, 1e-3),
+])
+def test_tidy_ran_vals_are_lme4s_condval_and_condsd(case_id, formula, dataset, family, tol_est, tol_sd):
+    """lme4's as.data.frame(ranef(m, condVar = TRUE)) = broom.mixed's tidy(m, effects = "ran_vals")."""
+    ref = _ranef_reference()[case_id]
+    data = bm.load_dataset(dataset)
+    m = bm.lmer(formula, data) if family is None else bm.glmer(formula, data, family=family)
+    t = m.tidy()
+    assert list(t["group"]) == ref["group"] and list(t["term"]) == ref["term"] and list(t["level"]) == ref["level"]
+    sd = np.asarray(ref["std_error"])
+    assert np.max(np.abs(t["estimate"].to_numpy() - ref["estimate"]) / sd) < tol_est
+    np.testing.assert_allclose(t["std.error"], sd, rtol=tol_sd)

@@ -6,7 +6,7 @@ simulation they share with the posterior predictive draws.
   has no standard errors for conditional predictions); on the response scale the link-scale
   interval's endpoints are transformed, so it stays inside the response's range.
 * ``interval="prediction"``: ``nsim`` simulations of a new observation with β ~ N(β̂, V), each seen
-  level's effects ~ N(b̂, condVar) (LMMs; GLMMs keep b̂), unseen levels' effects ~ N(0, Σ̂) and the
+  level's effects ~ N(b̂, condVar) (lme4's conditional variances), unseen levels' effects ~ N(0, Σ̂) and the
   family's noise at σ̂; the interval is the simulations' quantiles.
 """
 
@@ -76,7 +76,7 @@ def _simulated_responses(result, design, wanted: set[int], nsim: int, seed) -> n
     rng = np.random.default_rng(seed)
     beta = rng.multivariate_normal(result.beta_values, result.vcov_values, size=nsim, method="cholesky")
     eta = beta @ design.X.T + design.offset
-    condvar = result.ranef_condvar() if hasattr(result, "ranef_condvar") else None
+    condvar = result.ranef_condvar()
     for i, (label, term, cov, block) in enumerate(zip(result.group_labels(), result.compiled.terms,
                                                        result.term_covariances(), _blocks(result))):
         if i not in wanted:
@@ -84,9 +84,8 @@ def _simulated_responses(result, design, wanted: set[int], nsim: int, seed) -> n
         rows, z = design.rows[i], design.z[i]
         seen = rows >= 0
         b = np.broadcast_to(block, (nsim, *block.shape)).copy()
-        if condvar is not None:  # b | y ~ N(b̂, condVar), level by level
-            chol = np.linalg.cholesky(condvar[label] + 1e-12 * np.eye(term.k))
-            b += np.einsum("lab,dlb->dla", chol, rng.standard_normal(b.shape))
+        chol = np.linalg.cholesky(condvar[label] + 1e-12 * np.eye(term.k))  # b | y ~ N(b̂, condVar)
+        b += np.einsum("lab,dlb->dla", chol, rng.standard_normal(b.shape))
         eta[:, seen] += np.einsum("dnk,nk->dn", b[:, rows[seen]], z[seen])
         unseen = ~seen & design.is_new(i)
         if unseen.any():  # a new level: its effects from the fitted N(0, Σ̂), one per level and simulation

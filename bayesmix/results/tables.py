@@ -2,8 +2,7 @@
 
 ``tidy(m, effects="ran_vals")`` is broom.mixed's one-row-per-level-and-term table of the random
 effects: ``effect, group, level, term, estimate, std.error`` with the conditional modes and the
-square roots of lme4's conditional variances (``condVar``; LMMs — GLMM rows get NaN, bayesmix
-has no conditional variances for them yet).  ``effects="fixed"`` gives the fixed effects.  With a
+square roots of lme4's conditional variances (``condVar``, LMMs and GLMMs).  ``effects="fixed"`` gives the fixed effects.  With a
 posterior (``bayesmix.bayes.compare.tidy_posterior``) the estimate is the posterior mean and
 the std.error its SD.
 """
@@ -62,11 +61,10 @@ def tidy(result, effects: str = "ran_vals") -> DisplayTable:
         return DisplayTable({"effect": "fixed", "term": list(result.compiled.fixef_names),
                              "estimate": result.beta_values, "std.error": se,
                              "statistic": result.beta_values / se})
-    condvar = result.ranef_condvar() if hasattr(result, "ranef_condvar") else {}
+    condvar = result.ranef_condvar()
     parts = []
     for label, term, block in zip(result.group_labels(), result.compiled.terms, _blocks(result)):
-        cv = condvar.get(label)
-        se = np.sqrt(np.einsum("lkk->lk", cv)) if cv is not None else np.full(block.shape, np.nan)
+        se = np.sqrt(np.einsum("lkk->lk", condvar[label]))
         parts.append(ran_vals_frame(term.group, [str(v) for v in term.factor.levels], list(term.column_names),
                                     block, se))
     return DisplayTable(pd.concat(parts, ignore_index=True))

@@ -103,6 +103,8 @@ def posterior_variance(result, post, which: str):
 
 
 def sample_prior_predictive(result, **kwargs):
-    from bayesmix.bayes.predictive import sample_prior_predictive as _sample_prior_predictive
+    from bayesmix.bayes.predictive import (
+        sample_prior_predictive as _sample_prior_predictive,
+    )
 
     return _sample_prior_predictive(result, **kwargs)

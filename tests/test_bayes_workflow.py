@@ -361,7 +361,7 @@ def test_plot_predictions_draws_bands_and_labels(slope):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     m, post = slope
-    ax = bm.plot_predictions(m, post, x="Days", n=10)
+    ax = bm.plots.predictions(m, post, x="Days", n=10)
     assert ax.get_xlabel() == "Days" and ax.get_ylabel() == "expected Reaction"
     assert len(ax.lines) == 1 and len(ax.collections) == 1
 

@@ -85,15 +85,21 @@ def compile_model(
     offset=None,
     binomial_response: bool = False,
     check_levels_vs_nobs: bool = True,
+    frame_state: FrameState | None = None,
 ) -> CompiledModel:
-    """Parse, check and build the model's matrices (lme4's ``lFormula``)."""
+    """Parse, check and build the model's matrices (lme4's ``lFormula``).
+
+    ``frame_state``: the model-frame state of a larger data set these rows are a piece of
+    (bayesmix.distributed): factors get its levels and ``scale()`` its parameters, and no
+    column is dropped for rank deficiency here, where only all rows can tell.
+    """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise DataError("data has no rows")
     parsed = parse_formula(formula, columns=data.columns)
     expressions = _model_expressions(parsed, weights, offset)
-    ev_all = Evaluator(data)
+    ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)
     # every name checked, scale() and poly() learned on all rows (as R), missing values found
     values = {node.deparse(): (node, ev_all.evaluate(node)) for node in expressions}
 
@@ -101,14 +107,17 @@ def compile_model(
     data, n_dropped = _drop_missing(values, data, ev_all, weights, offset)
     if len(data) == 0:
         raise DataError("no rows left after removing rows with missing values")
-    ev = Evaluator(data, state=ev_all.state, learning=True)
+    ev = Evaluator(data, state=ev_all.state, learning=frame_state is None)
 
     y, trials = _response(parsed.response, ev, binomial_response)
     prior = _prior_weights(weights, data, ev)
     offset_vec = _offset(parsed, ev, offset, data)
 
     fixed = model_matrix(parsed.fixed, ev)
-    X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    if frame_state is None:
+        X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    else:
+        X, names, dropped = fixed.matrix, list(fixed.names), []
     terms = order_terms([_random_term(spec, ev) for spec in parsed.random])
     _check_terms(terms, len(y), check_levels_vs_nobs)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bayesmix import distributed
+from bayesmix.distributed import is_dask_collection
 from bayesmix.engine.families import get_family
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
@@ -27,8 +29,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     ``formula`` takes lme4's syntax: ``(1|g)``, ``(x|g)``, ``(x||g)``, ``(1|a/b)``,
     ``(1|a:b)``, crossed terms, ``offset()``.  ``weights`` is a column name or an array of
     prior weights.  REML (the default, as in lme4) or ML by the profiled deviance.
+    ``data`` may be a ``dask.dataframe.DataFrame``: the fit then runs on the active Dask
+    scheduler and returns a :class:`bayesmix.distributed.lmm.DaskLmerResult` (``bayesmix[dask]``).
     """
     _check_flag("REML", REML)
+    if is_dask_collection(data):  # rows on a cluster: bayesmix.distributed fits from their cross-products
+        return distributed.lmer(formula, data, REML=bool(REML), weights=weights, offset=offset,
+                                data_name=data_name)
     compiled = compile_model(formula, data, weights=weights, offset=offset)
     return build_lmer(compiled, fit_lmm(compiled, REML=bool(REML)), data_name=data_name)
 
@@ -45,6 +52,9 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     Gauss-Hermite quadrature, available for a single scalar random-effects term.
     """
     fam = get_family(family)
+    if is_dask_collection(data):
+        raise ArgumentError("glmer on a Dask DataFrame is not available yet (lmer is); fit glmer on rows that fit "
+                            "in memory, e.g. bm.glmer(formula, ddf.compute(), ...) or a sample of them")
     if isinstance(nAGQ, bool) or not isinstance(nAGQ, int | np.integer) or nAGQ < 0:
         raise ArgumentError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
     compiled = compile_model(formula, data, weights=weights, offset=offset,

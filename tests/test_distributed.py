@@ -216,6 +216,11 @@ def test_predict_new_rows_with_the_whole_data_frame_state():
     np.testing.assert_allclose(d.predict(new, re_form="~0"), m.predict(new, re_form="~0"), rtol=1e-5)
 
 
+def test_dot_formula():
+    df = bm.load_dataset("sleepstudy")
+    assert_same_fit(*_both("Reaction ~ . - Subject + (1 | Subject)", df, [77]))
+
+
 def test_poly_is_refused():
     with pytest.raises(ArgumentError, match=r"poly\(Days, 2\) is not available on a Dask DataFrame"):
         bm.lmer("Reaction ~ poly(Days, 2) + (1 | Subject)", partitioned(bm.load_dataset("sleepstudy"), [90]))

@@ -36,10 +36,14 @@ class ModelSpec:
     formula: str
     weights: str | None
     offset: str | None
+    columns: tuple = ()  # the data's columns, for a formula's '.'
+
+    def parsed(self):
+        return parse_formula(self.formula, columns=list(self.columns))
 
     def expressions(self) -> list[Node]:
         """Every expression the model frame evaluates (as ``spec.model.compile_model`` lists them)."""
-        return _model_expressions(parse_formula(self.formula), self.weights, self.offset)
+        return _model_expressions(self.parsed(), self.weights, self.offset)
 
     def check(self) -> None:
         for node in self.expressions():

@@ -24,7 +24,6 @@ from bayesmix.results.builder import build_lmer
 from bayesmix.results.lmer import LmerResult
 from bayesmix.results.predict import terms_in
 from bayesmix.spec.design import Evaluator, FrameState, drop_rank_deficient
-from bayesmix.spec.formula import parse_formula
 from bayesmix.spec.model import _check_terms
 from bayesmix.spec.terms import z_times
 
@@ -53,9 +52,8 @@ def model_spec(formula: str, ddf, weights, offset) -> ModelSpec:
         if value is not None and not isinstance(value, str):
             raise ArgumentError(f"with a Dask DataFrame, {name}= must name a column (or be an expression of "
                                 f"columns), not a {type(value).__name__}: an array cannot follow the partitions")
-    parse_formula(formula, columns=ddf.columns)  # formula errors before any pass over the data
-    spec = ModelSpec(formula, weights, offset)
-    spec.check()
+    spec = ModelSpec(formula, weights, offset, tuple(ddf.columns))
+    spec.check()  # formula errors before any pass over the data
     return spec
 
 
@@ -93,7 +91,7 @@ def rowless_model(spec: ModelSpec, record, sums, state: FrameState) -> tuple[Row
     keep = [sums.fixef_names.index(n) for n in names]
     _check_terms(sums.terms, nobs, True)
     model = RowlessModel(
-        parse_formula(spec.formula), names, sums.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
+        spec.parsed(), names, sums.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
         dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state)
     return model, _keep_columns(sums.cross, keep), keep
 

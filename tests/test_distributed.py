@@ -98,11 +98,17 @@ def test_sleepstudy_random_slopes(bounds, REML):
     assert d.deviance == pytest.approx(m.deviance, rel=1e-10)
 
 
-def test_levels_in_one_partition_only():
-    """Rows sorted by subject: most subjects occur in one partition only; levels as pandas orders them."""
+@pytest.mark.parametrize("subject", ["category", "int", "str"])
+def test_levels_in_one_partition_only(subject):
+    """Rows sorted by subject: most subjects occur in one partition only; levels as pandas orders them
+    (a categorical's order, numbers numerically, strings as text)."""
     df = bm.load_dataset("sleepstudy").sort_values(["Subject", "Days"], ascending=[False, True]).reset_index(drop=True)
+    df["Subject"] = df["Subject"].astype(str).astype(subject) if subject != "category" else df["Subject"]
+    if subject == "str":
+        df["Subject"] = "s" + df["Subject"].str[-2:].str.lstrip("0")  # "s8" sorts after "s72" as text, not as a number
     d, m = _both(SLEEP, df, [10, 25, 100, 100])
     assert_same_fit(d, m)
+    assert list(d.ranef["Subject"].index) == list(m.ranef["Subject"].index)
 
 
 def test_crossed_and_nested_terms():

@@ -149,9 +149,11 @@ def learn_partition(df: pd.DataFrame, spec: ModelSpec) -> FrameRecord:
     if not len(rows):
         return record
     ev = Evaluator(rows)
+    groups = {parse(t.group).deparse() for t in spec.parsed().random}  # factors whatever their values
     for node in spec.expressions():
         value = ev.evaluate(node)
-        keys = [*ev.state.levels] + ([node.deparse()] if is_categorical(value) else [])
+        factor = is_categorical(value) or node.deparse() in groups
+        keys = [*ev.state.levels] + ([node.deparse()] if factor else [])
         for key in keys:
             if key not in record.distinct:
                 columns = ev.referenced_columns(key)

@@ -257,6 +257,10 @@ class MixedModelResult:
     def scaled_residuals(self) -> np.ndarray:
         return self.residuals(type="pearson", scaled=True)
 
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the scaled residuals, as summary prints them (a Dask fit computes them on the cluster)."""
+        return np.quantile(np.asarray(self.scaled_residuals, dtype=float), [0, 0.25, 0.5, 0.75, 1])
+
     # --- display ------------------------------------------------------------------------
 
     def summary(self, ddf: str | None = None) -> str:

@@ -79,7 +79,6 @@ def summary_parts(result) -> SummaryParts:
     for label, term, cov in zip(result.group_labels(), result.compiled.terms, result.term_covariances()):
         sd, corr = sd_and_corr(cov)
         blocks.append(RandomEffectBlock(label, list(term.column_names), sd, corr))
-    residuals = np.asarray(result.scaled_residuals, dtype=float)
     return SummaryParts(
         is_lmm=result.is_lmm,
         reml=bool(result.is_lmm and result.REML),
@@ -95,7 +94,7 @@ def summary_parts(result) -> SummaryParts:
         bic=float(result.bic),
         loglik=float(result.loglik),
         df_resid=int(result.df_resid),
-        residual_quantiles=list(np.quantile(residuals, [0, 0.25, 0.5, 0.75, 1])),
+        residual_quantiles=list(result.scaled_residual_quantiles()),
         random_effects=blocks,
         residual_sd=float(result.sigma) if result.has_scale else None,
         nobs=int(result.nobs),

@@ -14,7 +14,7 @@ from bayesmix.engine.families import get_family
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
 from bayesmix.engine.threads import blas_threads_for, dense_dimension
-from bayesmix.errors import ArgumentError
+from bayesmix.errors import ArgumentError, DataError, warn
 from bayesmix.results.builder import build_glmer, build_lmer
 from bayesmix.results.glmer import GlmerResult
 from bayesmix.results.lmer import LmerResult
@@ -29,7 +29,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     prior weights.  REML (the default, as in lme4) or ML by the profiled deviance.
     """
     _check_flag("REML", REML)
-    compiled = compile_model(formula, data, weights=weights, offset=offset)
+    _check_row_vectors(data, weights=weights, offset=offset)
+    with _quiet_transforms():
+        compiled = compile_model(formula, data, weights=weights, offset=offset)
+    _check_not_exact(compiled)
     return build_lmer(compiled, fit_lmm(compiled, REML=bool(REML)), data_name=data_name)
 
 
@@ -45,10 +48,17 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     Gauss-Hermite quadrature, available for a single scalar random-effects term.
     """
     fam = get_family(family)
-    if isinstance(nAGQ, bool) or not isinstance(nAGQ, int | np.integer) or nAGQ < 0:
-        raise ArgumentError(f"nAGQ must be a non-negative integer, got {nAGQ!r}")
-    compiled = compile_model(formula, data, weights=weights, offset=offset,
-                             binomial_response=fam.response_is_probability, check_levels_vs_nobs=False)
+    _check_nagq(nAGQ)
+    _check_row_vectors(data, weights=weights, offset=offset)
+    if fam.name == "gaussian" and fam.link.name == "identity":
+        # lme4's glmer hands this call to lmer (REML, lmer's default) with a warning
+        warn("calling glmer() with family=gaussian (identity link) as a shortcut to lmer() is deprecated; "
+             "please call lmer() directly (fitted by lmer, REML)", FutureWarning)
+        return lmer(formula, data, weights=weights, offset=offset, data_name=data_name)
+    with _quiet_transforms():
+        compiled = compile_model(formula, data, weights=weights, offset=offset,
+                                 binomial_response=fam.response_is_probability, check_levels_vs_nobs=False)
+    _check_not_constant(compiled)
     if nAGQ > 1 and (len(compiled.terms) != 1 or compiled.terms[0].k != 1):
         raise ArgumentError(
             f"nAGQ = {nAGQ} > 1 is only available for models with a single, scalar random-effects term; "
@@ -58,6 +68,55 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     with blas_threads_for(dense_dimension(compiled)):
         fit = fit_glmm(compiled, fam, nAGQ=int(nAGQ))
     return build_glmer(compiled, fam, fit, data_name=data_name)
+
+
+def _quiet_transforms():
+    """log(0), log(-1) in a formula: spec.checks reports the rows (refused or dropped), not numpy's noise."""
+    return np.errstate(divide="ignore", invalid="ignore")
+
+
+# lme4's GHrule takes orders 0..100
+_MAX_NAGQ = 100
+
+
+def _check_nagq(nAGQ) -> None:
+    if isinstance(nAGQ, bool) or not isinstance(nAGQ, int | np.integer) or not 0 <= nAGQ <= _MAX_NAGQ:
+        raise ArgumentError(f"nAGQ must be a non-negative integer no larger than {_MAX_NAGQ} (lme4's limit), got {nAGQ!r}")
+
+
+def _check_row_vectors(data, **vectors) -> None:
+    """weights=/offset= given as values: one finite-or-missing number per row of data."""
+    for name, values in vectors.items():
+        if values is None or isinstance(values, str):
+            continue
+        try:
+            arr = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"{name} must be a column name or numbers, got {type(values).__name__}") from None
+        nrow = len(data) if isinstance(data, pd.DataFrame) else None
+        if arr.ndim != 1 or (nrow is not None and len(arr) != nrow):
+            raise ArgumentError(f"{name} has {arr.size} values (shape {arr.shape}) for {nrow} rows of data")
+
+
+def _check_not_constant(compiled) -> None:
+    """lme4's check.response.not.const: a GLMM of a constant response has no finite estimates."""
+    y = compiled.y if compiled.response_trials is None else np.column_stack([compiled.y, compiled.response_trials])
+    if len(y) and np.all(y == y[0]):
+        raise DataError(f"Response is constant (every value of {compiled.formula.response!r} is "
+                        f"{np.ravel(y[0])[0]:g}): a GLMM cannot be fitted to it")
+
+
+def _check_not_exact(compiled) -> None:
+    """An LMM whose response the fixed effects fit exactly (a constant response, say) has residual SD 0
+    and an unbounded likelihood: lme4 returns sigma 0 and logLik Inf with warnings; bayesmix refuses."""
+    y, X = compiled.y, compiled.X
+    sw = np.sqrt(compiled.weights)
+    fitted = X @ np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0] if X.shape[1] else np.zeros_like(y)
+    scale = max(np.max(np.abs(y), initial=0.0), 1e-300)
+    if np.max(np.abs(y - fitted)[sw > 0], initial=0.0) <= 1e-10 * scale:
+        what = "constant" if np.all(y == y[0]) else "fitted exactly by the fixed effects"
+        raise DataError(f"Response is {what} ({compiled.formula.response!r}): the residual SD would be 0 and the "
+                        "likelihood unbounded, so no variance components can be estimated")
 
 
 def _check_flag(name: str, value) -> None:

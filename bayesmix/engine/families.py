@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from scipy.special import expit, gammaln, ndtr, xlogy
 
-from bayesmix.errors import FamilyError
+from bayesmix.errors import DataWarning, FamilyError, warn
 
 _EPS = np.finfo(float).eps
 _THRESH = 30.0  # R's logit link clamps eta to [-30, 30] (src/library/stats/src/family.c)
@@ -25,6 +24,13 @@ class Link:
     linkfun: Callable[[np.ndarray], np.ndarray]
     linkinv: Callable[[np.ndarray], np.ndarray]
     mu_eta: Callable[[np.ndarray], np.ndarray]
+
+    def __reduce__(self):  # the functions may be lambdas: pickle by name, unpickle as LINKS[name]
+        return (_link_named, (self.name,))
+
+
+def _link_named(name: str) -> Link:
+    return LINKS[name]
 
 
 def _logit_inv(eta):
@@ -147,8 +153,7 @@ class Binomial(Family):
             )
         successes = y * weights
         if np.any(np.abs(successes - np.round(successes)) > 1e-7):
-            warnings.warn("non-integer #successes in a binomial glm (response × weights is not a whole number)",
-                          UserWarning, stacklevel=4)
+            warn("non-integer #successes in a binomial glm (response × weights is not a whole number)", DataWarning)
 
 
 class Poisson(Family):
@@ -176,8 +181,8 @@ class Poisson(Family):
             raise FamilyError(f"negative values are not allowed for the poisson family "
                               f"({int(np.sum(y < 0))} negative response value(s), e.g. {float(y[y < 0][0]):g})")
         if np.any(np.abs(y - np.round(y)) > 1e-7):
-            warnings.warn("non-integer response values for the poisson family: the log-likelihood "
-                          "uses lgamma(y+1) as R does, but counts are expected", UserWarning, stacklevel=4)
+            warn("non-integer response values for the poisson family: the log-likelihood "
+                          "uses lgamma(y+1) as R does, but counts are expected", DataWarning)
 
 
 def _require_positive(y, rule: str) -> None:

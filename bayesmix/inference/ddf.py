@@ -389,7 +389,7 @@ class _FixedStructure:
         c = model.compiled
         self.X = c.X
         self.names = list(c.fixef_names)
-        self.ev = Evaluator(c.data)
+        self.ev = Evaluator(c.data, state=c.frame_state)  # the training coding and transforms
         self.fixed_text = c.formula.fixed
         full = model_matrix(c.formula.fixed, self.ev)
         owner = dict(zip(full.names, full.term_of_column))

@@ -6,20 +6,22 @@ import ast
 import html
 import inspect
 import linecache
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
     InferenceError,
     check_model_objects,
     check_same_data,
-    check_nested as require_nested,
     is_lmm,
     message,
     refit_ml,
+)
+from bayesmix.inference._common import (
+    check_nested as require_nested,
 )
 from bayesmix.results.display import html_table, rounded
 from bayesmix.rformat import print_coefmat
@@ -91,7 +93,7 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
         message("refitting model(s) with ML (instead of REML)")
         models = tuple(refit_ml(m) for m in models)
     elif any(reml) and not all(reml):
-        warnings.warn("some models fit with REML = TRUE, some not", stacklevel=2)
+        warn("some models fit with REML = TRUE, some not", BayesmixWarning)
     npar = np.array([m.df for m in models])
     order = np.argsort(npar, kind="stable")
     models = [models[i] for i in order]

@@ -29,6 +29,7 @@ from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
 from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 from bayesmix.engine.threads import dense_dimension
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
     InferenceError,
     Progress,
@@ -42,6 +43,7 @@ from bayesmix.inference._common import (
 from bayesmix.results.builder import build_glmer, build_lmer
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 from bayesmix.rformat import print_coefmat
+from bayesmix.spec.terms import b_from_u, z_times
 
 # --- simulation -------------------------------------------------------------------------------
 
@@ -73,24 +75,11 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
     q = sum(t.q for t in c.terms)
     out = np.empty((c.n, nsim))
     for i in range(nsim):
-        eta = fixed + scale * _z_lambda_u(c.terms, model.theta_values, rng.standard_normal(q))
+        eta = fixed + scale * z_times(c.terms, b_from_u(c.terms, model.theta_values, rng.standard_normal(q)))
         if is_lmm(model):
             out[:, i] = eta + model.sigma / np.sqrt(c.weights) * rng.standard_normal(c.n)
         else:
             out[:, i] = _simulate_glmm_response(model, eta, rng)
-    return out
-
-
-def _z_lambda_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``Z Λ(θ) u``, term by term."""
-    out = np.zeros(len(terms[0].factor.codes))
-    t0 = u0 = 0
-    for term in terms:
-        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
-        b = u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T
-        out += np.einsum("ij,ij->i", term.columns, b[term.factor.codes])
-        t0 += term.ntheta
-        u0 += term.q
     return out
 
 
@@ -255,7 +244,15 @@ class _LrtJob:
 
 
 def _init_worker():
-    """One BLAS thread per worker process: the processes already use the cores."""
+    """One BLAS thread per worker process (the processes already use the cores); Ctrl-C is the parent's.
+
+    A terminal's Ctrl-C reaches every process of the group: workers ignore it, so that it
+    does not abort one refit each and let them carry on with the queue, and the parent
+    stops them all at once (``_stop_workers``).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -272,8 +269,8 @@ def _run(job, ys: np.ndarray, n_jobs, progress: bool, desc: str, dense_dim: int 
         try:
             pickle.dumps(job)
         except Exception as exc:  # noqa: BLE001 - lambdas/closures cannot go to other processes
-            warnings.warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
-                          "Define it at module level to use all cores.", stacklevel=3)
+            warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
+                          "Define it at module level to use all cores.", BayesmixWarning)
             workers = 1
     bar = Progress(nsim, progress, desc)
     total = _Outcome([], Counter(), Counter())
@@ -300,17 +297,38 @@ def _run_in_pool(job, ys: np.ndarray, workers: int, total: _Outcome, bar: Progre
     chunk = max(1, min(50, nsim // (4 * workers)))
     tasks = [(job, [ys[:, i] for i in range(s, min(s + chunk, nsim))]) for s in range(0, nsim, chunk)]
     done = 0
+    pool = None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker) as pool:
-                for out in pool.map(_refit_chunk, tasks):
-                    _merge(total, out)
-                    done += len(out.values)
-                    bar.update(len(out.values))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+            for out in pool.map(_refit_chunk, tasks):
+                _merge(total, out)
+                done += len(out.values)
+                bar.update(len(out.values))
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        _stop_workers(pool)  # one Ctrl-C stops everything now, leaving no worker behind
+        raise
     except (BrokenProcessPool, OSError, RuntimeError, pickle.PicklingError) as exc:
-        warnings.warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", stacklevel=4)
+        _stop_workers(pool)
+        warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", BayesmixWarning)
     return done
+
+
+def _stop_workers(pool) -> None:
+    """Cancel what is queued and end the worker processes without waiting for their refits."""
+    if pool is None:
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def _merge(total: _Outcome, part: _Outcome) -> None:
@@ -434,7 +452,7 @@ def bootstrap(model, func, nsim: int = 500, seed=None, n_jobs=None, progress: bo
             t[i] = v
     n_failed = sum(v is None for v in out.values)
     if n_failed:
-        warnings.warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", stacklevel=2)
+        warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", BayesmixWarning)
     return BootResult(pd.Series(t0, index=names), pd.DataFrame(t, columns=names), n_failed,
                       dict(out.warnings), dict(out.errors), seed)
 
@@ -524,7 +542,7 @@ def pb_test(m0, m1, nsim: int = 1000, seed=None, n_jobs=None, progress: bool = T
     ref = np.array([v[0] if v is not None else np.nan for v in out.values])
     n_failed = int(np.isnan(ref).sum())
     if n_failed:
-        warnings.warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", stacklevel=2)
+        warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", BayesmixWarning)
     positive = ref[ref > 0]
     n_extreme = int(np.sum(tobs < positive))
     p_pb = (1 + n_extreme) / (1 + len(positive))

@@ -19,7 +19,6 @@ interval end.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,15 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
-from bayesmix.inference._common import InferenceError, Progress, is_lmm, percent_labels, refit_ml
+from bayesmix.engine.scalar_laplace import ScalarLaplace
+from bayesmix.errors import BayesmixWarning, warn
+from bayesmix.inference._common import (
+    InferenceError,
+    Progress,
+    is_lmm,
+    percent_labels,
+    refit_ml,
+)
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100
@@ -131,7 +138,7 @@ class _GlmmProfiler:
         self.terms = fit.compiled.terms
         self.ntheta = fit.compiled.ntheta
         # Laplace with one scalar term: a vectorized PIRLS; otherwise (AGQ, vector terms) the engine's objective
-        self.fast = _ScalarLaplace(fit.compiled, fit.family) if _ScalarLaplace.applies(fit) else None
+        self.fast = ScalarLaplace(fit.compiled, fit.family) if ScalarLaplace.applies(fit) else None
         self.objective = fit.glmm_fit.objective
 
     def deviance(self, par: np.ndarray) -> float:
@@ -140,62 +147,6 @@ class _GlmmProfiler:
         if self.fast is not None:
             return self.fast(theta, beta)
         return self.objective.theta_beta(np.concatenate([theta, beta]))
-
-
-class _ScalarLaplace:
-    """The Laplace deviance for one scalar random-effects term: the levels decouple, so PIRLS is vectorized Newton."""
-
-    @staticmethod
-    def applies(fit) -> bool:
-        return len(fit.compiled.terms) == 1 and fit.compiled.terms[0].k == 1 and fit.nAGQ == 1
-
-    def __init__(self, compiled, family):
-        term = compiled.terms[0]
-        self.codes = term.factor.codes
-        self.nl = term.nlevels
-        self.z = term.columns[:, 0]
-        self.X = compiled.X
-        self.offset = compiled.offset
-        self.y = compiled.y
-        self.pw = compiled.weights
-        self.trials = compiled.response_trials if compiled.response_trials is not None else np.ones_like(self.y)
-        self.family = family
-        self.u = np.zeros(self.nl)
-
-    def _level_sum(self, values):
-        return np.bincount(self.codes, values, minlength=self.nl)
-
-    def __call__(self, theta, beta) -> float:
-        fam, link = self.family, self.family.link
-        tz = theta[0] * self.z
-        eta0 = self.offset + self.X @ beta
-        u = self.u.copy()
-        mu = link.linkinv(eta0 + tz * u[self.codes])
-        pdev = self._level_sum(fam.dev_resids(self.y, mu, self.pw)) + u**2
-        for _ in range(60):
-            mu_eta = link.mu_eta(eta0 + tz * u[self.codes])
-            w = self.pw * mu_eta**2 / fam.variance(mu)
-            working = tz * u[self.codes] + (self.y - mu) / mu_eta
-            u_new = self._level_sum(w * tz * working) / (1.0 + self._level_sum(w * tz**2))
-            for _halving in range(30):
-                mu_new = link.linkinv(eta0 + tz * u_new[self.codes])
-                pdev_new = self._level_sum(fam.dev_resids(self.y, mu_new, self.pw)) + u_new**2
-                worse = ~(pdev_new <= pdev + 1e-12 * np.abs(pdev))
-                if not worse.any():
-                    break
-                u_new = np.where(worse, 0.5 * (u + u_new), u_new)
-            step = np.max(np.abs(u_new - u))
-            u, mu, pdev = u_new, mu_new, pdev_new
-            if step < 1e-11:
-                break
-        if not np.all(np.isfinite(u)):
-            return np.inf
-        self.u = u
-        mu_eta = link.mu_eta(eta0 + tz * u[self.codes])
-        w = self.pw * mu_eta**2 / fam.variance(mu)
-        ldL2 = np.sum(np.log1p(self._level_sum(w * tz**2)))
-        dev = fam.dev_resids(self.y, mu, self.pw).sum()
-        return float(ldL2 + u @ u + fam.aic(self.y, self.trials, mu, self.pw, dev))
 
 
 # --- the profile ----------------------------------------------------------------------------
@@ -555,9 +506,9 @@ def _interval_ends(part: pd.DataFrame, zeta_levels: np.ndarray, name: str) -> np
         return _predict_poly_spline(knots, coef, zeta_levels)
     except (ValueError, np.linalg.LinAlgError):
         if np.any(np.diff(z) < -0.01):
-            warnings.warn(f"non-monotonic profile for {name}", stacklevel=4)
+            warn(f"non-monotonic profile for {name}", BayesmixWarning)
             return np.full(len(zeta_levels), np.nan)
-        warnings.warn(f"bad spline fit for {name}: falling back to linear interpolation", stacklevel=4)
+        warn(f"bad spline fit for {name}: falling back to linear interpolation", BayesmixWarning)
         return np.interp(zeta_levels, z, x, left=np.nan, right=np.nan)
 
 

@@ -7,6 +7,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
+from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
 from bayesmix.results.display import DisplayTable
@@ -14,6 +16,8 @@ from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
+
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
 
 
 class MixedModelResult:
@@ -182,7 +186,8 @@ class MixedModelResult:
     def predict(self, newdata: pd.DataFrame | None = None, re_form=None, type: str = "response") -> np.ndarray:
         """Predictions as lme4's ``predict``: ``re_form=None`` uses every random term,
         ``re_form="~0"`` (or ``NA``) none, a formula of random terms just those.
-        Levels not seen in fitting get the population-level prediction.
+        Levels not seen in fitting, and missing grouping values, get the population-level
+        prediction (lme4's ``allow.new.levels = TRUE``).
         """
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
@@ -193,15 +198,9 @@ class MixedModelResult:
         return eta
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        y, mu = self.compiled.y, self.fitted()
-        # lme4's residuals.lmerMod: "working" residuals of an LMM are response residuals
-        # (the working response is y itself); prior weights enter Pearson and deviance ones.
-        if type in ("response", "working"):
-            r = y - mu
-        elif type in ("pearson", "deviance"):
-            r = (y - mu) * np.sqrt(self.compiled.weights)
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
+        Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
+        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from bayesmix.errors import ArgumentError
+from bayesmix.engine.response import residuals
 from bayesmix.results.base import MixedModelResult
 from bayesmix.results.display import DisplayTable
 from bayesmix.results.varcorr import term_covariances
@@ -69,15 +69,6 @@ class GlmerResult(MixedModelResult):
         return self.family.link.linkinv(self.linear_predictor())
 
     def residuals(self, type: str = "deviance", scaled: bool = False) -> np.ndarray:
-        y, mu, wt = self.compiled.y, self.fitted(), self.compiled.weights
-        if type == "response":
-            r = y - mu
-        elif type == "pearson":
-            r = (y - mu) * np.sqrt(wt) / np.sqrt(self.family.variance(mu))
-        elif type == "deviance":
-            r = np.sign(y - mu) * np.sqrt(np.maximum(self.family.dev_resids(y, mu, wt), 0.0))
-        elif type == "working":
-            r = (y - mu) / self.family.link.mu_eta(self.linear_predictor())
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or 'working'")
+        """lme4's ``residuals(m, type)`` (deviance by default, as for glmerMod)."""
+        r = residuals(self.family, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesmix.bayes.pymc_model import term_infos
+from bayesmix.bayes.pymc_model import response_family, term_infos
 from bayesmix.bayes.sampling import observed_response
 from bayesmix.errors import ArgumentError
 from bayesmix.results.intervals import simulate_response as simulate
@@ -75,24 +75,28 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
     return eta if result.is_lmm else result.family.link.linkinv(eta)
 
 
-def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior weights)."""
-    from scipy import stats
+def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, families=None) -> np.ndarray:
+    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (the family's ``loglik``, lme4's
+    use of prior weights); ``y`` on the scale of ``observed_data`` (binomial: counts of successes);
+    ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ)."""
+    family = response_family(result)
+    if family.response_is_probability:  # the family takes proportions of trials
+        y = y / np.where(weights > 0, np.round(weights), 1.0)
+    scale = np.ones((len(mu), 1)) if sigma is None else np.asarray(sigma, dtype=float).reshape(-1, 1)
+    if families is None:
+        return family.loglik(y, mu, weights, scale)
+    return np.stack([f.loglik(y, m, weights, s) for f, m, s in zip(families, mu, scale[:, 0])])
 
-    family = "gaussian" if result.is_lmm else result.family.name
-    if family == "gaussian":
-        return stats.norm.logpdf(y, mu, sigma[:, None] / np.sqrt(weights))
-    if family == "binomial":
-        return stats.binom.logpmf(y, np.round(weights), mu)
-    if family == "poisson":
-        return weights * stats.poisson.logpmf(y, mu)  # the PyMC model's weighted Potential
-    if family == "Gamma":
-        shape = weights / sigma[:, None] ** 2
-        return stats.gamma.logpdf(y, shape, scale=mu / shape)
-    if family == "inverse.gaussian":
-        lam = weights / sigma[:, None] ** 2
-        return stats.invgauss.logpdf(y, mu / lam, scale=lam)
-    raise ArgumentError(f"no pointwise log-likelihood for the {family} family yet")
+
+def draw_families(result, post):
+    """The family at each draw when it has sampled parameters (glmer_nb's ``nb_theta``), else None."""
+    family = response_family(result)
+    names = list(family.bayes_parameters())
+    if not names:
+        return None
+    values = {name: _flat(post, name) for name in names}
+    return [family.with_parameters({name: float(v[d]) for name, v in values.items()})
+            for d in range(len(values[names[0]]))]
 
 
 def _sigma(result, post):
@@ -113,7 +117,8 @@ def log_likelihood(result, post, group: str | None = None):
     rows, y = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
-    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows])
+    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows],
+                          draw_families(result, post))
     coords = {"chain": post["posterior"]["chain"].values, "draw": post["posterior"]["draw"].values}
     dim, labels = "obs", rows
     if group is not None:
@@ -143,7 +148,8 @@ def sample_posterior_predictive(result, post, random_seed=None):
     rows, _ = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, rng)[:, rows]
-    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng)
+    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng,
+                    draw_families(result, post))
     post["posterior_predictive"] = xr.Dataset({"y": (("chain", "draw", "obs"), yrep.reshape(*_shape(post), -1))},
                                               coords={"chain": post["posterior"]["chain"].values,
                                                       "draw": post["posterior"]["draw"].values, "obs": rows})
@@ -176,8 +182,8 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
         values = inverse_link(result, eta)
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
-        values = simulate(result, values, _sigma(result, post), weights, rng)
-        if not result.is_lmm and result.family.name == "binomial":
+        values = simulate(result, values, _sigma(result, post), weights, rng, draw_families(result, post))
+        if response_family(result).response_is_probability:
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]
     p = post["posterior"]

@@ -122,6 +122,14 @@ class Family:
         """This family with :meth:`bayes_parameters` set to ``values`` (one draw of them)."""
         return self
 
+    # --- ICC and R² (R's performance / insight) --------------------------------------------------
+
+    needs_null_intercept: bool = False  # distribution_variance needs the null model's intercept
+
+    def distribution_variance(self, null_intercept: float | None = None) -> float | None:
+        """insight's distribution-specific variance on the latent (link) scale; None where performance has none."""
+        return None
+
     # --- the fast sampler's log density -------------------------------------------------------
 
     def fast_route(self) -> str | None:
@@ -283,6 +291,9 @@ class Binomial(Family):
     def kernel_code(self):
         return KERNEL_BINOMIAL_LOGIT if self.link.name == "logit" else None
 
+    def distribution_variance(self, null_intercept=None):
+        return {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}.get(self.link.name)
+
     def kernel_arrays(self, data):
         return data["n"], data["k"]
 
@@ -339,6 +350,15 @@ class Poisson(Family):
     @property
     def kernel_code(self):
         return KERNEL_POISSON_LOG if self.link.name == "log" else None
+
+    @property
+    def needs_null_intercept(self) -> bool:
+        return self.link.name == "log"
+
+    def distribution_variance(self, null_intercept=None):
+        if self.link.name == "log":  # log(1 + 1/λ), λ from the null model's intercept (insight 0.19)
+            return float(np.log1p(1.0 / np.exp(null_intercept))) if null_intercept is not None else None
+        return 0.25 if self.link.name == "sqrt" else None
 
     def kernel_arrays(self, data):
         return data["w"], data["y"]

@@ -27,10 +27,6 @@ import pandas as pd
 
 from bayesmix.errors import ArgumentError
 
-_LINK_VARIANCE = {("binomial", "logit"): np.pi**2 / 3, ("binomial", "probit"): 1.0,
-                  ("binomial", "cloglog"): np.pi**2 / 6, ("poisson", "sqrt"): 0.25}
-
-
 def observation_level(result) -> list[bool]:
     """Which terms are observation-level effects (a scalar term with one level per row, GLMMs only)."""
     return [not result.is_lmm and t.k == 1 and t.nlevels == result.nobs for t in result.compiled.terms]
@@ -53,25 +49,22 @@ def components(result, beta: np.ndarray, covs: list[np.ndarray], sigma, null_int
 def _distribution_variance(result, sigma, null_intercept):
     if result.is_lmm:
         return np.asarray(sigma, dtype=float) ** 2
-    key = (result.family.name, result.family.link.name)
-    if key in _LINK_VARIANCE:
-        return _LINK_VARIANCE[key]
-    if key == ("poisson", "log"):
-        return np.log1p(1.0 / np.exp(null_intercept))
-    raise ArgumentError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
-                        f"not the {key[0]} family with the {key[1]} link")
+    variance = result.family.distribution_variance(null_intercept)  # the family's (insight's) rule
+    if variance is None:
+        raise ArgumentError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
+                            f"not the {result.family_name} family with the {result.link_name} link")
+    return variance
 
 
 def null_intercept(result) -> float | None:
-    """β₀ of the null model (intercept only, same random terms and family): Poisson GLMMs only."""
-    if result.is_lmm or (result.family.name, result.family.link.name) != ("poisson", "log"):
+    """β₀ of the null model (intercept only, same random terms and family), where the family's variance needs it."""
+    if result.is_lmm or not result.family.needs_null_intercept:
         return None
     from bayesmix.engine.glmm import fit_glmm
 
     c = result.compiled
     null = replace(c, X=np.ones((c.n, 1)), fixef_names=["(Intercept)"], dropped_fixef=[])
-    family = type(result.family)(result.family.link.name)
-    return float(fit_glmm(null, family, nAGQ=1).beta[0])
+    return float(fit_glmm(null, result.family, nAGQ=1).beta[0])
 
 
 def icc_table(result, parts: dict) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from bayesmix.errors import ArgumentError
 from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
 
+
 def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng) -> np.ndarray:
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
     binomial ones as success counts out of ``weights`` trials (the family draws proportions)."""

@@ -76,16 +76,15 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
 
 
 def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, families=None) -> np.ndarray:
-    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (the family's ``loglik``, lme4's
-    use of prior weights); ``y`` on the scale of ``observed_data`` (binomial: counts of successes);
-    ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ)."""
+    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior
+    weights): the family's own ``loglik``; binomial ``y`` arrives as counts, the family takes proportions.
+    ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ; no σ then)."""
     family = response_family(result)
-    if family.response_is_probability:  # the family takes proportions of trials
-        y = y / np.where(weights > 0, np.round(weights), 1.0)
-    scale = np.ones((len(mu), 1)) if sigma is None else np.asarray(sigma, dtype=float).reshape(-1, 1)
-    if families is None:
-        return family.loglik(y, mu, weights, scale)
-    return np.stack([f.loglik(y, m, weights, s) for f, m, s in zip(families, mu, scale[:, 0])])
+    scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
+    y_model = y / np.round(weights) if family.response_is_probability else y
+    if families is not None:
+        return np.stack([f.loglik(y_model, m, weights, 1.0) for f, m in zip(families, mu)])
+    return family.loglik(y_model, mu, weights, scale)
 
 
 def draw_families(result, post):
@@ -183,7 +182,7 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
         values = simulate(result, values, _sigma(result, post), weights, rng, draw_families(result, post))
-        if response_family(result).response_is_probability:
+        if response_family(result).response_is_probability:  # counts back to proportions, as y is modelled
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]
     p = post["posterior"]

@@ -62,6 +62,15 @@ class Family:
         """lme4's glmer fits this family by lmer instead (gaussian with the identity link)."""
         return False
 
+    # Nakagawa & Schielzeth's R² and the ICC need the distribution-specific variance on the link
+    # scale (R's performance package); a family that has one overrides these two.
+    needs_null_intercept: bool = False
+
+    def distribution_variance(self, null_intercept: float | None = None) -> float:
+        """The observation-level variance on the link scale (performance's ``get_variance_distribution``)."""
+        raise FamilyError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
+                          f"not the {self.name} family with the {self.link.name} link")
+
     @property
     def comparable_name(self) -> str:
         """Fits whose families share this name (and link) have likelihoods a test may compare."""
@@ -121,14 +130,6 @@ class Family:
     def with_parameters(self, values: dict[str, float]) -> Family:
         """This family with :meth:`bayes_parameters` set to ``values`` (one draw of them)."""
         return self
-
-    # --- ICC and R² (R's performance / insight) --------------------------------------------------
-
-    needs_null_intercept: bool = False  # distribution_variance needs the null model's intercept
-
-    def distribution_variance(self, null_intercept: float | None = None) -> float | None:
-        """insight's distribution-specific variance on the latent (link) scale; None where performance has none."""
-        return None
 
     # --- the fast sampler's log density -------------------------------------------------------
 
@@ -226,6 +227,12 @@ _BINOMIAL_TERMS = {"logit": _binomial_logit_terms, "probit": _binomial_probit_te
 
 class Binomial(Family):
     response_is_probability = True
+    _DISTRIBUTION_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
+
+    def distribution_variance(self, null_intercept=None):
+        if self.link.name not in self._DISTRIBUTION_VARIANCE:
+            return super().distribution_variance(null_intercept)
+        return float(self._DISTRIBUTION_VARIANCE[self.link.name])
     name, default_link = "binomial", "logit"
     allowed_links = ("logit", "probit", "cauchit", "log", "cloglog")
     fast_links = ("logit", "probit", "cloglog")
@@ -291,9 +298,6 @@ class Binomial(Family):
     def kernel_code(self):
         return KERNEL_BINOMIAL_LOGIT if self.link.name == "logit" else None
 
-    def distribution_variance(self, null_intercept=None):
-        return {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}.get(self.link.name)
-
     def kernel_arrays(self, data):
         return data["n"], data["k"]
 
@@ -304,6 +308,17 @@ class Poisson(Family):
     name, default_link = "poisson", "log"
     allowed_links = ("log", "identity", "sqrt")
     fast_links = ("log",)
+
+    @property
+    def needs_null_intercept(self) -> bool:  # the lognormal approximation uses the null model's mean
+        return self.link.name == "log"
+
+    def distribution_variance(self, null_intercept=None):
+        if self.link.name == "sqrt":
+            return 0.25
+        if self.link.name == "log" and null_intercept is not None:
+            return float(np.log1p(1.0 / np.exp(null_intercept)))
+        return super().distribution_variance(null_intercept)
 
     def variance(self, mu):
         return mu
@@ -350,15 +365,6 @@ class Poisson(Family):
     @property
     def kernel_code(self):
         return KERNEL_POISSON_LOG if self.link.name == "log" else None
-
-    @property
-    def needs_null_intercept(self) -> bool:
-        return self.link.name == "log"
-
-    def distribution_variance(self, null_intercept=None):
-        if self.link.name == "log":  # log(1 + 1/λ), λ from the null model's intercept (insight 0.19)
-            return float(np.log1p(1.0 / np.exp(null_intercept))) if null_intercept is not None else None
-        return 0.25 if self.link.name == "sqrt" else None
 
     def kernel_arrays(self, data):
         return data["w"], data["y"]

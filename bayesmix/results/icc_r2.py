@@ -25,7 +25,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import ArgumentError
 
 def observation_level(result) -> list[bool]:
     """Which terms are observation-level effects (a scalar term with one level per row, GLMMs only)."""
@@ -49,22 +48,19 @@ def components(result, beta: np.ndarray, covs: list[np.ndarray], sigma, null_int
 def _distribution_variance(result, sigma, null_intercept):
     if result.is_lmm:
         return np.asarray(sigma, dtype=float) ** 2
-    variance = result.family.distribution_variance(null_intercept)  # the family's (insight's) rule
-    if variance is None:
-        raise ArgumentError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
-                            f"not the {result.family_name} family with the {result.link_name} link")
-    return variance
+    return result.family.distribution_variance(null_intercept)
 
 
 def null_intercept(result) -> float | None:
-    """β₀ of the null model (intercept only, same random terms and family), where the family's variance needs it."""
+    """β₀ of the null model (intercept only, same random terms and family): Poisson GLMMs only."""
     if result.is_lmm or not result.family.needs_null_intercept:
         return None
     from bayesmix.engine.glmm import fit_glmm
 
     c = result.compiled
     null = replace(c, X=np.ones((c.n, 1)), fixef_names=["(Intercept)"], dropped_fixef=[])
-    return float(fit_glmm(null, result.family, nAGQ=1).beta[0])
+    family = type(result.family)(result.family.link.name)
+    return float(fit_glmm(null, family, nAGQ=1).beta[0])
 
 
 def icc_table(result, parts: dict) -> pd.DataFrame:

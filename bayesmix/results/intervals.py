@@ -20,23 +20,18 @@ from bayesmix.errors import ArgumentError
 from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
 
-def response_family(result):
-    """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
-    return Gaussian() if result.is_lmm else result.family
-
 
 def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng, families=None) -> np.ndarray:
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
-    binomial ones as success counts out of ``weights`` trials.  ``families``: one family per draw, for
-    families with sampled parameters (a glmer_nb posterior's θ)."""
-    family = response_family(result)
-    scale = np.ones((len(mu), 1)) if sigma is None else np.asarray(sigma, dtype=float).reshape(-1, 1)
+    binomial ones as success counts out of ``weights`` trials (the family draws proportions).
+    ``families``: one family per draw, for families with sampled parameters (a glmer_nb posterior's θ)."""
+    family = Gaussian() if result.is_lmm else result.family
+    scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
     if families is None:
-        draws = family.simulate(mu, weights, scale, rng)
+        y = family.simulate(mu, weights, scale, rng)
     else:
-        draws = np.stack([f.simulate(m, weights, s, rng) for f, m, s in zip(families, mu, scale[:, 0])])
-    # the family simulates proportions of trials for a binomial response: back to counts
-    return np.round(draws * np.round(weights)) if family.response_is_probability else draws
+        y = np.stack([f.simulate(m, weights, 1.0, rng) for f, m in zip(families, mu)])
+    return np.round(y * np.round(weights)) if family.response_is_probability else y
 
 
 def predict_interval(result, newdata=None, re_form=None, type: str = "response", interval: str = "confidence",

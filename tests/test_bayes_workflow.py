@@ -296,6 +296,8 @@ def test_todays_predict_calls_are_unchanged(slope, sleep):
     m, _ = slope
     new = sleep.iloc[[0, 17]]
     np.testing.assert_array_equal(m.predict(new, "~0"), m.predict(newdata=new, re_form="~0"))
+    np.testing.assert_array_equal(m.predict(new, "~0", "link"), m.predict(newdata=new, re_form="~0", type="link"))
+    np.testing.assert_array_equal(m.predict(new, None, "link"), m.predict(newdata=new, type="link"))
     np.testing.assert_array_equal(m.predict(new), m.fitted()[[0, 17]])
     with pytest.raises(ArgumentError, match="interval must be"):
         m.predict(new, interval="credible")

@@ -15,7 +15,6 @@ from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_fra
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
 
-
 _UNSET = object()  # an argument not given (predict's positional and keyword forms differ)
 
 

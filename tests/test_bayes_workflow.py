@@ -221,6 +221,24 @@ def test_cbpp_posterior_predictive_counts_agree_with_pymcs(cbpp):
     np.testing.assert_allclose(ours.mean(0), theirs.mean(0), atol=4 * ours.std(0).max() / np.sqrt(400))
 
 
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")
+def test_elpd_loo_agrees_with_rstanarm(slope, intercept):
+    """rstanarm 2.21.3's loo() (default weakly-informative priors, 4 × 1000 draws; make_rstanarm_loo.R):
+    with this much data the priors hardly matter, and PSIS-LOO agrees well inside one SE."""
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parent / "reference" / "issues" / "rstanarm_loo.json").read_text())
+    elpd = {}
+    for key, (_, post) in (("sleepstudy_slope", slope), ("sleepstudy_intercept", intercept)):
+        loo = az.loo(post)
+        elpd[key] = loo.elpd
+        assert abs(loo.elpd - ref[key]["elpd_loo"]) < 0.25 * ref[key]["elpd_loo_se"], key
+        assert loo.se == pytest.approx(ref[key]["elpd_loo_se"], rel=0.1)
+    diff = elpd["sleepstudy_intercept"] - elpd["sleepstudy_slope"]
+    assert abs(diff - ref["elpd_diff_intercept_vs_slope"]) < 0.5 * ref["se_diff"]
+
+
 # --- posterior predictions (item 1) ------------------------------------------------------------------
 
 

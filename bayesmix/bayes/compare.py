@@ -8,16 +8,21 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.bayes.pymc_model import (
+    response_family,
     term_infos,
 )
 from bayesmix.bayes.sampling import summary_var_names
-from bayesmix.results.tables import DisplayTable, check_effects, ran_vals_frame
+from bayesmix.results.display import DisplayTable
+from bayesmix.results.tables import check_effects, ran_vals_frame
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
-    the posterior mean, SD, HDI, R-hat and bulk ESS (a DataFrame that displays itself rounded)."""
+    the posterior mean, SD, HDI, R-hat and bulk ESS.
+
+    A :class:`~bayesmix.results.display.DisplayTable`: it shows 4 significant digits, its
+    numbers keep all of theirs."""
     import arviz_stats as azs
     from scipy.stats import norm
 
@@ -62,6 +67,7 @@ def frequentist_table(result) -> pd.DataFrame:
             rows.append((f"corr_{info.label}[{pair}]", "corr", corr, np.nan))
     if result.has_scale:
         rows.append(("sigma", "sigma", result.sigma, np.nan))
+    rows += [(name, "family", value, np.nan) for name, value in response_family(result).parameter_estimates().items()]
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame
 

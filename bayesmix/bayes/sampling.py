@@ -45,6 +45,7 @@ from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     resolve_priors,
+    response_family,
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
@@ -141,7 +142,7 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
         trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
                               save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept)
         x = np.asarray(trace.posterior["x"].values)
-        posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed))
+        posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed), progressbar)
     elapsed = time.perf_counter() - t0
     density = f"nutpie NUTS on bayesmix's {'numba-compiled' if post.kernel is not None else 'NumPy'} log density"
     if not collapsed:
@@ -171,7 +172,19 @@ def _parallel_chains(post: FastPosterior, chains: int) -> int:
     return min(chains, os.cpu_count() or 1) if getattr(post.lik, "blocked", False) else 1
 
 
-def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
+def _effects_bar(total: int, enabled: bool):
+    """tqdm over the random-effect draws that follow nutpie's own bar (long for big models; shown after 1 s)."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)  # Jupyter without ipywidgets: the text bar, unannounced
+        from tqdm.auto import tqdm
+    return tqdm(total=total, desc="drawing random effects", disable=not enabled, delay=1.0)
+
+
+def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng, progressbar: bool = False):
     import xarray as xr
 
     chains, draws, _ = x.shape
@@ -181,14 +194,23 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
     if post.collapsed:
         if hasattr(post.lik, "draw_u_batch"):
             chunks = [slice(i, i + 100) for i in range(0, len(beta), 100)]
-            u = np.concatenate([post.lik.draw_u_batch(beta[c], None, [L[c] for L in Ls], rng) for c in chunks])
+            with _effects_bar(len(beta), progressbar) as bar:
+                parts = []
+                for c in chunks:
+                    parts.append(post.lik.draw_u_batch(beta[c], None, [L[c] for L in Ls], rng))
+                    bar.update(min(c.stop, len(beta)) - c.start)
+            u = np.concatenate(parts)
         else:
             if post.kernel is not None and post.kernel.draws_u:
                 u = post.kernel.draw_u_batch(beta, sigma, Ls, rng)
             else:
                 sigmas = sigma if sigma is not None else [None] * len(beta)
-                u = np.stack([post.lik.draw_u(b, s, [L[i] for L in Ls], rng)
-                              for i, (b, s) in enumerate(zip(beta, sigmas))])
+                with _effects_bar(len(beta), progressbar) as bar:
+                    rows = []
+                    for i, (b, s) in enumerate(zip(beta, sigmas)):
+                        rows.append(post.lik.draw_u(b, s, [L[i] for L in Ls], rng))
+                        bar.update()
+                u = np.stack(rows)
             if post.integrate_beta:  # the draws of β̃ lead those of u
                 p = post.lik.p_integrated
                 beta = post.lik.beta_mean + u[:, :p] * np.diag(post.lik.beta_factor)
@@ -262,7 +284,7 @@ def posterior_var_names(result) -> list[str]:
         if info.k > 1:
             names += [f"corr_{info.label}", f"corr_chol_{info.label}"]
         names += [f"b_{info.label}", f"u_{info.label}"]
-    return names + ["theta"]
+    return names + ["theta", *response_family(result).bayes_parameters()]
 
 
 def summary_var_names(result) -> list[str]:
@@ -311,6 +333,7 @@ def _pymc_initvals(result, model) -> dict:
     put("beta", r.beta_values, r.compiled.fixef_names)
     if "sigma" in free:
         values["sigma"] = float(r.sigma)
+    values.update({name: float(v) for name, v in response_family(r).parameter_estimates().items() if name in free})
     factors = starting_factors(r)
     spherical = spherical_effects(r, [sd[:, None] * corr_chol for sd, corr_chol in factors])
     for info, (sd, _), u in zip(term_infos(r), factors, spherical):

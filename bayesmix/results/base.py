@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
+from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
 
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
 _UNSET = object()  # an argument not given (predict's positional and keyword forms differ)
 
 
@@ -64,7 +67,8 @@ class MixedModelResult:
     @property
     def coef_table(self) -> pd.DataFrame:
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        table = pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        return DisplayTable(table)  # shown rounded, numbers kept whole
 
     @property
     def theta(self) -> pd.Series:
@@ -212,7 +216,8 @@ class MixedModelResult:
         """Predictions as lme4's ``predict``: ``m.predict(newdata=None, re_form=None, type="response")``.
 
         ``re_form=None`` uses every random term, ``re_form="~0"`` (or ``NA``) none, a formula of
-        random terms just those.  Levels not seen in fitting get the population-level prediction.
+        random terms just those.  Levels not seen in fitting, and missing grouping values, get the
+        population-level prediction (lme4's ``allow.new.levels = TRUE``).
 
         * ``interval="confidence"`` or ``"prediction"`` (with ``level``): a DataFrame ``fit``,
           ``lwr``, ``upr`` — Wald from vcov(β), or simulation (``nsim``, ``random_seed``); see
@@ -254,20 +259,18 @@ class MixedModelResult:
         return eta
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        y, mu = self.compiled.y, self.fitted()
-        # lme4's residuals.lmerMod: "working" residuals of an LMM are response residuals
-        # (the working response is y itself); prior weights enter Pearson and deviance ones.
-        if type in ("response", "working"):
-            r = y - mu
-        elif type in ("pearson", "deviance"):
-            r = (y - mu) * np.sqrt(self.compiled.weights)
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
+        Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
+        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property
     def scaled_residuals(self) -> np.ndarray:
         return self.residuals(type="pearson", scaled=True)
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the scaled residuals, as summary prints them (a Dask fit computes them on the cluster)."""
+        return np.quantile(np.asarray(self.scaled_residuals, dtype=float), [0, 0.25, 0.5, 0.75, 1])
 
     # --- display ------------------------------------------------------------------------
 
@@ -313,7 +316,10 @@ class MixedModelResult:
         return f"<{kind} fit by {self.method}: {self.formula_display}, {self.nobs} obs>"
 
     def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(self.summary()) + "</pre>"
+        """Jupyter's view: fit statistics, random and fixed effects as tables; lme4's text in a ``<details>``."""
+        from bayesmix.results.display import fit_html
+
+        return fit_html(self, self.summary())
 
     # --- the Bayesian model (bayesmix.bayes.pymc_model, bayesmix.bayes.sampling) -------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as la
 
+from bayesmix.engine import deviance
 from bayesmix.results.base import MixedModelResult
 
 
@@ -31,7 +32,7 @@ class LmerResult(MixedModelResult):
             return self.criterion_value
         f, dev = self.factorization, self.profiled_deviance
         n = dev.n
-        return f.ldL2 + n * (1.0 + np.log(2.0 * np.pi * f.pwrss / n)) - dev.cross.sum_log_weights
+        return deviance.profiled(f, n, 0, False, dev.cross.sum_log_weights)
 
     def ranef_condvar(self) -> dict[str, np.ndarray]:
         """Conditional variances of the random effects given θ and β (lme4's ``condVar``).

@@ -1,4 +1,4 @@
-"""Tidy tables (broom.mixed's ``tidy()`` idiom) and a DataFrame that displays itself rounded.
+"""Tidy tables (broom.mixed's ``tidy()`` idiom), displayed rounded (``results.display.DisplayTable``).
 
 ``tidy(m, effects="ran_vals")`` is broom.mixed's one-row-per-level-and-term table of the random
 effects: ``effect, group, level, term, estimate, std.error`` with the conditional modes and the
@@ -13,39 +13,9 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import ArgumentError
+from bayesmix.results.display import DisplayTable
 
 EFFECTS = ("ran_vals", "fixed")
-
-
-class DisplayTable(pd.DataFrame):
-    """A DataFrame whose printed and notebook display is rounded (4 significant digits, R-hat to 3
-    decimals, ESS whole); the values themselves keep full precision."""
-
-    @property
-    def _constructor(self):
-        return DisplayTable
-
-    def rounded(self) -> pd.DataFrame:
-        """A plain DataFrame of the values as displayed."""
-        out = pd.DataFrame(self).copy()
-        for col, fmt in self._formats().items():
-            out[col] = out[col].map(lambda x, f=fmt: float(f(x)) if np.isfinite(x) else x)
-        return out
-
-    def _formats(self) -> dict:
-        formats = {}
-        for col in self.columns:
-            if pd.api.types.is_float_dtype(self[col]):
-                name = str(col).lower()
-                formats[col] = ("{:.0f}" if name.startswith("ess") else "{:.3f}" if name in ("r_hat", "rhat")
-                                else "{:.4g}").format
-        return formats
-
-    def __repr__(self) -> str:
-        return pd.DataFrame(self).to_string(formatters=self._formats())
-
-    def _repr_html_(self) -> str:
-        return pd.DataFrame(self).to_html(formatters=self._formats())
 
 
 def check_effects(effects: str) -> None:

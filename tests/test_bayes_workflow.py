@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -412,3 +413,23 @@ def test_tidy_ran_vals_are_lme4s_condval_and_condsd(case_id, formula, dataset, f
     sd = np.asarray(ref["std_error"])
     assert np.max(np.abs(t["estimate"].to_numpy() - ref["estimate"]) / sd) < tol_est
     np.testing.assert_allclose(t["std.error"], sd, rtol=tol_sd)
+
+
+# --- families beyond the five: the negative binomial answers through its own loglik / simulate ---------
+
+
+def test_negative_binomial_log_likelihood_and_predictive_draws():
+    data = pd.read_csv(Path(__file__).parent / "reference" / "issues" / "data" / "negbin_sim.csv")
+    data["g"] = pd.Categorical(data["g"], categories=sorted(data["g"].unique()))
+    m = bm.glmer_nb("y ~ x + (1 | g)", data)
+    post = m.sample(draws=100, tune=100, chains=2, random_seed=1, progressbar=False, log_likelihood=True)
+    assert "nb_theta" in post["posterior"]  # θ sampled: one θ per draw in the log-likelihood and the draws
+    theirs = pm.compute_log_likelihood(post, model=m.pymc_model, extend_inferencedata=False, progressbar=False)
+    np.testing.assert_allclose(post["log_likelihood"]["y"].values, theirs["y"].values, rtol=1e-10, atol=1e-10)
+    yrep = m.sample_posterior_predictive(post, random_seed=1)["posterior_predictive"]["y"].values
+    assert np.all(yrep == np.round(yrep)) and np.all(yrep >= 0)
+    mu = m.predict(post, kind="mean").values
+    resid = yrep - mu  # independent noise given each draw's μ and θ
+    assert abs(resid.mean()) < 4 * resid.std() / np.sqrt(resid.size)
+    theta = post["posterior"]["nb_theta"].values[..., None]
+    assert np.mean(resid**2) == pytest.approx(np.mean(mu + mu**2 / theta), rel=0.1)  # Var = μ + μ²/θ

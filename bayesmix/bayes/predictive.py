@@ -75,8 +75,12 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
     return eta if result.is_lmm else result.family.link.linkinv(eta)
 
 
-def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior weights)."""
+def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, params=None) -> np.ndarray:
+    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior weights).
+
+    Families beyond the five below answer through their own ``loglik``; ``params`` holds per-draw
+    values of the family's sampled parameters (the negative-binomial θ), one draw at a time.
+    """
     from scipy import stats
 
     family = "gaussian" if result.is_lmm else result.family.name
@@ -92,7 +96,30 @@ def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.n
     if family == "inverse.gaussian":
         lam = weights / sigma[:, None] ** 2
         return stats.invgauss.logpdf(y, mu / lam, scale=lam)
-    raise ArgumentError(f"no pointwise log-likelihood for the {family} family yet")
+    fam = result.family
+    if not params:
+        return fam.loglik(y, mu, weights)
+    return np.stack([family_at(fam, params, d).loglik(y, mu[d], weights) for d in range(mu.shape[0])])
+
+
+def family_at(family, params: dict, draw: int):
+    """The family with its sampled parameters at one draw (the negative binomial's θ: ``with_theta``)."""
+    if set(params) == {"nb_theta"}:
+        return family.with_theta(float(params["nb_theta"][draw]))
+    raise ArgumentError(f"no per-draw evaluation of the family parameters {', '.join(params)}")
+
+
+def family_draws(result, post) -> dict:
+    """Per-draw values of the family's sampled parameters (e.g. ``nb_theta``), flattened over chains."""
+    if result.is_lmm:
+        return {}
+    return {name: _flat(post, name) for name in result.family.bayes_parameters()}
+
+
+def _per_draw(result, post):
+    """A function giving the family at draw d (None when the family has no sampled parameters)."""
+    params = family_draws(result, post)
+    return (lambda d: family_at(result.family, params, d)) if params else None
 
 
 def _sigma(result, post):
@@ -113,7 +140,8 @@ def log_likelihood(result, post, group: str | None = None):
     rows, y = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
-    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows])
+    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows],
+                          family_draws(result, post))
     coords = {"chain": post["posterior"]["chain"].values, "draw": post["posterior"]["draw"].values}
     dim, labels = "obs", rows
     if group is not None:
@@ -143,7 +171,8 @@ def sample_posterior_predictive(result, post, random_seed=None):
     rows, _ = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, rng)[:, rows]
-    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng)
+    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng,
+                    _per_draw(result, post))
     post["posterior_predictive"] = xr.Dataset({"y": (("chain", "draw", "obs"), yrep.reshape(*_shape(post), -1))},
                                               coords={"chain": post["posterior"]["chain"].values,
                                                       "draw": post["posterior"]["draw"].values, "obs": rows})
@@ -176,7 +205,7 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
         values = inverse_link(result, eta)
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
-        values = simulate(result, values, _sigma(result, post), weights, rng)
+        values = simulate(result, values, _sigma(result, post), weights, rng, _per_draw(result, post))
         if not result.is_lmm and result.family.name == "binomial":
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]

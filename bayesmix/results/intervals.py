@@ -22,13 +22,15 @@ from bayesmix.results.predict import terms_in
 SIMULATED_FAMILIES = ("gaussian", "binomial", "poisson", "Gamma", "inverse.gaussian")
 
 
-def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng) -> np.ndarray:
+def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng, family_at=None) -> np.ndarray:
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
-    binomial ones as success counts out of ``weights`` trials."""
+    binomial ones as success counts out of ``weights`` trials.  Other families simulate themselves
+    (``Family.simulate``), at each draw's parameters when ``family_at(d)`` gives them."""
     family = "gaussian" if result.is_lmm else result.family.name
     if family not in SIMULATED_FAMILIES:
-        raise ArgumentError(f"no response simulation for the {family} family yet "
-                            f"(available: {', '.join(SIMULATED_FAMILIES)})")
+        if family_at is None:
+            return np.asarray(result.family.simulate(mu, weights, sigma, rng), dtype=float)
+        return np.stack([family_at(d).simulate(mu[d], weights, sigma, rng) for d in range(mu.shape[0])])
     if family == "gaussian":
         return rng.normal(mu, np.asarray(sigma)[:, None] / np.sqrt(weights))
     if family == "binomial":

@@ -22,6 +22,7 @@ import numpy as np
 from bayesmix.bayes.pymc_model import term_infos
 from bayesmix.bayes.sampling import observed_response
 from bayesmix.errors import ArgumentError
+from bayesmix.results.intervals import response_family
 from bayesmix.results.intervals import simulate_response as simulate
 from bayesmix.results.newdesign import Design, new_design, training_design
 
@@ -76,30 +77,15 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
 
 
 def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, params=None) -> np.ndarray:
-    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior weights).
-
-    Families beyond the five below answer through their own ``loglik``; ``params`` holds per-draw
-    values of the family's sampled parameters (the negative-binomial θ), one draw at a time.
-    """
-    from scipy import stats
-
-    family = "gaussian" if result.is_lmm else result.family.name
-    if family == "gaussian":
-        return stats.norm.logpdf(y, mu, sigma[:, None] / np.sqrt(weights))
-    if family == "binomial":
-        return stats.binom.logpmf(y, np.round(weights), mu)
-    if family == "poisson":
-        return weights * stats.poisson.logpmf(y, mu)  # the PyMC model's weighted Potential
-    if family == "Gamma":
-        shape = weights / sigma[:, None] ** 2
-        return stats.gamma.logpdf(y, shape, scale=mu / shape)
-    if family == "inverse.gaussian":
-        lam = weights / sigma[:, None] ** 2
-        return stats.invgauss.logpdf(y, mu / lam, scale=lam)
-    fam = result.family
+    """log p(y_i | μ_i, σ) per draw and row (``Family.loglik``, lme4's use of prior weights, as the PyMC
+    model's likelihood); ``params`` holds per-draw values of the family's sampled parameters (the
+    negative binomial's θ), evaluated one draw at a time."""
+    family = response_family(result)
+    scale = np.asarray(sigma, dtype=float)[:, None] if sigma is not None else 1.0
     if not params:
-        return fam.loglik(y, mu, weights)
-    return np.stack([family_at(fam, params, d).loglik(y, mu[d], weights) for d in range(mu.shape[0])])
+        return np.broadcast_to(family.loglik(y, mu, weights, scale), mu.shape)
+    return np.stack([family_at(family, params, d).loglik(y, mu[d], weights, scale if np.isscalar(scale) else scale[d])
+                     for d in range(mu.shape[0])])
 
 
 def family_at(family, params: dict, draw: int):
@@ -137,7 +123,8 @@ def log_likelihood(result, post, group: str | None = None):
     """
     import xarray as xr
 
-    rows, y = observed_response(result)
+    rows, _ = observed_response(result)
+    y = result.compiled.y[rows]  # the response's own scale (binomial: proportions), as Family.loglik takes it
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
     ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows],
@@ -171,8 +158,10 @@ def sample_posterior_predictive(result, post, random_seed=None):
     rows, _ = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, rng)[:, rows]
-    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng,
-                    _per_draw(result, post))
+    weights = result.compiled.weights[rows]
+    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), weights, rng, _per_draw(result, post))
+    if response_family(result).response_is_probability:  # as observed_data: counts of successes
+        yrep = np.round(yrep * np.round(weights))
     post["posterior_predictive"] = xr.Dataset({"y": (("chain", "draw", "obs"), yrep.reshape(*_shape(post), -1))},
                                               coords={"chain": post["posterior"]["chain"].values,
                                                       "draw": post["posterior"]["draw"].values, "obs": rows})
@@ -206,8 +195,6 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
         values = simulate(result, values, _sigma(result, post), weights, rng, _per_draw(result, post))
-        if not result.is_lmm and result.family.name == "binomial":
-            values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]
     p = post["posterior"]
     return xr.DataArray(values.reshape(*_shape(post), -1), dims=("chain", "draw", "obs"), name=name,

@@ -7,8 +7,9 @@ The variance components are insight's ``get_variance`` (insight 0.19 / performan
   variance for intercept-only terms), summed over terms — a scalar term with one level per
   row in a GLMM is an observation-level effect: its variance is the *dispersion* instead;
 * distribution: σ² (LMM); π²/3 (binomial logit), 1 (probit), π²/6 (cloglog);
-  ``log(1 + 1/exp(β₀))`` (Poisson log) with β₀ the intercept of the *null model* — the fit
-  refitted with an intercept only and the same random terms, as performance does;
+  ``log(1 + V(λ)/λ²)`` at ``λ = exp(β₀)`` for log links (Poisson: ``log(1 + 1/λ)``) with β₀ the
+  intercept of the *null model* — the fit refitted with an intercept only and the same random
+  terms and family (a negative binomial keeps the fit's θ), as performance does;
 * residual: distribution + dispersion.
 
 ``ICC_adjusted = random / (random + residual)``, ``ICC_conditional = random / (fixed + random +
@@ -27,8 +28,18 @@ import pandas as pd
 
 from bayesmix.errors import ArgumentError
 
-_LINK_VARIANCE = {("binomial", "logit"): np.pi**2 / 3, ("binomial", "probit"): 1.0,
-                  ("binomial", "cloglog"): np.pi**2 / 6, ("poisson", "sqrt"): 0.25}
+
+def _lognormal(family, null_intercept: float) -> float:
+    """log(1 + V(λ)/λ²) at λ = exp(β₀ of the null model): Nakagawa et al. (2017)'s lognormal
+    approximation for log links (Poisson: log(1 + 1/λ), performance's)."""
+    lam = np.exp(null_intercept)
+    return float(np.log1p(family.variance(np.array([lam]))[0] / lam**2))
+
+
+# The variance of the latent-scale "error" each link implies (Nakagawa & Schielzeth 2013): the
+# standard logistic for logit, the standard normal for probit, the Gumbel for cloglog; log links
+# take the lognormal approximation.
+_LATENT_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6, "log": _lognormal}
 
 
 def observation_level(result) -> list[bool]:
@@ -53,25 +64,28 @@ def components(result, beta: np.ndarray, covs: list[np.ndarray], sigma, null_int
 def _distribution_variance(result, sigma, null_intercept):
     if result.is_lmm:
         return np.asarray(sigma, dtype=float) ** 2
-    key = (result.family.name, result.family.link.name)
-    if key in _LINK_VARIANCE:
-        return _LINK_VARIANCE[key]
-    if key == ("poisson", "log"):
-        return np.log1p(1.0 / np.exp(null_intercept))
-    raise ArgumentError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
-                        f"not the {key[0]} family with the {key[1]} link")
+    family = result.family
+    latent = _LATENT_VARIANCE.get(family.link.name)
+    usable = family.response_is_probability if not callable(latent) else not family.has_scale
+    if latent is None or not usable:
+        raise ArgumentError(f"ICC and R² are available for LMMs and GLMMs with a logit, probit or cloglog link "
+                            f"(binomial) or a log link and no dispersion parameter (Poisson, negative binomial), not {family!r}")
+    return latent(family, null_intercept) if callable(latent) else latent
+
+
+def _uses_null_model(result) -> bool:
+    return not result.is_lmm and callable(_LATENT_VARIANCE.get(result.family.link.name))
 
 
 def null_intercept(result) -> float | None:
-    """β₀ of the null model (intercept only, same random terms and family): Poisson GLMMs only."""
-    if result.is_lmm or (result.family.name, result.family.link.name) != ("poisson", "log"):
+    """β₀ of the null model (intercept only, same random terms and family) for log-link GLMMs."""
+    if not _uses_null_model(result):
         return None
     from bayesmix.engine.glmm import fit_glmm
 
     c = result.compiled
     null = replace(c, X=np.ones((c.n, 1)), fixef_names=["(Intercept)"], dropped_fixef=[])
-    family = type(result.family)(result.family.link.name)
-    return float(fit_glmm(null, family, nAGQ=1).beta[0])
+    return float(fit_glmm(null, result.family, nAGQ=1).beta[0])
 
 
 def icc_table(result, parts: dict) -> pd.DataFrame:

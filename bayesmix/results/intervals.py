@@ -19,28 +19,24 @@ from bayesmix.errors import ArgumentError
 from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
 
-SIMULATED_FAMILIES = ("gaussian", "binomial", "poisson", "Gamma", "inverse.gaussian")
+
+def response_family(result):
+    """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
+    from bayesmix.engine.families import Gaussian
+
+    return Gaussian() if result.is_lmm else result.family
 
 
 def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng, family_at=None) -> np.ndarray:
-    """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
-    binomial ones as success counts out of ``weights`` trials.  Other families simulate themselves
-    (``Family.simulate``), at each draw's parameters when ``family_at(d)`` gives them."""
-    family = "gaussian" if result.is_lmm else result.family.name
-    if family not in SIMULATED_FAMILIES:
-        if family_at is None:
-            return np.asarray(result.family.simulate(mu, weights, sigma, rng), dtype=float)
-        return np.stack([family_at(d).simulate(mu[d], weights, sigma, rng) for d in range(mu.shape[0])])
-    if family == "gaussian":
-        return rng.normal(mu, np.asarray(sigma)[:, None] / np.sqrt(weights))
-    if family == "binomial":
-        return rng.binomial(np.round(weights).astype(np.int64), np.clip(mu, 0.0, 1.0)).astype(float)
-    if family == "poisson":
-        return rng.poisson(mu).astype(float)
-    shape = weights / np.asarray(sigma)[:, None] ** 2
-    if family == "Gamma":  # Var(y) = σ² μ² / w
-        return rng.gamma(shape, mu / shape)
-    return rng.wald(mu, shape)  # inverse Gaussian, λ = w / σ²
+    """Responses drawn from the family (``Family.simulate``) given the mean ``mu`` (draws, rows) and σ
+    (per draw, or None), on the response's scale (binomial: proportions of ``weights`` trials); at
+    each draw's sampled family parameters when ``family_at(d)`` gives them (the negative binomial's θ)."""
+    family = response_family(result)
+    scale = np.asarray(sigma, dtype=float)[:, None] if sigma is not None else 1.0
+    if family_at is None:
+        return np.asarray(family.simulate(mu, weights, scale, rng), dtype=float)
+    return np.stack([family_at(d).simulate(mu[d], weights, scale if np.isscalar(scale) else scale[d], rng)
+                     for d in range(mu.shape[0])]).astype(float)
 
 
 def predict_interval(result, newdata=None, re_form=None, type: str = "response", interval: str = "confidence",

@@ -4,14 +4,21 @@
 
 Posterior predictive draws and the pointwise log-likelihood for 4 chains × 1000 draws × 180 rows
 (targets: under 1 s each), bayesmix's NumPy routes beside PyMC's own functions on the same
-posterior, and the posterior predictions for new data.
+posterior, and the posterior predictions for new data.  ``--rstanarm`` adds NUTS side by side:
+bayesmix's ``m.sample()`` and rstanarm's ``stan_lmer`` (benchmarks/rstanarm_ess.R; needs
+``apt-get install r-cran-rstanarm``), 4 × 1000 draws each, wall time and bulk ESS per second of
+the fixed effects, σ and the random-effect variances.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,5 +57,28 @@ def main():
           repeat=1)
 
 
+def ess_side_by_side():
+    import arviz_stats as azs
+
+    import bayesmix as bm
+
+    m = bm.lmer("Reaction ~ Days + (Days | Subject)", data=bm.load_dataset("sleepstudy"))
+    t0 = time.perf_counter()
+    post = m.sample(draws=1000, tune=1000, chains=4, random_seed=1, progressbar=False)
+    seconds = time.perf_counter() - t0
+    summary = azs.summary(post, var_names=["beta", "sigma", "sd_Subject"], kind="diagnostics", round_to="none")
+    ours = summary["ess_bulk"]  # rstanarm reports variances; their ESS equals that of the SDs (monotone map)
+    out = subprocess.run(["Rscript", str(Path(__file__).with_name("rstanarm_ess.R"))], capture_output=True, text=True,
+                         check=True)
+    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{'':<34s} {'bayesmix':>12s} {'rstanarm':>12s}")
+    print(f"{'wall seconds (4 x 1000 draws)':<34s} {seconds:12.1f} {theirs['seconds']:12.1f}")
+    pairs = zip(ours.index, theirs["ess_bulk"].items())
+    for name, (rname, ress) in pairs:
+        print(f"{name + ' ESS/s':<34s} {ours[name] / seconds:12.0f} {ress / theirs['seconds']:12.0f}   ({rname})")
+
+
 if __name__ == "__main__":
     main()
+    if "--rstanarm" in sys.argv:
+        ess_side_by_side()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -221,6 +222,24 @@ def test_cbpp_posterior_predictive_counts_agree_with_pymcs(cbpp):
     np.testing.assert_allclose(ours.mean(0), theirs.mean(0), atol=4 * ours.std(0).max() / np.sqrt(400))
 
 
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")
+def test_elpd_loo_agrees_with_rstanarm(slope, intercept):
+    """rstanarm 2.21.3's loo() (default weakly-informative priors, 4 × 1000 draws; make_rstanarm_loo.R):
+    with this much data the priors hardly matter, and PSIS-LOO agrees well inside one SE."""
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parent / "reference" / "issues" / "rstanarm_loo.json").read_text())
+    elpd = {}
+    for key, (_, post) in (("sleepstudy_slope", slope), ("sleepstudy_intercept", intercept)):
+        loo = az.loo(post)
+        elpd[key] = loo.elpd
+        assert abs(loo.elpd - ref[key]["elpd_loo"]) < 0.25 * ref[key]["elpd_loo_se"], key
+        assert loo.se == pytest.approx(ref[key]["elpd_loo_se"], rel=0.1)
+    diff = elpd["sleepstudy_intercept"] - elpd["sleepstudy_slope"]
+    assert abs(diff - ref["elpd_diff_intercept_vs_slope"]) < 0.5 * ref["se_diff"]
+
+
 # --- posterior predictions (item 1) ------------------------------------------------------------------
 
 
@@ -296,6 +315,8 @@ def test_todays_predict_calls_are_unchanged(slope, sleep):
     m, _ = slope
     new = sleep.iloc[[0, 17]]
     np.testing.assert_array_equal(m.predict(new, "~0"), m.predict(newdata=new, re_form="~0"))
+    np.testing.assert_array_equal(m.predict(new, "~0", "link"), m.predict(newdata=new, re_form="~0", type="link"))
+    np.testing.assert_array_equal(m.predict(new, None, "link"), m.predict(newdata=new, type="link"))
     np.testing.assert_array_equal(m.predict(new), m.fitted()[[0, 17]])
     with pytest.raises(ArgumentError, match="interval must be"):
         m.predict(new, interval="credible")
@@ -392,3 +413,23 @@ def test_tidy_ran_vals_are_lme4s_condval_and_condsd(case_id, formula, dataset, f
     sd = np.asarray(ref["std_error"])
     assert np.max(np.abs(t["estimate"].to_numpy() - ref["estimate"]) / sd) < tol_est
     np.testing.assert_allclose(t["std.error"], sd, rtol=tol_sd)
+
+
+# --- families beyond the five: the negative binomial answers through its own loglik / simulate ---------
+
+
+def test_negative_binomial_log_likelihood_and_predictive_draws():
+    data = pd.read_csv(Path(__file__).parent / "reference" / "issues" / "data" / "negbin_sim.csv")
+    data["g"] = pd.Categorical(data["g"], categories=sorted(data["g"].unique()))
+    m = bm.glmer_nb("y ~ x + (1 | g)", data)
+    post = m.sample(draws=100, tune=100, chains=2, random_seed=1, progressbar=False, log_likelihood=True)
+    assert "nb_theta" in post["posterior"]  # θ sampled: one θ per draw in the log-likelihood and the draws
+    theirs = pm.compute_log_likelihood(post, model=m.pymc_model, extend_inferencedata=False, progressbar=False)
+    np.testing.assert_allclose(post["log_likelihood"]["y"].values, theirs["y"].values, rtol=1e-10, atol=1e-10)
+    yrep = m.sample_posterior_predictive(post, random_seed=1)["posterior_predictive"]["y"].values
+    assert np.all(yrep == np.round(yrep)) and np.all(yrep >= 0)
+    mu = m.predict(post, kind="mean").values
+    resid = yrep - mu  # independent noise given each draw's μ and θ
+    assert abs(resid.mean()) < 4 * resid.std() / np.sqrt(resid.size)
+    theta = post["posterior"]["nb_theta"].values[..., None]
+    assert np.mean(resid**2) == pytest.approx(np.mean(mu + mu**2 / theta), rel=0.1)  # Var = μ + μ²/θ

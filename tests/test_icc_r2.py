@@ -29,6 +29,9 @@ def _fit(case):
     data = bm.load_dataset(case["dataset"])
     if case["family"] == "gaussian":
         return bm.lmer(case["formula"], data)
+    if case["fit_warnings"]:  # the uncentred grouseticks fit: lme4 warns "Rescale variables?", and so do we
+        with pytest.warns(bm.ConvergenceWarning, match="Rescale variables"):
+            return bm.glmer(case["formula"], data, family=case["family"].split("(")[0])
     return bm.glmer(case["formula"], data, family=case["family"].split("(")[0])
 
 
@@ -112,3 +115,28 @@ def test_posterior_draws_of_icc_and_r2(fits):
     assert float(r2["R2_marginal"].isel(chain=1, draw=7)) == pytest.approx(r2_values(parts)[0][0], rel=1e-12)
     # the posterior sits around the estimate
     assert abs(float(r2["R2_conditional"].median()) - m.r2()["R2_conditional"]) < 0.05
+
+
+def test_negative_binomial_icc_and_r2_match_performance():
+    """glmer.nb on negbin_sim (icc_r2_negbin.json, make_icc_r2_negbin.R): log(1 + 1/λ + 1/θ) at the null
+    model's λ, the lognormal approximation with the negative binomial's variance function."""
+    import copy
+
+    import pandas as pd
+
+    ref = json.loads((Path(__file__).parent / "reference" / "issues" / "icc_r2_negbin.json").read_text())
+    data = pd.read_csv(Path(__file__).parent / "reference" / "issues" / "data" / "negbin_sim.csv")
+    data["g"] = pd.Categorical(data["g"], categories=[f"N{i:02d}" for i in range(1, 31)])
+    m = bm.glmer_nb(ref["formula"], data)
+    at_lme4 = copy.copy(m)
+    at_lme4.family = m.family.with_theta(ref["nb_theta"])
+    variance = ref["get_variance"]
+    parts = components(at_lme4, np.array([ref["fixef"]]), [np.array([[[variance["var.random"]]]])], None,
+                       ref["null_model_fixef"])
+    assert parts["distribution"][0] == pytest.approx(variance["var.distribution"], rel=1e-10)
+    assert parts["fixed"][0] == pytest.approx(variance["var.fixed"], rel=1e-10)
+    # bayesmix's own fit: θ, β and the null refit agree with lme4's to ~1e-4
+    assert m.icc().loc["(all)", "ICC_adjusted"] == pytest.approx(ref["icc"]["ICC_adjusted"], rel=1e-3)
+    assert m.icc().loc["(all)", "ICC_conditional"] == pytest.approx(ref["icc"]["ICC_conditional"], rel=1e-3)
+    assert m.r2()["R2_marginal"] == pytest.approx(ref["r2_nakagawa"]["R2_marginal.Marginal R2"], rel=1e-3)
+    assert m.r2()["R2_conditional"] == pytest.approx(ref["r2_nakagawa"]["R2_conditional.Conditional R2"], rel=1e-3)

@@ -77,14 +77,13 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
 
 def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, families=None) -> np.ndarray:
     """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior
-    weights): the family's own ``loglik``; binomial ``y`` arrives as counts, the family takes proportions.
+    weights): the family's own ``loglik``, ``y`` on the response's scale (binomial: proportions).
     ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ; no σ then)."""
     family = response_family(result)
     scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
-    y_model = y / np.round(weights) if family.response_is_probability else y
     if families is not None:
-        return np.stack([f.loglik(y_model, m, weights, 1.0) for f, m in zip(families, mu)])
-    return family.loglik(y_model, mu, weights, scale)
+        return np.stack([f.loglik(y, m, weights, 1.0) for f, m in zip(families, mu)])
+    return family.loglik(y, mu, weights, scale)
 
 
 def draw_families(result, post):
@@ -113,7 +112,8 @@ def log_likelihood(result, post, group: str | None = None):
     """
     import xarray as xr
 
-    rows, y = observed_response(result)
+    rows, _ = observed_response(result)
+    y = result.compiled.y[rows]  # the response's own scale (binomial: proportions), as Family.loglik takes it
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
     ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows],

@@ -354,7 +354,8 @@ def weakly_informative_priors(result) -> ModelPriors:
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
     sigma = Prior("Exponential", lam=1.0 / sy) if result.has_scale else None
-    return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"})
+    family = {name: Prior(dist, **params) for name, (dist, params) in response_family(result).bayes_parameters().items()}
+    return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"}, family=family)
 
 
 def resolve_priors(result, priors: dict | str | None) -> ModelPriors:

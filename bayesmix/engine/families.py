@@ -66,8 +66,16 @@ class Family:
     # scale (R's performance package); a family that has one overrides these two.
     needs_null_intercept: bool = False
 
+    def _lognormal_variance(self, null_intercept: float) -> float:
+        """log(1 + V(λ)/λ²) at λ = exp(β₀ of the null model): Nakagawa et al. (2017)'s lognormal
+        approximation for log links (Poisson: log(1 + 1/λ); negative binomial: log(1 + 1/λ + 1/θ))."""
+        lam = float(np.exp(null_intercept))
+        return float(np.log1p(self.variance(np.array([lam]))[0] / lam**2))
+
     def distribution_variance(self, null_intercept: float | None = None) -> float:
         """The observation-level variance on the link scale (performance's ``get_variance_distribution``)."""
+        if self.link.name == "log" and self.needs_null_intercept and null_intercept is not None:
+            return self._lognormal_variance(null_intercept)
         raise FamilyError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
                           f"not the {self.name} family with the {self.link.name} link")
 
@@ -316,8 +324,6 @@ class Poisson(Family):
     def distribution_variance(self, null_intercept=None):
         if self.link.name == "sqrt":
             return 0.25
-        if self.link.name == "log" and null_intercept is not None:
-            return float(np.log1p(1.0 / np.exp(null_intercept)))
         return super().distribution_variance(null_intercept)
 
     def variance(self, mu):
@@ -508,6 +514,10 @@ class NegativeBinomial(Family):
     allowed_links = ("log", "identity", "sqrt")
     fast_links = ("log",)
     extra_df = 1  # lme4 1.1-31's npar.merMod counts θ for any "Negative Binomial" family, fixed or not
+
+    @property
+    def needs_null_intercept(self) -> bool:  # ICC/R²: the lognormal approximation at the null model's mean
+        return self.link.name == "log"
 
     def __init__(self, theta, link: str | None = None, estimated: bool = False):
         try:

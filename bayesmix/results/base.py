@@ -18,6 +18,7 @@ from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
 
 _GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
+_UNSET = object()  # an argument not given (predict's positional and keyword forms differ)
 
 
 class MixedModelResult:
@@ -209,10 +210,10 @@ class MixedModelResult:
         """Conditional fitted values on the response scale."""
         return self.linear_predictor()
 
-    def predict(self, source=None, /, newdata=None, re_form=None, type: str = "response", *, kind: str = "mean",
+    def predict(self, source=None, /, newdata=_UNSET, re_form=_UNSET, type=_UNSET, *, kind: str = "mean",
                 sample_new_groups: bool = False, interval: str | None = None, level: float = 0.95, nsim: int = 1000,
                 random_seed=None):
-        """Predictions as lme4's ``predict``: ``m.predict(newdata, re_form, type)``.
+        """Predictions as lme4's ``predict``: ``m.predict(newdata=None, re_form=None, type="response")``.
 
         ``re_form=None`` uses every random term, ``re_form="~0"`` (or ``NA``) none, a formula of
         random terms just those.  Levels not seen in fitting, and missing grouping values, get the
@@ -225,15 +226,25 @@ class MixedModelResult:
           with a posterior from :meth:`sample`: draws (chain, draw, obs) as an ``xarray.DataArray``;
           ``kind`` "link", "mean" or "response" (see :func:`bayesmix.bayes.predictive.predict`).
         """
+        given = {name: value for name, value in (("newdata", newdata), ("re_form", re_form), ("type", type))
+                 if value is not _UNSET}
         if methods.is_posterior(source):
-            return methods.posterior_predict(self, source, newdata=newdata, kind=kind, re_form=re_form,
-                                             sample_new_groups=sample_new_groups, random_seed=random_seed)
-        if source is not None:
-            if newdata is not None and isinstance(newdata, pd.DataFrame):
+            if "type" in given:
+                raise ArgumentError("with a posterior, choose the scale with kind='link', 'mean' or 'response'")
+            return methods.posterior_predict(self, source, newdata=given.get("newdata"), kind=kind,
+                                             re_form=given.get("re_form"), sample_new_groups=sample_new_groups,
+                                             random_seed=random_seed)
+        if source is not None:  # m.predict(newdata, re_form, type), positionally as before
+            if isinstance(given.get("newdata"), pd.DataFrame):
                 raise ArgumentError("give newdata once: m.predict(newdata) or m.predict(newdata=...)")
-            if newdata is not None:  # today's positional order m.predict(newdata, re_form, type)
-                re_form, type = newdata, re_form if re_form is not None else type
-            newdata = source
+            if "newdata" in given:
+                given["type"] = given.get("re_form", given.get("type", _UNSET))
+                given["re_form"] = given.pop("newdata")
+            given["newdata"] = source
+        newdata, re_form = given.get("newdata"), given.get("re_form")
+        type = given.get("type", "response")
+        if type is _UNSET:
+            type = "response"
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
         if interval is not None:

@@ -7,8 +7,9 @@ The variance components are insight's ``get_variance`` (insight 0.19 / performan
   variance for intercept-only terms), summed over terms — a scalar term with one level per
   row in a GLMM is an observation-level effect: its variance is the *dispersion* instead;
 * distribution: σ² (LMM); π²/3 (binomial logit), 1 (probit), π²/6 (cloglog);
-  ``log(1 + 1/exp(β₀))`` (Poisson log) with β₀ the intercept of the *null model* — the fit
-  refitted with an intercept only and the same random terms, as performance does;
+  ``log(1 + V(λ)/λ²)`` at ``λ = exp(β₀)`` for log links (Poisson: ``log(1 + 1/λ)``) with β₀ the
+  intercept of the *null model* — the fit refitted with an intercept only and the same random
+  terms and family (a negative binomial keeps the fit's θ), as performance does;
 * residual: distribution + dispersion.
 
 ``ICC_adjusted = random / (random + residual)``, ``ICC_conditional = random / (fixed + random +
@@ -52,15 +53,14 @@ def _distribution_variance(result, sigma, null_intercept):
 
 
 def null_intercept(result) -> float | None:
-    """β₀ of the null model (intercept only, same random terms and family): Poisson GLMMs only."""
+    """β₀ of the null model (intercept only, same random terms and family) for log-link GLMMs (its θ kept for glmer.nb)."""
     if result.is_lmm or not result.family.needs_null_intercept:
         return None
     from bayesmix.engine.glmm import fit_glmm
 
     c = result.compiled
     null = replace(c, X=np.ones((c.n, 1)), fixef_names=["(Intercept)"], dropped_fixef=[])
-    family = type(result.family)(result.family.link.name)
-    return float(fit_glmm(null, family, nAGQ=1).beta[0])
+    return float(fit_glmm(null, result.family, nAGQ=1).beta[0])
 
 
 def icc_table(result, parts: dict) -> pd.DataFrame:

@@ -16,7 +16,13 @@ import pandas as pd
 
 from bayesmix.distributed import is_dask_collection
 from bayesmix.distributed.model import RowlessModel
-from bayesmix.distributed.passes import ModelSpec, compile_partition, cross_products, learn_frame, model_rows
+from bayesmix.distributed.passes import (
+    ModelSpec,
+    compile_partition,
+    cross_products,
+    learn_frame,
+    model_rows,
+)
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 from bayesmix.errors import ArgumentError, DataError, DataWarning, warn

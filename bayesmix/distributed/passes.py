@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayesmix.distributed.frame import FrameRecord, ModelSpec, learn_partition, model_rows
+from bayesmix.distributed.frame import (
+    FrameRecord,
+    ModelSpec,
+    learn_partition,
+    model_rows,
+)
 from bayesmix.engine.lmm import CrossProducts
 from bayesmix.spec.design import FrameState
 from bayesmix.spec.model import compile_model

@@ -112,7 +112,7 @@ def check_model_objects(models) -> None:
     if len(kinds) > 1:
         raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
     if not is_lmm(models[0]):
-        families = {(m.family_name, m.link_name) for m in models}
+        families = {(m.family.comparable_name, m.link_name) for m in models}
         if len(families) > 1:
             raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
         quadrature = {m.nAGQ > 1 for m in models}

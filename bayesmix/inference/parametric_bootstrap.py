@@ -84,27 +84,12 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _simulate_glmm_response(model, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    fam = model.family
-    mu = fam.link.linkinv(eta)
-    w = model.compiled.weights
-    if fam.name == "binomial":
-        if np.any(np.abs(w - np.round(w)) > 1e-8):
-            raise InferenceError("cannot simulate binomial responses with non-integer numbers of trials (weights)")
-        trials = np.round(w).astype(np.int64)
-        return rng.binomial(trials, mu) / np.maximum(trials, 1)
-    if fam.name == "poisson":
-        return rng.poisson(mu).astype(float)
-    # the dispersion φ = σ²/w; lme4 uses shape σ·w (Gamma) and w/σ (inverse Gaussian), which do not give the
-    # fitted variance φ μ² (φ μ³); these use the fitted variance
-    phi = model.sigma**2 / w
-    if fam.name == "Gamma":
-        shape = 1.0 / phi
-        return rng.gamma(shape, mu / shape)
-    if fam.name == "gaussian":
-        return mu + np.sqrt(phi) * rng.standard_normal(mu.shape)
-    if fam.name == "inverse.gaussian":
-        return rng.wald(mu, 1.0 / phi)
-    raise InferenceError(f"simulation is not implemented for the {fam.name} family")
+    """The response given the linear predictor: the family draws it (σ is 1 for families without a scale).
+
+    For Gamma and inverse Gaussian the draws have the fitted variance σ² V(μ)/w; lme4's shapes σ·w and
+    w/σ do not.
+    """
+    return model.family.simulate(model.family.link.linkinv(eta), model.compiled.weights, model.sigma, rng)
 
 
 # --- refitting ---------------------------------------------------------------------------------
@@ -119,8 +104,7 @@ class RefitSpec:
     REML: bool
     theta0: np.ndarray
     data_name: str
-    family_class: type | None = None
-    link_name: str | None = None
+    family: object = None  # the fitted family (picklable), fixed shape parameters included
     nAGQ: int = 1
     _lmm_refitter: object = field(default=None, repr=False, compare=False)
 
@@ -129,7 +113,7 @@ class RefitSpec:
         if is_lmm(model):
             return cls(model.compiled, True, model.REML, model.theta_values.copy(), model.data_name)
         return cls(model.compiled, False, False, model.theta_values.copy(), model.data_name,
-                   type(model.family), model.family.link.name, model.nAGQ)
+                   model.family, model.nAGQ)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -149,7 +133,7 @@ class RefitSpec:
         return self._refit_glmm(y)
 
     def _refit_glmm(self, y):
-        family = self.family_class(self.link_name)
+        family = self.family
         compiled = replace(self.compiled, y=y)
         family.check_response(y, compiled.weights)
         fit = fit_glmm(compiled, family, nAGQ=self.nAGQ)
@@ -244,7 +228,15 @@ class _LrtJob:
 
 
 def _init_worker():
-    """One BLAS thread per worker process: the processes already use the cores."""
+    """One BLAS thread per worker process (the processes already use the cores); Ctrl-C is the parent's.
+
+    A terminal's Ctrl-C reaches every process of the group: workers ignore it, so that it
+    does not abort one refit each and let them carry on with the queue, and the parent
+    stops them all at once (``_stop_workers``).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -289,17 +281,38 @@ def _run_in_pool(job, ys: np.ndarray, workers: int, total: _Outcome, bar: Progre
     chunk = max(1, min(50, nsim // (4 * workers)))
     tasks = [(job, [ys[:, i] for i in range(s, min(s + chunk, nsim))]) for s in range(0, nsim, chunk)]
     done = 0
+    pool = None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker) as pool:
-                for out in pool.map(_refit_chunk, tasks):
-                    _merge(total, out)
-                    done += len(out.values)
-                    bar.update(len(out.values))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+            for out in pool.map(_refit_chunk, tasks):
+                _merge(total, out)
+                done += len(out.values)
+                bar.update(len(out.values))
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        _stop_workers(pool)  # one Ctrl-C stops everything now, leaving no worker behind
+        raise
     except (BrokenProcessPool, OSError, RuntimeError, pickle.PicklingError) as exc:
+        _stop_workers(pool)
         warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", BayesmixWarning)
     return done
+
+
+def _stop_workers(pool) -> None:
+    """Cancel what is queued and end the worker processes without waiting for their refits."""
+    if pool is None:
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def _merge(total: _Outcome, part: _Outcome) -> None:

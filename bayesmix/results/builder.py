@@ -78,9 +78,11 @@ def _optimizer_messages(optsum, compiled, theta) -> list[str]:
     messages = []
     if not optsum.converged:
         messages.append(f"optimizer ({optsum.optimizer}) convergence code: 1 (did not converge)")
+    checks = [m for m in optsum.messages if not m.startswith("optimizer (")]  # lme4's checkConv findings
+    if (checks or _is_singular(compiled, theta)) and not messages:
+        messages.append(f"optimizer ({optsum.optimizer}) convergence code: 0 (OK)")
+    messages += checks
     if _is_singular(compiled, theta):
-        if not messages:
-            messages.append(f"optimizer ({optsum.optimizer}) convergence code: 0 (OK)")
         messages.append(SINGULAR_MESSAGE)
     return messages
 

@@ -34,6 +34,11 @@ class GlmerResult(MixedModelResult):
     def has_scale(self) -> bool:
         return bool(self.family.has_scale)
 
+    @property
+    def df(self) -> int:
+        """``attr(logLik(m), "df")``: lme4 also counts the family's shape (the negative binomial's θ, even fixed)."""
+        return super().df + self.family.extra_df
+
     def term_covariances(self) -> list[np.ndarray]:
         return term_covariances(self.compiled.terms, self.theta_values, self.sigma if self.has_scale else 1.0)
 
@@ -61,6 +66,14 @@ class GlmerResult(MixedModelResult):
 
         v = rx_vcov(self.glmm_fit.objective, self.glmm_fit.state) * (self.sigma**2 if self.has_scale else 1.0)
         return pd.DataFrame(v, index=self.compiled.fixef_names, columns=self.compiled.fixef_names)
+
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional variances of the random effects (lme4's ``condVar``) from the PIRLS factorization
+        at the estimates; keyed by term, each (levels, k, k)."""
+        from bayesmix.results.lmer import conditional_variances
+
+        return conditional_variances(self.glmm_fit.state.factorization, self.compiled.terms, self.group_labels(),
+                                     self.relative_factors(), self.sigma**2 if self.has_scale else 1.0)
 
     def _inverse_link(self, eta):
         return self.family.link.linkinv(eta)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import DataError
+from bayesmix.spec import checks
 from bayesmix.spec.design import Evaluator, is_categorical, model_matrix
 from bayesmix.spec.formula import parse_formula
 from bayesmix.spec.model import grouping_factor
@@ -18,7 +19,7 @@ def linear_predictor(result, newdata: pd.DataFrame | None = None, re_form=None) 
     c = result.compiled
     if newdata is None:
         return c.X @ result.beta_values + c.offset + z_times(c.terms, result.b, keep=wanted)
-    return _predict_new(result, newdata, wanted)
+    return _predict_new(result, checks.check_newdata(newdata, c, wanted), wanted)
 
 
 def terms_in(terms, re_form) -> set[int]:
@@ -29,6 +30,10 @@ def terms_in(terms, re_form) -> set[int]:
         return set()
     text = str(re_form).strip()
     wanted = parse_formula("zzy " + text if text.startswith("~") else "zzy ~ " + text).random
+    unknown = checks.unknown_re_form_terms(wanted, terms)
+    if unknown:
+        raise DataError(f"re_form names random-effects term(s) {', '.join(unknown)} the model does not have; "
+                        f"its terms are {', '.join(f'({t.expr} | {t.group})' for t in terms)}")
     keys = {(w.expr.replace(" ", ""), w.group) for w in wanted}
     return {i for i, t in enumerate(terms) if (t.expr.replace(" ", ""), t.group) in keys}
 

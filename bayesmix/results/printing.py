@@ -16,13 +16,13 @@ from bayesmix.rformat import (
     print_named_vector,
     r_abbreviate,
     r_cat_fill,
-    r_deparse_lines,
     r_format,
     r_format_number,
     r_round,
     r_strwrap,
     r_zapsmall,
 )
+from bayesmix.spec.rexpr import deparse_lines
 
 SUMMARY_DIGITS = max(3, R_DIGITS - 3)  # print.summary.merMod's default digits
 COR_MAX = 12  # getOption("lme4.summary.cor.max")
@@ -158,7 +158,7 @@ def _family_lines(parts: SummaryParts) -> list[str]:
 
 
 def _call_lines(parts: SummaryParts) -> list[str]:
-    lines = r_cat_fill(["Formula:"] + r_deparse_lines(parts.formula))
+    lines = r_cat_fill(["Formula:"] + deparse_lines(parts.formula))
     if parts.data_name:
         lines += r_cat_fill(["   Data:", str(parts.data_name)])
     if parts.weights_name:

@@ -14,7 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bayesmix.errors import FormulaError, warn
-from bayesmix.spec.rexpr import Binary, Call, Name, Node, Num, Paren, Unary, parse, parse_with_comments, value_names
+from bayesmix.spec.rexpr import (
+    Binary,
+    Call,
+    Name,
+    Node,
+    Num,
+    Paren,
+    Unary,
+    parse,
+    parse_with_comments,
+    value_names,
+)
 from bayesmix.spec.termalgebra import expand_terms
 
 __all__ = ["FormulaError", "ParsedFormula", "RandomTermSpec", "cbind_arguments", "parse_formula"]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.errors import DataWarning, warn
+from bayesmix.spec import checks
 from bayesmix.spec.design import (
     DataError,
     Evaluator,
@@ -98,6 +99,7 @@ def compile_model(
     if len(data) == 0:
         raise DataError("data has no rows")
     parsed = parse_formula(formula, columns=data.columns)
+    data = checks.check_columns(data, checks.used_columns(data, formula, weights, offset))
     expressions = _model_expressions(parsed, weights, offset)
     ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)
     # every name checked, scale() and poly() learned on all rows (as R), missing values found
@@ -114,11 +116,16 @@ def compile_model(
     offset_vec = _offset(parsed, ev, offset, data)
 
     fixed = model_matrix(parsed.fixed, ev)
+    terms = order_terms([_random_term(spec, ev) for spec in parsed.random])
+    made_nan = checks.nonfinite_rows(_evaluated_columns(parsed, y, trials, prior, offset_vec, fixed, terms))
+    if made_nan is not None:  # NaN made past the model frame (e.g. by a contrast): drop those rows, start again
+        return _without_rows(made_nan, formula, data, weights, offset, n_dropped,
+                             binomial_response=binomial_response, check_levels_vs_nobs=check_levels_vs_nobs)
+    checks.check_weights(prior)
     if frame_state is None:
         X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
-    else:
+    else:  # a partition of data fitted elsewhere (bayesmix.distributed): the columns the state fixed
         X, names, dropped = fixed.matrix, list(fixed.names), []
-    terms = order_terms([_random_term(spec, ev) for spec in parsed.random])
     _check_terms(terms, len(y), check_levels_vs_nobs)
 
     return CompiledModel(
@@ -138,6 +145,32 @@ def compile_model(
         raw_weights=prior,
         frame_state=ev.state,
     )
+
+
+def _evaluated_columns(parsed, y, trials, prior, offset_vec, fixed, terms) -> dict:
+    """What spec.checks.nonfinite_rows inspects, keyed by the names the user wrote."""
+    named = {parsed.response: y, "weights": prior, "offset": offset_vec}
+    if trials is not None:
+        named[parsed.response] = np.column_stack([y, trials])
+    named.update(zip(fixed.names, fixed.matrix.T))
+    for t in terms:
+        named.update({f"{name} (in ({t.expr} | {t.group}))": col for name, col in zip(t.column_names, t.columns.T)})
+    return named
+
+
+def _without_rows(drop, formula, data, weights, offset, n_dropped, **kwargs) -> CompiledModel:
+    """compile_model again on the rows kept (arrays given for weights/offset cut to match)."""
+    keep = ~drop
+    extras = {}
+    for name, given in (("weights", weights), ("offset", offset)):
+        if given is None or isinstance(given, str):
+            extras[name] = given
+        else:
+            extras[name] = np.asarray(data[f"({name})"] if f"({name})" in data else given, dtype=float)[keep]
+    rows = data.loc[keep].drop(columns=[c for c in ("(weights)", "(offset)") if c in data]).reset_index(drop=True)
+    compiled = compile_model(formula, rows, **extras, **kwargs)
+    compiled.n_dropped += n_dropped + int(drop.sum())
+    return compiled
 
 
 def _model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:

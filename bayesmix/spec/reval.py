@@ -35,7 +35,12 @@ from bayesmix.spec.rexpr import (
     parse,
     value_names,
 )
-from bayesmix.spec.rfuncs import FUNCTIONS, allowed_functions, bind_arguments, python_name
+from bayesmix.spec.rfuncs import (
+    FUNCTIONS,
+    allowed_functions,
+    bind_arguments,
+    python_name,
+)
 from bayesmix.spec.rvalues import (
     DataColumns,
     as_categorical,

@@ -142,6 +142,7 @@ def test_string_and_numeric_factors_weights_offset_scale_missing_rank():
     d, m = _both(formula, df, [100, 100, 250], weights="w", offset="off")
     assert m.compiled.dropped_fixef == ["x2"] and m.n_dropped == 4
     assert_same_fit(d, m)
+    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-4)  # row moments merged over partitions, x2 dropped
 
 
 def test_categories_unknown_to_dask():
@@ -179,6 +180,8 @@ def test_sufficient_statistics_methods_work():
     np.testing.assert_allclose(d.vcov.to_numpy(), m.vcov.to_numpy(), rtol=1e-5)
     for label, cv in m.ranef_condvar().items():
         np.testing.assert_allclose(d.ranef_condvar()[label], cv, rtol=1e-4)
+    pd.testing.assert_frame_equal(d.icc(), m.icc(), rtol=1e-5)  # from the row moments of pass 2
+    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-5)
     ci_d, ci_m = d.confint(method="profile"), m.confint(method="profile")
     np.testing.assert_allclose(ci_d.to_numpy(), ci_m.to_numpy(), rtol=1e-4)
     pd.testing.assert_index_equal(ci_d.index, ci_m.index)

@@ -98,7 +98,8 @@ def rowless_model(spec: ModelSpec, record, sums, state: FrameState) -> tuple[Row
     _check_terms(sums.terms, nobs, True)
     model = RowlessModel(
         spec.parsed(), names, sums.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
-        dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state)
+        dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state,
+        row_moments=sums.moments.columns(keep))
     return model, _keep_columns(sums.cross, keep), keep
 
 

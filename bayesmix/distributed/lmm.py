@@ -16,6 +16,7 @@ import pandas as pd
 
 from bayesmix.distributed import is_dask_collection
 from bayesmix.distributed.model import RowlessModel
+from bayesmix.distributed.quantiles import exact_quantiles
 from bayesmix.distributed.passes import (
     ModelSpec,
     compile_partition,
@@ -155,12 +156,12 @@ class DaskLmerResult(LmerResult):
         return self._rowwise("fitted", keep_terms=sorted(terms_in(self.compiled.terms, re_form)))
 
     def scaled_residual_quantiles(self) -> np.ndarray:
-        """Min and max exactly, the quartiles by Dask's approximate quantiles (one pass, no rows on the client)."""
+        """Min, quartiles and max of the scaled residuals, exactly, in two or three passes (no rows on the client)."""
         return self._residual_quantiles
 
     @cached_property
     def _residual_quantiles(self) -> np.ndarray:
-        return np.asarray(self.scaled_residuals.quantile([0, 0.25, 0.5, 0.75, 1]).compute(), dtype=float)
+        return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
 
 
 def _partition_values(df: pd.DataFrame, spec, state, keep, beta, b, sigma, kind, options) -> pd.Series:

@@ -228,6 +228,9 @@ def test_predict_new_rows_with_the_whole_data_frame_state():
     new = pd.DataFrame({"Days": [0.0, 4.5, 9.0], "Subject": pd.Categorical(["308", "999", "372"])})
     np.testing.assert_allclose(d.predict(new), m.predict(new), rtol=1e-5)
     np.testing.assert_allclose(d.predict(new, re_form="~0"), m.predict(new, re_form="~0"), rtol=1e-5)
+    lazy = d.predict(dd.from_pandas(new, npartitions=2))  # new rows on the cluster: a lazy Series
+    assert isinstance(lazy, dd.Series)
+    np.testing.assert_allclose(lazy.compute().to_numpy(), m.predict(new), rtol=1e-5)
 
 
 def test_dot_formula():
@@ -251,8 +254,6 @@ def test_methods_that_need_rows_say_so():
 
     again = pickle.loads(pickle.dumps(d))  # a fit travels: its lazy collection, no rows
     np.testing.assert_array_equal(again.fitted().compute(), d.fitted().compute())
-    with pytest.raises(ArgumentError, match="newdata"):
-        d.predict(partitioned(bm.load_dataset("sleepstudy"), [90]))
     with pytest.raises(ArgumentError, match="weights= must name a column"):
         bm.lmer(SLEEP, partitioned(bm.load_dataset("sleepstudy"), [90]), weights=np.ones(180))
     with pytest.raises(ArgumentError, match="glmer on a Dask DataFrame"):

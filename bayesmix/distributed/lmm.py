@@ -145,13 +145,14 @@ class DaskLmerResult(LmerResult):
         return self.residuals(type="pearson", scaled=True)
 
     def predict(self, newdata=None, re_form=None, type: str = "response"):
-        """Predictions for the model rows as a lazy ``dask.dataframe.Series``; ``re_form`` as lme4's."""
+        """Predictions as lme4's: for the model rows or a Dask ``newdata`` a lazy ``dask.dataframe.Series``,
+        for a pandas ``newdata`` an array; new rows are coded with the whole data's levels and ``scale()``."""
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
+        if newdata is not None and is_dask_collection(newdata):  # new rows on the cluster: predicted there
+            return newdata.map_partitions(_partition_predictions, self, re_form, type,
+                                          meta=pd.Series(dtype=float, name="predict"))
         if newdata is not None:
-            if is_dask_collection(newdata):
-                raise ArgumentError("predict(newdata=...) takes a pandas DataFrame on a Dask fit; for a Dask "
-                                    "DataFrame use newdata.map_partitions(lambda part: pd.Series(fit.predict(part)))")
             return super().predict(newdata, re_form=re_form, type=type)  # the model-frame state codes new rows
         return self._rowwise("fitted", keep_terms=sorted(terms_in(self.compiled.terms, re_form)))
 
@@ -162,6 +163,11 @@ class DaskLmerResult(LmerResult):
     @cached_property
     def _residual_quantiles(self) -> np.ndarray:
         return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
+
+
+def _partition_predictions(part: pd.DataFrame, fit, re_form, type) -> pd.Series:
+    values = LmerResult.predict(fit, part, re_form=re_form, type=type) if len(part) else np.zeros(0)
+    return pd.Series(values, index=part.index, name="predict")
 
 
 def _partition_values(df: pd.DataFrame, spec, state, keep, beta, b, sigma, kind, options) -> pd.Series:

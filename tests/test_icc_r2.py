@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.errors import ArgumentError
+from bayesmix.errors import FamilyError
 from bayesmix.results.icc_r2 import components, icc_table, r2_values
 
 REF = json.loads((Path(__file__).parent / "reference" / "issues" / "icc_r2.json").read_text())
@@ -94,7 +94,7 @@ def test_grouseticks_observation_level_effect_is_dispersion(fits):
 def test_other_families_are_refused_clearly():
     cbpp = bm.load_dataset("cbpp")
     g = bm.glmer("size ~ period + (1 | herd)", data=cbpp, family="Gamma")
-    with pytest.raises(ArgumentError, match="Gamma family"):
+    with pytest.raises(FamilyError, match="Gamma family"):
         g.r2()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesmix.bayes.pymc_model import term_infos
+from bayesmix.bayes.pymc_model import response_family, term_infos
 from bayesmix.bayes.sampling import observed_response
 from bayesmix.errors import ArgumentError
 from bayesmix.results.intervals import simulate_response as simulate
@@ -76,23 +76,12 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
 
 
 def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior weights)."""
-    from scipy import stats
-
-    family = "gaussian" if result.is_lmm else result.family.name
-    if family == "gaussian":
-        return stats.norm.logpdf(y, mu, sigma[:, None] / np.sqrt(weights))
-    if family == "binomial":
-        return stats.binom.logpmf(y, np.round(weights), mu)
-    if family == "poisson":
-        return weights * stats.poisson.logpmf(y, mu)  # the PyMC model's weighted Potential
-    if family == "Gamma":
-        shape = weights / sigma[:, None] ** 2
-        return stats.gamma.logpdf(y, shape, scale=mu / shape)
-    if family == "inverse.gaussian":
-        lam = weights / sigma[:, None] ** 2
-        return stats.invgauss.logpdf(y, mu / lam, scale=lam)
-    raise ArgumentError(f"no pointwise log-likelihood for the {family} family yet")
+    """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior
+    weights): the family's own ``loglik``; binomial ``y`` arrives as counts, the family takes proportions."""
+    family = response_family(result)
+    scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
+    y_model = y / np.round(weights) if family.response_is_probability else y
+    return family.loglik(y_model, mu, weights, scale)
 
 
 def _sigma(result, post):
@@ -177,7 +166,7 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
         values = simulate(result, values, _sigma(result, post), weights, rng)
-        if not result.is_lmm and result.family.name == "binomial":
+        if response_family(result).response_is_probability:  # counts back to proportions, as y is modelled
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]
     p = post["posterior"]

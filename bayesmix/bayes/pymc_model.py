@@ -338,10 +338,11 @@ def weakly_informative_priors(result) -> ModelPriors:
     """
     c = result.compiled
     _, sy = response_scale(result)
-    if result.is_lmm or result.family.link.name == "identity":
+    family = response_family(result)
+    if family.link.identity:
         centre = float(np.mean(c.y - c.offset))
     else:
-        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if result.family.name == "binomial" else np.inf))
+        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
         centre = float(result.family.link.linkfun(np.array([mean]))[0])
     sx = _column_scales(c.X)
     beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)

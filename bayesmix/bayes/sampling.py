@@ -369,7 +369,7 @@ def observed_response(result) -> tuple[np.ndarray, np.ndarray]:
     c = result.compiled
     rows = np.flatnonzero(c.weights > 0)
     y = c.y[rows]
-    if not result.is_lmm and result.family.name == "binomial":
+    if not result.is_lmm and result.family.response_is_probability:
         y = np.round(y * c.weights[rows])
     return rows, y
 

@@ -25,11 +25,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import ArgumentError
-
-_LINK_VARIANCE = {("binomial", "logit"): np.pi**2 / 3, ("binomial", "probit"): 1.0,
-                  ("binomial", "cloglog"): np.pi**2 / 6, ("poisson", "sqrt"): 0.25}
-
 
 def observation_level(result) -> list[bool]:
     """Which terms are observation-level effects (a scalar term with one level per row, GLMMs only)."""
@@ -58,18 +53,12 @@ def components(result, beta: np.ndarray, covs: list[np.ndarray], sigma, null_int
 def _distribution_variance(result, sigma, null_intercept):
     if result.is_lmm:
         return np.asarray(sigma, dtype=float) ** 2
-    key = (result.family.name, result.family.link.name)
-    if key in _LINK_VARIANCE:
-        return _LINK_VARIANCE[key]
-    if key == ("poisson", "log"):
-        return np.log1p(1.0 / np.exp(null_intercept))
-    raise ArgumentError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
-                        f"not the {key[0]} family with the {key[1]} link")
+    return result.family.distribution_variance(null_intercept)
 
 
 def null_intercept(result) -> float | None:
     """β₀ of the null model (intercept only, same random terms and family): Poisson GLMMs only."""
-    if result.is_lmm or (result.family.name, result.family.link.name) != ("poisson", "log"):
+    if result.is_lmm or not result.family.needs_null_intercept:
         return None
     from bayesmix.engine.glmm import fit_glmm
 

@@ -15,30 +15,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
 from bayesmix.errors import ArgumentError
 from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
 
-SIMULATED_FAMILIES = ("gaussian", "binomial", "poisson", "Gamma", "inverse.gaussian")
-
 
 def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng) -> np.ndarray:
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
-    binomial ones as success counts out of ``weights`` trials."""
-    family = "gaussian" if result.is_lmm else result.family.name
-    if family not in SIMULATED_FAMILIES:
-        raise ArgumentError(f"no response simulation for the {family} family yet "
-                            f"(available: {', '.join(SIMULATED_FAMILIES)})")
-    if family == "gaussian":
-        return rng.normal(mu, np.asarray(sigma)[:, None] / np.sqrt(weights))
-    if family == "binomial":
-        return rng.binomial(np.round(weights).astype(np.int64), np.clip(mu, 0.0, 1.0)).astype(float)
-    if family == "poisson":
-        return rng.poisson(mu).astype(float)
-    shape = weights / np.asarray(sigma)[:, None] ** 2
-    if family == "Gamma":  # Var(y) = σ² μ² / w
-        return rng.gamma(shape, mu / shape)
-    return rng.wald(mu, shape)  # inverse Gaussian, λ = w / σ²
+    binomial ones as success counts out of ``weights`` trials (the family draws proportions)."""
+    family = Gaussian() if result.is_lmm else result.family
+    scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
+    y = family.simulate(mu, weights, scale, rng)
+    return np.round(y * np.round(weights)) if family.response_is_probability else y
 
 
 def predict_interval(result, newdata=None, re_form=None, type: str = "response", interval: str = "confidence",

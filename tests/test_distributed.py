@@ -233,6 +233,24 @@ def test_predict_new_rows_with_the_whole_data_frame_state():
     np.testing.assert_allclose(lazy.compute().to_numpy(), m.predict(new), rtol=1e-5)
 
 
+@pytest.mark.parametrize("formula", [
+    "log(Reaction) ~ factor(Days) + (1 | Subject)",
+    "Reaction ~ I(Days^2) + (Days > 4) + (1 | Subject)",
+    "Reaction ~ Days + (1 | Subject) + (1 | Subject:half)",
+    "Reaction ~ Days + (1 | half/Subject)",
+    "Reaction ~ Days + (1 | Subject:Days2)",
+])
+def test_expressions_factors_and_interactions(formula):
+    """factor() of a number, logical and arithmetic terms, interactions of factors and of numbers
+    (levels of an interaction come from the combinations that occur anywhere)."""
+    df = bm.load_dataset("sleepstudy").sort_values(["Days", "Subject"]).reset_index(drop=True)
+    df["half"] = np.where(df["Days"] < 5, "early", "late")
+    df["Days2"] = df["Days"] // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # singular fits, as in memory
+        assert_same_fit(*_both(formula, df, [36, 36, 90, 175]))
+
+
 def test_dot_formula():
     df = bm.load_dataset("sleepstudy")
     assert_same_fit(*_both("Reaction ~ . - Subject + (1 | Subject)", df, [77]))

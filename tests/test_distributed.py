@@ -170,6 +170,7 @@ def test_sufficient_statistics_methods_work():
     df = bm.load_dataset("sleepstudy")
     d, m = _both(SLEEP, df, [50, 120])
     assert d.summary() == m.summary()  # the scaled residuals' quantiles exactly too, from the cluster
+    assert d.summary(ddf="Satterthwaite") == m.summary(ddf="Satterthwaite")  # from the deviance function
     np.testing.assert_allclose(d.scaled_residual_quantiles(), m.scaled_residual_quantiles(), rtol=1e-5)
     np.testing.assert_allclose(d.vcov.to_numpy(), m.vcov.to_numpy(), rtol=1e-5)
     for label, cv in m.ranef_condvar().items():

@@ -18,7 +18,7 @@ from bayesmix.spec.model import CompiledModel
 
 NEEDS_ROWS = (
     "methods that need the rows: simulate, refit, bootstrap, confint(method='boot'), pb_test, "
-    "summary(ddf=...), anova_table, rlrt, pymc_model and sample; fitted, residuals and predict() return "
+    "summary(ddf='Kenward-Roger'), anova_table, rlrt, pymc_model and sample; fitted, residuals and predict() return "
     "lazy Dask collections instead"
 )
 

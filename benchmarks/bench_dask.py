@@ -6,8 +6,9 @@ g2 200, 20 million rows by default (``--rows`` runs it smaller), fitted on a Loc
 of each pass over the data (pass 1: the model-frame state; pass 2: the cross-products) and
 of the optimizer on the client, the client's peak memory (its process also runs the
 scheduler) and each worker's peak memory.  ``--check-rows N`` (default 2,000,000, at most
-``--rows``) fits the first N rows both ways, in memory and on the cluster, and prints the
-largest relative differences.
+``--rows``) fits the first N rows both ways, in memory and on the cluster (cut into
+``--check-files`` parquet files, 4 by default), and prints the largest relative differences;
+``--check-only`` skips the fit of all rows.
 
     .venv/bin/python benchmarks/bench_dask.py --rows 2000000 --dir /tmp/crossed
     .venv/bin/python benchmarks/bench_dask.py --rows 20000000 --dir /data/crossed --check-rows 2000000
@@ -106,6 +107,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads-per-worker", type=int, default=1)
     ap.add_argument("--memory-limit", default="4GB")
     ap.add_argument("--check-rows", type=int, default=2_000_000, help="0 skips the in-memory comparison")
+    ap.add_argument("--check-files", type=int, default=4, help="parquet files (partitions) the checked rows are cut into")
+    ap.add_argument("--check-only", action="store_true", help="skip the fit of all rows")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -115,11 +118,22 @@ def main(argv=None) -> None:
     print(f"data: {args.rows:,} rows, g1 {args.g1:,} levels, g2 {args.g2} levels, {len(files)} parquet files "
           f"({time.perf_counter() - t0:.1f} s to generate or find)")
 
+    report = {"rows": args.rows, "g1": args.g1, "g2": args.g2, "files": len(files), "workers": args.workers,
+              "memory_limit": args.memory_limit}
+    if not args.check_only:
+        report.update(fit_all(files, args))
+    check = min(args.check_rows, args.rows)
+    if check:
+        report.update(check_subset(files, check, args))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def fit_all(files, args) -> dict:
     fit, seconds, worker_peaks = fit_on_cluster(files, args.workers, args.memory_limit, args.threads_per_worker)
     passes = fit.pass_seconds
     report = {
-        "rows": args.rows, "g1": args.g1, "g2": args.g2, "files": len(files), "workers": args.workers,
-        "memory_limit": args.memory_limit, "fit_seconds": seconds, "pass_seconds": passes,
+        "fit_seconds": seconds, "pass_seconds": passes,
         "client_seconds": seconds - sum(passes.values()), "client_peak_mb": peak_rss_mb(),
         "worker_peak_mb": worker_peaks, "theta": fit.theta_values.tolist(), "beta": fit.beta_values.tolist(),
         "sigma": fit.sigma,
@@ -130,30 +144,32 @@ def main(argv=None) -> None:
     print(f"peak memory: client (and scheduler) {report['client_peak_mb']:.0f} MB; workers "
           + ", ".join(f"{m:.0f} MB" for m in worker_peaks))
     print(fit.summary())
+    return report
 
-    check = min(args.check_rows, args.rows)
-    if check:
-        import bayesmix as bm
 
-        subset_files = files[: max(1, -(-check // args.rows_per_file))]
-        frame = pd.concat([pd.read_parquet(f) for f in subset_files], ignore_index=True).iloc[:check]
-        t = time.perf_counter()
-        memory_fit = bm.lmer(FORMULA, frame)
-        memory_seconds = time.perf_counter() - t
-        sub_dir = args.dir / f"check-{check}"
-        sub_dir.mkdir(exist_ok=True)
-        for i, start in enumerate(range(0, check, args.rows_per_file)):
-            frame.iloc[start:start + args.rows_per_file].to_parquet(sub_dir / f"part-{i:05d}.parquet", index=False)
-        dask_fit, dask_seconds, _ = fit_on_cluster(sorted(sub_dir.glob("part-*.parquet")), args.workers,
-                                                   args.memory_limit, args.threads_per_worker)
-        diffs = compare(dask_fit, memory_fit)
-        report.update(check_rows=check, check_memory_seconds=memory_seconds, check_dask_seconds=dask_seconds,
-                      check_relative_differences=diffs)
-        print(f"check on the first {check:,} rows: in memory {memory_seconds:.1f} s, on the cluster {dask_seconds:.1f} s")
-        print("largest relative differences, cluster vs in memory: "
-              + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+def check_subset(files, check: int, args) -> dict:
+    """The first ``check`` rows fitted in memory and, cut into ``--check-files`` parquet files, on the cluster."""
+    import bayesmix as bm
+
+    subset_files = files[: max(1, -(-check // args.rows_per_file))]
+    frame = pd.concat([pd.read_parquet(f) for f in subset_files], ignore_index=True).iloc[:check]
+    t = time.perf_counter()
+    memory_fit = bm.lmer(FORMULA, frame)
+    memory_seconds = time.perf_counter() - t
+    sub_dir = args.dir / f"check-{check}-{args.check_files}"
+    sub_dir.mkdir(exist_ok=True)
+    step = -(-check // args.check_files)
+    for i, start in enumerate(range(0, check, step)):
+        frame.iloc[start:start + step].to_parquet(sub_dir / f"part-{i:05d}.parquet", index=False)
+    dask_fit, dask_seconds, _ = fit_on_cluster(sorted(sub_dir.glob("part-*.parquet")), args.workers,
+                                               args.memory_limit, args.threads_per_worker)
+    diffs = compare(dask_fit, memory_fit)
+    report = dict(check_rows=check, check_files=args.check_files, check_memory_seconds=memory_seconds,
+                  check_dask_seconds=dask_seconds, check_relative_differences=diffs)
+    print(f"check on the first {check:,} rows: in memory {memory_seconds:.1f} s, on the cluster {dask_seconds:.1f} s")
+    print("largest relative differences, cluster vs in memory: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    return report
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Dask (``pip install bayesmix[dask]``) is imported only then: ``import bayesmix`` does not
 load it.  :mod:`.frame` learns the model-frame state of all partitions, :mod:`.passes`
 maps and tree-reduces over them, :mod:`.model` is the compiled model without rows and
-:mod:`.lmm` fits and returns the result.
+:mod:`.lmm` fits and returns the result; :mod:`.quantiles` gives the summary's exact quantiles of
+the scaled residuals.
 """
 
 from __future__ import annotations

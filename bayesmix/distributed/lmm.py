@@ -16,6 +16,7 @@ import pandas as pd
 
 from bayesmix.distributed import is_dask_collection
 from bayesmix.distributed.model import RowlessModel
+from bayesmix.distributed.quantiles import exact_quantiles
 from bayesmix.distributed.passes import (
     ModelSpec,
     compile_partition,
@@ -98,7 +99,8 @@ def rowless_model(spec: ModelSpec, record, sums, state: FrameState) -> tuple[Row
     _check_terms(sums.terms, nobs, True)
     model = RowlessModel(
         spec.parsed(), names, sums.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
-        dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state)
+        dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state,
+        row_moments=sums.moments.columns(keep))
     return model, _keep_columns(sums.cross, keep), keep
 
 
@@ -143,23 +145,29 @@ class DaskLmerResult(LmerResult):
         return self.residuals(type="pearson", scaled=True)
 
     def predict(self, newdata=None, re_form=None, type: str = "response"):
-        """Predictions for the model rows as a lazy ``dask.dataframe.Series``; ``re_form`` as lme4's."""
+        """Predictions as lme4's: for the model rows or a Dask ``newdata`` a lazy ``dask.dataframe.Series``,
+        for a pandas ``newdata`` an array; new rows are coded with the whole data's levels and ``scale()``."""
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
+        if newdata is not None and is_dask_collection(newdata):  # new rows on the cluster: predicted there
+            return newdata.map_partitions(_partition_predictions, self, re_form, type,
+                                          meta=pd.Series(dtype=float, name="predict"))
         if newdata is not None:
-            if is_dask_collection(newdata):
-                raise ArgumentError("predict(newdata=...) takes a pandas DataFrame on a Dask fit; for a Dask "
-                                    "DataFrame use newdata.map_partitions(lambda part: pd.Series(fit.predict(part)))")
             return super().predict(newdata, re_form=re_form, type=type)  # the model-frame state codes new rows
         return self._rowwise("fitted", keep_terms=sorted(terms_in(self.compiled.terms, re_form)))
 
     def scaled_residual_quantiles(self) -> np.ndarray:
-        """Min and max exactly, the quartiles by Dask's approximate quantiles (one pass, no rows on the client)."""
+        """Min, quartiles and max of the scaled residuals, exactly, in two or three passes (no rows on the client)."""
         return self._residual_quantiles
 
     @cached_property
     def _residual_quantiles(self) -> np.ndarray:
-        return np.asarray(self.scaled_residuals.quantile([0, 0.25, 0.5, 0.75, 1]).compute(), dtype=float)
+        return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
+
+
+def _partition_predictions(part: pd.DataFrame, fit, re_form, type) -> pd.Series:
+    values = LmerResult.predict(fit, part, re_form=re_form, type=type) if len(part) else np.zeros(0)
+    return pd.Series(values, index=part.index, name="predict")
 
 
 def _partition_values(df: pd.DataFrame, spec, state, keep, beta, b, sigma, kind, options) -> pd.Series:

@@ -9,14 +9,54 @@ the cross-products (summary, vcov, VarCorr, ranef, profiles) works unchanged on 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from bayesmix.errors import RowsRequiredError
 from bayesmix.spec.model import CompiledModel
 
 NEEDS_ROWS = (
     "methods that need the rows: simulate, refit, bootstrap, confint(method='boot'), pb_test, "
-    "summary(ddf=...), anova_table, rlrt, pymc_model and sample; fitted, residuals and predict() return "
+    "summary(ddf='Kenward-Roger'), anova_table, rlrt, pymc_model and sample; fitted, residuals and predict() return "
     "lazy Dask collections instead"
 )
+
+
+@dataclass
+class RowMoments:
+    """Unweighted moments of the model rows that ICC and R² need (``results.icc_r2``): X's mean and
+    centred cross-product (for var(Xβ)) and each term's ``Σ z_i z_i'`` (for the mean of z_i'Σz_i)."""
+
+    n: int
+    x_mean: np.ndarray  # (p,)
+    x_m2: np.ndarray  # (p, p): Σ (x_i - mean)(x_i - mean)'
+    zz: list  # per term (k, k)
+
+    @classmethod
+    def of(cls, X: np.ndarray, term_columns: list) -> RowMoments:
+        mean = X.mean(axis=0)
+        centred = X - mean
+        return cls(len(X), mean, centred.T @ centred, [z.T @ z for z in term_columns])
+
+    def merge(self, other: RowMoments) -> RowMoments:
+        """Chan et al.'s pairwise update, for vectors."""
+        n = self.n + other.n
+        delta = other.x_mean - self.x_mean
+        return RowMoments(n, self.x_mean + delta * other.n / n,
+                          self.x_m2 + other.x_m2 + np.outer(delta, delta) * self.n * other.n / n,
+                          [a + b for a, b in zip(self.zz, other.zz)])
+
+    def columns(self, keep: list[int]) -> RowMoments:
+        return RowMoments(self.n, self.x_mean[keep], self.x_m2[np.ix_(keep, keep)], self.zz)
+
+    def fixed_variance(self, beta: np.ndarray) -> np.ndarray:
+        """``var(X β)`` over the rows (n - 1), for each row of ``beta`` (draws, p)."""
+        return np.einsum("dp,pq,dq->d", beta, self.x_m2, beta) / (self.n - 1)
+
+    def mean_quadratic(self, term: int, cov: np.ndarray) -> np.ndarray:
+        """The mean over rows of ``z_i' Σ z_i`` for term ``term``, for each Σ in ``cov`` (draws, k, k)."""
+        return np.einsum("kl,dkl->d", self.zz[term], cov) / self.n
 
 
 class RowlessModel(CompiledModel):
@@ -25,7 +65,7 @@ class RowlessModel(CompiledModel):
     rowless = True  # inference checks by sufficient statistics and names instead of rows
 
     def __init__(self, formula, fixef_names, terms, *, nobs: int, p: int, n_dropped: int = 0, dropped_fixef=(),
-                 weights_name=None, offset_name=None, frame_state=None):
+                 weights_name=None, offset_name=None, frame_state=None, row_moments: RowMoments | None = None):
         self.formula = formula
         self.fixef_names = list(fixef_names)
         self.terms = list(terms)
@@ -37,6 +77,7 @@ class RowlessModel(CompiledModel):
         self.offset_name = offset_name
         self.response_trials = None
         self.frame_state = frame_state  # the whole data's levels and scale() parameters: predict(newdata) uses them
+        self.row_moments = row_moments  # what ICC and R² need from the rows
 
     @property
     def n(self) -> int:

@@ -23,6 +23,7 @@ from bayesmix.distributed.frame import (
     learn_partition,
     model_rows,
 )
+from bayesmix.distributed.model import RowMoments
 from bayesmix.engine.lmm import CrossProducts
 from bayesmix.spec.design import FrameState
 from bayesmix.spec.model import compile_model
@@ -63,6 +64,7 @@ class PartitionSums:
     r_x: np.ndarray  # R of a QR of the partition's X: R'R = X'X, and rank as X's
     fixef_names: list[str]  # every column of X, before the rank check
     terms: list  # the random-effects terms on zero rows: their levels and columns' names
+    moments: RowMoments  # unweighted row moments (ICC and R² use them)
 
 
 def _sums_partition(df: pd.DataFrame, spec: ModelSpec, state: FrameState) -> PartitionSums | None:
@@ -71,7 +73,8 @@ def _sums_partition(df: pd.DataFrame, spec: ModelSpec, state: FrameState) -> Par
         return None
     c = compile_partition(rows, spec, state)
     cross = CrossProducts.from_data(c.terms, c.X, c.y - c.offset, c.weights)
-    return PartitionSums(cross, _r_factor(c.X), list(c.fixef_names), [t.subset(np.zeros(0, dtype=np.int64)) for t in c.terms])
+    return PartitionSums(cross, _r_factor(c.X), list(c.fixef_names), [t.subset(np.zeros(0, dtype=np.int64)) for t in c.terms],
+                         RowMoments.of(c.X, [t.columns for t in c.terms]))
 
 
 def _r_factor(x: np.ndarray) -> np.ndarray:
@@ -87,7 +90,10 @@ def _sum_partitions(*parts: PartitionSums | None) -> PartitionSums | None:
     for p in parts[1:]:
         cross = cross + p.cross
     r_x = _r_factor(np.vstack([p.r_x for p in parts]))
-    return PartitionSums(cross, r_x, parts[0].fixef_names, parts[0].terms)
+    moments = parts[0].moments
+    for p in parts[1:]:
+        moments = moments.merge(p.moments)
+    return PartitionSums(cross, r_x, parts[0].fixef_names, parts[0].terms, moments)
 
 
 def cross_products(ddf, spec: ModelSpec, state: FrameState) -> tuple[PartitionSums | None, float]:

@@ -34,10 +34,15 @@ def observation_level(result) -> list[bool]:
 
 def components(result, beta: np.ndarray, covs: list[np.ndarray], sigma, null_intercept=None) -> dict:
     """Variance components per draw: ``beta`` (draws, p), ``covs`` per term (draws, k, k), ``sigma`` (draws,)."""
-    fitted = beta @ result.compiled.X.T
-    fixed = np.var(fitted, axis=1, ddof=1)
-    per_term = [np.mean(np.einsum("ik,dkl,il->di", t.columns, cov, t.columns), axis=1)
-                for t, cov in zip(result.compiled.terms, covs)]
+    moments = getattr(result.compiled, "row_moments", None)  # a fit without rows (bayesmix.distributed)
+    if moments is not None:
+        fixed = moments.fixed_variance(beta)
+        per_term = [moments.mean_quadratic(i, cov) for i, cov in enumerate(covs)]
+    else:
+        fitted = beta @ result.compiled.X.T
+        fixed = np.var(fitted, axis=1, ddof=1)
+        per_term = [np.mean(np.einsum("ik,dkl,il->di", t.columns, cov, t.columns), axis=1)
+                    for t, cov in zip(result.compiled.terms, covs)]
     obs = observation_level(result)
     random = sum((v for v, o in zip(per_term, obs) if not o), np.zeros_like(fixed))
     dispersion = sum((v for v, o in zip(per_term, obs) if o), np.zeros_like(fixed))

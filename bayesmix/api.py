@@ -111,7 +111,8 @@ def _check_not_exact(compiled) -> None:
     and an unbounded likelihood: lme4 returns sigma 0 and logLik Inf with warnings; bayesmix refuses."""
     y, X = compiled.y, compiled.X
     sw = np.sqrt(compiled.weights)
-    fitted = X @ np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0] if X.shape[1] else np.zeros_like(y)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300s: the check below still decides
+        fitted = X @ np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0] if X.shape[1] else np.zeros_like(y)
     scale = max(np.max(np.abs(y), initial=0.0), 1e-300)
     if np.max(np.abs(y - fitted)[sw > 0], initial=0.0) <= 1e-10 * scale:
         what = "constant" if np.all(y == y[0]) else "fitted exactly by the fixed effects"

@@ -392,6 +392,23 @@ def test_ordinary_fit_has_no_convergence_messages(sleep_fit):
     assert sleep_fit.optsum.messages == [] and sleep_fit.optsum.hessian is not None
 
 
+def test_badly_scaled_covariate_is_nearly_unidentifiable_as_lme4(fits):
+    """grouseticks with the raw HEIGHT (lme4's example centres it): lme4 warns "very large
+    eigenvalue" and "large eigenvalue ratio" - Rescale variables? (icc_r2.json); centred, nothing."""
+    ref = json.loads((ISSUES / "icc_r2.json").read_text())["grouseticks_poisson_uncentered"]
+    lme4 = [m.replace("\n - ", " - ") for m in ref["convergence"]["lme4_messages"]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = bm.glmer(ref["formula"], bm.load_dataset("grouseticks"), family="poisson")
+    expected = ["Model is nearly unidentifiable: very large eigenvalue - Rescale variables?",
+                "Model is nearly unidentifiable: large eigenvalue ratio - Rescale variables?"]
+    assert set(expected) <= set(lme4)  # lme4 also found its gradient 0.003 short of the optimum
+    assert m.optsum.messages == expected and _convergence_warnings(caught) == expected
+    assert_within(m.fixef.to_numpy(), ref["fixef"], 1e-3 * np.abs(ref["fixef"]), "fixef")
+    centred = fits("grouseticks_poisson")
+    assert centred.model.optsum.messages == [] and not _convergence_warnings(centred.warnings)
+
+
 def test_convergence_messages_follow_lme4s_checkconv():
     from bayesmix.engine.optimize import convergence_messages
 

@@ -151,12 +151,24 @@ def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
     used_terms = [t for i, t in enumerate(compiled.terms) if wanted is None or i in wanted]
     groups = used_columns(newdata, *(t.group for t in used_terms))
     newdata = check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
+    _same_kinds_as_fitted(newdata, compiled.data)
     for col in groups:
         missing = int(newdata[col].isna().sum())
         if missing:
             raise DataError(f"newdata's grouping column {col!r} has {missing} missing value{'s' if missing > 1 else ''}; "
                             "drop those rows, or predict without the random effects (re_form='~0')")
     return newdata
+
+
+def _same_kinds_as_fitted(newdata: pd.DataFrame, train: pd.DataFrame) -> None:
+    """A column numeric in fitting must be numeric in newdata (text such as "1.5" is not a number)."""
+    def numeric(series) -> bool:
+        return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+    for col in newdata.columns:
+        if col in train.columns and numeric(train[col]) and not numeric(newdata[col]):
+            raise DataError(f"newdata column {col!r} holds {newdata[col].dtype} values, but it was numeric in "
+                            "fitting; convert it (e.g. pd.to_numeric)")
 
 
 def unknown_re_form_terms(wanted, terms) -> list[str]:

@@ -509,3 +509,85 @@ def test_one_ctrl_c_stops_bootstrap_workers():
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if _alive(pid)], "orphaned worker processes"
+
+
+# --- Bayesian side: which model a posterior belongs to, pickling, interrupted sampling ---------
+
+
+@pytest.fixture(scope="module")
+def dyestuff_posterior():
+    m = bm.lmer("Yield ~ 1 + (1 | Batch)", bm.load_dataset("Dyestuff"))
+    return m, m.sample(draws=30, tune=30, chains=1, random_seed=1, progressbar=False)
+
+
+def test_compare_refuses_a_posterior_of_another_model(dyestuff_posterior):
+    m, post = dyestuff_posterior
+    assert len(bm.compare(m, post)) == 3  # its own posterior: fine
+    other_data = bm.lmer("Yield ~ 1 + (1 | Batch)", bm.load_dataset("Dyestuff2"))
+    with pytest.raises(bm.ArgumentError, match=r"sampled from another model or other data \(Yield ~ 1 \+ \(1 \| Batch\)\)"):
+        bm.compare(other_data, post)
+    ml_refit = bm.lmer("Yield ~ 1 + (1 | Batch)", bm.load_dataset("Dyestuff"), REML=False)
+    assert len(bm.compare(ml_refit, post)) == 3  # the same model and data, estimated by ML: the same posterior
+
+
+def test_results_pickle_after_pymc_model_and_sample(dyestuff_posterior):
+    m, post = dyestuff_posterior
+    m.pymc_model  # noqa: B018 - touched, as the issue's report did
+    again = pickle.loads(pickle.dumps(m))
+    assert str(again.summary()) == str(m.summary())
+    assert len(bm.compare(again, post)) == 3  # the fingerprint survives the round trip
+    assert again.pymc_model is not None  # the cache left behind is rebuilt on use
+
+
+def test_interrupted_nutpie_sampling_stops_and_raises():
+    """nutpie's blocking call returns the draws made so far on Ctrl-C, a silently truncated posterior;
+    bayesmix waits itself, cancels every chain and re-raises."""
+    from bayesmix.bayes.sampling import _wait_or_stop
+
+    class Sampler:
+        cancelled = False
+
+        def wait(self):
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            self.cancelled = True
+
+    sampler = Sampler()
+    with pytest.raises(KeyboardInterrupt):
+        _wait_or_stop(sampler)
+    assert sampler.cancelled
+
+
+_INTERRUPTED_SAMPLING = textwrap.dedent("""
+    import sys
+    import bayesmix as bm
+
+    m = bm.lmer("Yield ~ 1 + (1 | Batch)", bm.load_dataset("Dyestuff"))
+    m.sample(draws=20, tune=20, chains=1, progressbar=False)  # imports and compiles
+    print("SAMPLING", flush=True)
+    try:
+        post = m.sample(draws=2_000_000, tune=100, chains=2, progressbar=False)
+    except KeyboardInterrupt:
+        print("INTERRUPTED", flush=True)
+        sys.exit(3)
+    print("RETURNED", dict(post["posterior"].sizes), flush=True)
+""")
+
+
+@pytest.mark.slow  # imports PyMC and nutpie in a fresh process (a minute on a loaded machine)
+def test_one_ctrl_c_stops_nutpie_sampling():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_SAMPLING], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().startswith("SAMPLING")
+        time.sleep(2)  # inside nutpie's wait
+        os.kill(proc.pid, signal.SIGINT)
+        start = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - start < 10, "the interrupt was not prompt"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3 and "INTERRUPTED" in out, out + err

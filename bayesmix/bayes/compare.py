@@ -10,7 +10,7 @@ import pandas as pd
 from bayesmix.bayes.pymc_model import (
     term_infos,
 )
-from bayesmix.bayes.sampling import posterior_var_names
+from bayesmix.bayes.sampling import check_posterior_belongs, posterior_var_names
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
@@ -20,6 +20,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     import arviz_stats as azs
     from scipy.stats import norm
 
+    check_posterior_belongs(result, posterior)
     names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:

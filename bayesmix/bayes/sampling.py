@@ -25,6 +25,7 @@ factor; the log-Jacobians are added, so the posterior is the one on the natural 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 
@@ -48,7 +49,7 @@ from bayesmix.bayes.pymc_model import (
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
-from bayesmix.errors import SamplingError
+from bayesmix.errors import ArgumentError, SamplingError
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 _H = 1e-20  # complex-step size: derivatives exact to rounding
@@ -138,8 +139,10 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
     t0 = time.perf_counter()
     # one BLAS thread: the matrices are small, and multithreaded OpenBLAS spins on them (100x slower)
     with blas_threads_for(0), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
-                              save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept)
+        sampler = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
+                                save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept,
+                                blocking=False)
+        trace = _wait_or_stop(sampler)
         x = np.asarray(trace.posterior["x"].values)
         posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed))
     elapsed = time.perf_counter() - t0
@@ -156,6 +159,19 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
                  "drawn exactly from their conditional (rejection sampling)")
     stats = trace.sample_stats.to_dataset() if hasattr(trace.sample_stats, "to_dataset") else trace.sample_stats
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler="nutpie")
+
+
+def _wait_or_stop(sampler):
+    """nutpie's trace when every chain is done; one Ctrl-C stops every chain and raises KeyboardInterrupt.
+
+    (nutpie's blocking call would return the draws made so far as if sampling had finished:
+    a silently truncated posterior.)
+    """
+    try:
+        return sampler.wait()
+    except KeyboardInterrupt:
+        sampler.cancel()
+        raise
 
 
 def _parallel_chains(post: FastPosterior, chains: int) -> int:
@@ -322,8 +338,42 @@ def _datatree(result, spec: ModelPriors, posterior, stats, route, elapsed, sampl
         "link": result.link_name,
         "parametrization": "b = L u, u ~ N(0, I), L = diag(sd) chol(corr); theta = L / sigma (lme4's Λθ blocks)",
         "inference_library": "bayesmix",
+        "model_fingerprint": model_fingerprint(result),  # compare() refuses a posterior of another model
     })
     observed = xr.Dataset({"y": (("obs",), result.compiled.y)}, coords={"obs": np.arange(result.nobs)})
     return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats, "observed_data": observed})
 
 
+
+
+# --- which model a posterior belongs to ----------------------------------------------------------
+
+
+def model_fingerprint(result) -> str:
+    """A hash of the model and the data a posterior is sampled from: formula, family, link, the
+    response, X, each term's columns and grouping codes, weights and offset (not how it was estimated)."""
+    c = result.compiled
+    digest = hashlib.sha256()
+    for text in (result.formula_display, result.family_name, result.link_name):
+        digest.update(str(text).encode() + b"\0")
+    arrays = [c.y, c.X, c.weights, c.offset] + [a for t in c.terms for a in (t.factor.codes, t.columns)]
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+    return digest.hexdigest()[:20]
+
+
+def check_posterior_belongs(result, posterior) -> None:
+    """Refuse a posterior sampled from another model or other data than ``result``'s.
+
+    A posterior without a fingerprint (made elsewhere) is accepted: there is nothing to check.
+    """
+    try:
+        recorded = posterior["posterior"].attrs.get("model_fingerprint")
+    except (KeyError, TypeError, AttributeError):
+        raise ArgumentError(f"expected the posterior returned by sample() (an xarray DataTree with a 'posterior' "
+                            f"group), got {type(posterior).__name__}") from None
+    if recorded is not None and recorded != model_fingerprint(result):
+        formula = posterior["posterior"].attrs.get("formula", "?")
+        raise ArgumentError(f"this posterior was sampled from another model or other data ({formula}) than "
+                            f"{result.formula_display}, {result.nobs} observations; sample this model (result.sample())")

@@ -255,6 +255,12 @@ class MixedModelResult:
 
     # --- the Bayesian model (bayesmix.bayes.pymc_model, bayesmix.bayes.sampling) -------------------------
 
+    def __getstate__(self):
+        """Pickle without the cached PyMC model (PyMC models do not pickle); it is rebuilt on first use."""
+        state = dict(self.__dict__)
+        state.pop("pymc_model", None)
+        return state
+
     @cached_property
     def pymc_model(self):
         """This model in PyMC with bayesmix's default priors, for users to inspect or extend."""

@@ -33,7 +33,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     with _quiet_transforms():
         compiled = compile_model(formula, data, weights=weights, offset=offset)
     _check_not_exact(compiled)
-    return build_lmer(compiled, fit_lmm(compiled, REML=bool(REML)), data_name=data_name)
+    # an extreme response overflows the deviance: the FitError that follows says so, not numpy's noise
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        fit = fit_lmm(compiled, REML=bool(REML))
+    return build_lmer(compiled, fit, data_name=data_name)
 
 
 def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, offset=None, nAGQ: int = 1, *,

@@ -313,10 +313,14 @@ def test_predict_newdata_not_a_frame(sleep_fit):
 def test_predict_missing_grouping_value(sleep_fit):
     new = bm.load_dataset("sleepstudy").iloc[:3].astype({"Subject": object})
     new.loc[1, "Subject"] = np.nan
-    with pytest.raises(bm.DataError, match="grouping column 'Subject' has 1 missing value"):
-        sleep_fit.predict(newdata=new)
-    population = sleep_fit.predict(newdata=new, re_form="~0")  # the term is not used: fine
-    np.testing.assert_allclose(population, sleep_fit.fixef.iloc[0] + sleep_fit.fixef.iloc[1] * new["Days"])
+    with pytest.warns(DataWarning, match="grouping column 'Subject' has 1 missing value: that row gets the "
+                                         "population-level prediction"):
+        ours = sleep_fit.predict(newdata=new)
+    population = sleep_fit.fixef.iloc[0] + sleep_fit.fixef.iloc[1] * new["Days"].to_numpy()
+    assert ours[1] == pytest.approx(population[1], rel=1e-12) and ours[0] != pytest.approx(population[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the term is not used: nothing to say
+        np.testing.assert_allclose(sleep_fit.predict(newdata=new, re_form="~0"), population)
 
 
 def test_predict_re_form_naming_a_term_the_model_lacks(sleep_fit):
@@ -340,6 +344,14 @@ def test_a_non_finite_fit_is_an_error_not_a_result():
         build_lmer(compiled, replace(fit, criterion=np.nan))
     with pytest.raises(FitError, match="without a finite criterion or finite estimates"):
         build_lmer(compiled, replace(fit, beta=np.array([np.nan, 1.0])))
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_an_lmm_whose_criterion_overflows_is_an_error(scale):
+    """A response scaled to 1e±200 overflows the deviance: a FitError naming θ, not an AttributeError."""
+    sleep = bm.load_dataset("sleepstudy")
+    with pytest.raises(FitError, match=r"without a finite criterion \(criterion inf, theta = \[1\.0\]\)"):
+        bm.lmer(FORMULA, sleep.assign(Reaction=sleep["Reaction"] * scale))
 
 
 # --- 4. convergence diagnostics -------------------------------------------------------------

@@ -20,11 +20,11 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     import arviz_stats as azs
     from scipy.stats import norm
 
-    check_posterior_belongs(result, posterior)
     names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:
         raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")
+    check_posterior_belongs(result, posterior)  # the same names, but another model or other data?
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         summ = azs.summary(posterior, var_names=names, ci_prob=ci_prob, ci_kind="hdi", round_to="none")

@@ -67,13 +67,13 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
     groups (Penicillin's 6 samples) 0.8 left the odd divergence in 4000 draws.
     """
     if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+        raise ArgumentError(f"target_accept must lie in (0, 1), got {target_accept!r}")
     check_sampleable(result)
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
+        raise ArgumentError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if not isinstance(value, int | np.integer) or value < (0 if name == "tune" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'tune' else 'positive'} integer, got {value!r}")
+            raise ArgumentError(f"{name} must be a {'non-negative' if name == 'tune' else 'positive'} integer, got {value!r}")
     spec = resolve_priors(result, priors)
     seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1) if not isinstance(random_seed, int | np.integer) else int(random_seed)
     reason = fast_route_reason(result, spec)

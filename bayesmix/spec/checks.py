@@ -137,8 +137,8 @@ def nonfinite_rows(named: dict[str, np.ndarray]) -> np.ndarray | None:
 def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
     """predict()'s new rows: a data frame with rows, usable columns, and no missing grouping values.
 
-    A missing grouping value would silently get the population prediction (lme4 refuses
-    NA there too, unless new levels are allowed); a missing covariate gives a NaN
+    A missing grouping value gets the population prediction, as an unseen level does, with a
+    DataWarning saying how many rows (it used to be silent); a missing covariate gives a NaN
     prediction for its row, as lme4's ``na.pass`` does.  Only the grouping columns of the
     terms used (``wanted``: their indices; None: all) must be complete.
     """
@@ -154,9 +154,10 @@ def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
     _same_kinds_as_fitted(newdata, compiled.data)
     for col in groups:
         missing = int(newdata[col].isna().sum())
-        if missing:
-            raise DataError(f"newdata's grouping column {col!r} has {missing} missing value{'s' if missing > 1 else ''}; "
-                            "drop those rows, or predict without the random effects (re_form='~0')")
+        if missing:  # the population prediction, as for an unseen level (tests/test_formula_design.py), but said
+            warn(f"newdata's grouping column {col!r} has {missing} missing value{'s' if missing > 1 else ''}: "
+                 f"{'those rows get' if missing > 1 else 'that row gets'} the population-level prediction "
+                 "(no random effect of that term)", DataWarning)
     return newdata
 
 

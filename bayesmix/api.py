@@ -13,6 +13,7 @@ import pandas as pd
 from bayesmix.engine.families import get_family
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
+from bayesmix.engine.negbin import fit_glmer_nb
 from bayesmix.engine.threads import blas_threads_for, dense_dimension
 from bayesmix.errors import ArgumentError, DataError, warn
 from bayesmix.results.builder import build_glmer, build_lmer
@@ -44,7 +45,8 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     """Fit a generalized linear mixed model as lme4's ``glmer``.
 
     ``family`` is a name ("binomial", "poisson", "Gamma", "inverse.gaussian", "gaussian"),
-    an R-style string ("Gamma(log)") or a family object (``bm.families.Gamma(link="log")``).
+    an R-style string ("Gamma(log)", "negative.binomial(theta = 2)") or a family object
+    (``bm.families.Gamma(link="log")``, ``bm.families.negative_binomial(theta=2)``).
     Binomial responses may be 0/1 (or a two-level factor), ``cbind(successes, failures)``,
     or proportions with ``weights=`` trials.  ``nAGQ=1`` (default) is the Laplace
     approximation; ``nAGQ=0`` optimizes θ only (β from PIRLS); ``nAGQ>1`` is adaptive
@@ -53,11 +55,45 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     fam = get_family(family)
     _check_nagq(nAGQ)
     _check_row_vectors(data, weights=weights, offset=offset)
-    if fam.name == "gaussian" and fam.link.name == "identity":
+    if fam.hands_glmer_to_lmer:
         # lme4's glmer hands this call to lmer (REML, lmer's default) with a warning
         warn("calling glmer() with family=gaussian (identity link) as a shortcut to lmer() is deprecated; "
              "please call lmer() directly (fitted by lmer, REML)", FutureWarning)
         return lmer(formula, data, weights=weights, offset=offset, data_name=data_name)
+    compiled = _glmm_compiled(formula, data, fam, weights, offset, nAGQ)
+    with blas_threads_for(dense_dimension(compiled)):
+        fit = fit_glmm(compiled, fam, nAGQ=int(nAGQ))
+    return build_glmer(compiled, fam, fit, data_name=data_name)
+
+
+def glmer_nb(formula: str, data: pd.DataFrame, weights=None, offset=None, nAGQ: int = 1, *, link: str = "log",
+             interval: tuple[float, float] | None = None, tol: float = 5e-5, data_name: str = "df"):
+    """Fit a negative-binomial GLMM with its shape θ estimated, as lme4's ``glmer.nb``.
+
+    A Poisson glmer fit gives θ's start (MASS's ``theta.ml``); θ then minimizes the Laplace
+    deviance of ``glmer(..., family=negative.binomial(θ))`` over ``log θ`` in ``interval``
+    (default: the start's log ± 3) to ``tol`` (see :mod:`bayesmix.engine.negbin`).  The result
+    is that glmer fit: ``m.family.theta`` is θ, ``summary()`` prints ``Negative Binomial(θ)``,
+    and logLik's df counts θ, as lme4's.  For θ fixed, use ``glmer(..., family="negative.binomial(2)")``.
+    """
+    nb_family = get_family(f"negative.binomial(theta = 1, link = {link})")
+    compiled = _glmm_compiled(formula, data, nb_family, weights, offset, nAGQ)
+    if interval is not None and (len(interval) != 2 or not interval[0] < interval[1]):
+        raise ArgumentError(f"interval must be (lower, upper) bounds on log(theta), got {interval!r}")
+    if not (isinstance(tol, float | int) and tol > 0):
+        raise ArgumentError(f"tol must be a positive number, got {tol!r}")
+    with blas_threads_for(dense_dimension(compiled)):
+        poisson_fit = fit_glmm(compiled, get_family(f"poisson({link})"), nAGQ=int(nAGQ))
+        nb = fit_glmer_nb(compiled, poisson_fit, link=link, nAGQ=int(nAGQ), tol=float(tol), interval=interval)
+    result = build_glmer(compiled, nb.family, nb.fit, data_name=data_name)
+    result.nb_search = {"theta_start": nb.theta_start, "interval": nb.interval, "evaluations": nb.evaluations}
+    return result
+
+
+def _glmm_compiled(formula, data, fam, weights, offset, nAGQ):
+    """The compiled model of a glmer call: arguments checked, the response checked against the family."""
+    _check_nagq(nAGQ)
+    _check_row_vectors(data, weights=weights, offset=offset)
     with _quiet_transforms():
         compiled = compile_model(formula, data, weights=weights, offset=offset,
                                  binomial_response=fam.response_is_probability, check_levels_vs_nobs=False)
@@ -68,9 +104,7 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
             f"this model has {', '.join(f'({t.expr} | {t.group})' for t in compiled.terms)}. Use nAGQ=1 (Laplace)."
         )
     fam.check_response(compiled.y, compiled.weights)
-    with blas_threads_for(dense_dimension(compiled)):
-        fit = fit_glmm(compiled, fam, nAGQ=int(nAGQ))
-    return build_glmer(compiled, fam, fit, data_name=data_name)
+    return compiled
 
 
 def _quiet_transforms():
@@ -129,4 +163,4 @@ def _check_flag(name: str, value) -> None:
         raise ArgumentError(f"{name} must be True or False, got {value!r}")
 
 
-__all__ = ["GlmerResult", "LmerResult", "glmer", "lmer"]
+__all__ = ["GlmerResult", "LmerResult", "glmer", "glmer_nb", "lmer"]

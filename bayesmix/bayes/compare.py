@@ -8,15 +8,20 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.bayes.pymc_model import (
+    response_family,
     term_infos,
 )
 from bayesmix.bayes.sampling import check_posterior_belongs, posterior_var_names
+from bayesmix.results.display import DisplayTable
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
-    the posterior mean, SD, HDI, R-hat and bulk ESS."""
+    the posterior mean, SD, HDI, R-hat and bulk ESS.
+
+    A :class:`~bayesmix.results.display.DisplayTable`: it shows 4 significant digits, its
+    numbers keep all of theirs."""
     import arviz_stats as azs
     from scipy.stats import norm
 
@@ -32,7 +37,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     lo, hi = [c for c in summ.columns if c.startswith("hdi")][:2]
     freq = frequentist_table(result)
     z = norm.ppf(0.5 + wald_level / 2)
-    table = pd.DataFrame({
+    table = DisplayTable({
         "kind": freq["kind"],
         "estimate": freq["estimate"],
         "se": freq["se"],
@@ -62,5 +67,6 @@ def frequentist_table(result) -> pd.DataFrame:
             rows.append((f"corr_{info.label}[{pair}]", "corr", corr, np.nan))
     if result.has_scale:
         rows.append(("sigma", "sigma", result.sigma, np.nan))
+    rows += [(name, "family", value, np.nan) for name, value in response_family(result).parameter_estimates().items()]
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame

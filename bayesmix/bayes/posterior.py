@@ -11,23 +11,22 @@ from bayesmix.bayes.densities import (
     FullModel,
     ScalarTermGlmm,
     VarianceBlock,
-    _family_link,
     spherical_effects,
 )
 from bayesmix.bayes.pymc_model import (
     ModelPriors,
     filled_params,
+    response_family,
     term_infos,
 )
 
 
 def fast_route_reason(result, priors: ModelPriors) -> str | None:
     """Why the fast route cannot take this model (None when it can)."""
-    family, link = _family_link(result)
-    if (family, link) not in {("gaussian", "identity"), ("binomial", "logit"), ("binomial", "probit"),
-                              ("binomial", "cloglog"), ("poisson", "log")}:
-        return f"the {family} family with the {link} link"
-    if family == "binomial":
+    family = response_family(result)
+    if family.fast_route() is None:
+        return f"the {family.name} family with the {family.link.name} link"
+    if family.response_is_probability:
         w, y = result.compiled.weights, result.compiled.y
         if np.any(np.abs(w - np.round(w)) > 1e-7) or np.any(np.abs(y * w - np.round(y * w)) > 1e-7):
             return "non-integer binomial counts"

@@ -15,7 +15,11 @@ Default priors (near-flat, scaled to the data so that results do not depend on u
 * each random-effect SD (term column ``j``): ``HalfNormal(100·s_y / sd(Z_j))``, or
   ``HalfNormal(100·s_y)`` for a constant column;
 * residual SD σ: ``HalfNormal(100·s_y)``;
-* each correlation matrix: ``LKJCorr(eta=1)``, uniform over correlation matrices.
+* each correlation matrix: ``LKJCorr(eta=1)``, uniform over correlation matrices;
+* parameters of the family that the fit estimated, e.g. the negative-binomial shape
+  ``nb_theta`` of a ``glmer_nb`` fit: the family's default, ``Gamma(alpha=0.01, beta=0.01)``
+  for ``nb_theta`` (brms's; proper, nearly flat in log θ).  A shape given in the family
+  (``negative.binomial(theta = 2)``) stays fixed.
 
 Here ``ȳ`` and ``s_y`` are the mean and SD of the response less its offset for
 identity-link models; for other links ``s_y = 1`` (one unit on the link scale) and
@@ -24,7 +28,8 @@ the priors it used in its ``attrs["priors"]``.
 
 Priors are replaced with ``priors={name: Prior(...)}``; names, from general to specific
 (the most specific wins): ``"beta"``, ``"beta[Days]"``, ``"sigma"``, ``"sd"``,
-``"sd_Subject"``, ``"sd_Subject[Days]"``, ``"corr"``, ``"corr_Subject"``.
+``"sd_Subject"``, ``"sd_Subject[Days]"``, ``"corr"``, ``"corr_Subject"``, and the family's
+parameters (``"nb_theta"``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bayesmix.engine.families import Gaussian
 from bayesmix.errors import PriorError
 
 
@@ -222,6 +228,7 @@ class ModelPriors:
     corr: dict[str, Prior]
     sigma: Prior | None
     user: dict = field(default_factory=dict)
+    family: dict[str, Prior] = field(default_factory=dict)  # the family's parameters (nb_theta), all positive
 
     def all_fast(self) -> bool:
         priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values()]
@@ -238,25 +245,31 @@ class ModelPriors:
                 out[f"corr_{info.label}"] = repr(self.corr[info.label])
         if self.sigma is not None:
             out["sigma"] = repr(self.sigma)
+        out.update({name: repr(p) for name, p in self.family.items()})
         return out
 
     def to_json(self, result) -> str:
         return json.dumps(self.describe(result))
 
 
+def response_family(result) -> Family:
+    """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
+    return Gaussian() if result.is_lmm else result.family
+
+
 def response_scale(result) -> tuple[float, float]:
     """(ȳ, s_y): the response's location and scale on the link scale, the unit of the default priors."""
     c = result.compiled
-    link = "identity" if result.is_lmm else result.family.link.name
-    if link == "identity":
+    family = response_family(result)
+    if family.link.identity:
         y = c.y - c.offset
         return float(abs(np.mean(y))), float(np.std(y, ddof=1)) if len(y) > 1 else 1.0
     mean = float(np.mean(c.y))
-    if result.family.name == "binomial":
+    if family.response_is_probability:
         mean = min(max(mean, 1e-3), 1 - 1e-3)
     else:
         mean = max(mean, 1e-3)
-    return float(abs(result.family.link.linkfun(np.array([mean]))[0])), 1.0
+    return float(abs(family.link.linkfun(np.array([mean]))[0])), 1.0
 
 
 def _column_scales(matrix: np.ndarray) -> np.ndarray:
@@ -277,7 +290,8 @@ def default_priors(result) -> ModelPriors:
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
     sigma = Prior("HalfNormal", sigma=100.0 * sy) if result.has_scale else None
-    return ModelPriors(beta, sd, corr, sigma)
+    family = {name: Prior(dist, **params) for name, (dist, params) in response_family(result).bayes_parameters().items()}
+    return ModelPriors(beta, sd, corr, sigma, family=family)
 
 
 def prior_names(result) -> list[str]:
@@ -292,7 +306,7 @@ def prior_names(result) -> list[str]:
     if any(info.k > 1 for info in infos):
         names.append("corr")
         names += [f"corr_{info.label}" for info in infos if info.k > 1]
-    return names
+    return names + list(response_family(result).bayes_parameters())
 
 
 _KEY = re.compile(r"^(?P<base>[^\[]+?)(?:\[(?P<item>.*)\])?$")
@@ -310,8 +324,10 @@ def resolve_priors(result, priors: dict | None) -> ModelPriors:
         raise PriorError(f"unknown prior name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"this model's names are: {', '.join(valid)}")
     given = {k: Prior.coerce(v, k) for k, v in priors.items()}
+    family_names = set(response_family(result).bayes_parameters())
     for name, prior in given.items():
-        support = "corr" if name.startswith("corr") else ("positive" if name.startswith(("sd", "sigma")) else "real")
+        positive = name.startswith(("sd", "sigma")) or name in family_names
+        support = "corr" if name.startswith("corr") else ("positive" if positive else "real")
         check_prior(prior, name, support)
     # apply from general to specific
     for name in sorted(given, key=_specificity):
@@ -335,6 +351,8 @@ def _apply(out: ModelPriors, result, name: str, prior: Prior) -> None:
         out.beta[fixef.index(name[5:-1])] = prior
     elif name == "sigma":
         out.sigma = prior
+    elif name in out.family:
+        out.family[name] = prior
     elif name == "sd":
         out.sd = {label: [prior] * info.k for label, info in infos.items()}
     elif name == "corr":
@@ -397,7 +415,8 @@ def build_pymc_model(result, priors: dict | ModelPriors | None = None):
             cols, rows = np.triu_indices(info.k)  # lower triangle, column-major: lme4's θ order
             theta_parts.append(T[rows, cols])
         pm.Deterministic("theta", pt.concatenate(theta_parts), dims="theta_name")
-        _likelihood(result, eta, sigma)
+        family_rvs = {name: _scalar_rv(name, prior) for name, prior in spec.family.items()}
+        _likelihood(result, eta, sigma, family_rvs)
     model.bayesmix_priors = spec
     return model
 
@@ -422,8 +441,8 @@ def _vector_rv(name: str, priors: list[Prior], dim: str, labels: list[str]):
     return pm.Deterministic(name, pt.stack(parts), dims=dim)
 
 
-def _likelihood(result, eta, sigma) -> None:
-    """The response's distribution given the linear predictor, with lme4's use of prior weights."""
+def _likelihood(result, eta, sigma, family_rvs: dict) -> None:
+    """The response's distribution given the linear predictor, with lme4's use of prior weights (the family's)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -431,52 +450,6 @@ def _likelihood(result, eta, sigma) -> None:
     keep = c.weights > 0  # lme4 drops zero-weight observations from the likelihood
     y, w = c.y[keep], c.weights[keep]
     eta = eta[np.flatnonzero(keep)] if not keep.all() else eta
-    if result.is_lmm:
-        pm.Normal("y", mu=eta, sigma=sigma / np.sqrt(w), observed=y)
-        return
-    fam = result.family
-    mu = _inverse_link(fam.link.name, eta)
-    if fam.name == "binomial":
-        trials, successes = np.round(w), y * w
-        if np.any(np.abs(successes - np.round(successes)) > 1e-7) or np.any(np.abs(w - trials) > 1e-7):
-            raise ValueError("the Bayesian binomial model needs whole numbers of trials and successes "
-                             "(response × weights); these are not")
-        pm.Binomial("y", n=trials.astype(int), p=mu, observed=np.round(successes).astype(int))
-    elif fam.name == "poisson":
-        if np.allclose(w, 1.0):
-            pm.Poisson("y", mu=mu, observed=y)
-        else:
-            pm.Potential("y_weighted", pt.sum(w * pm.logp(pm.Poisson.dist(mu=mu), y)))
-    elif fam.name == "Gamma":
-        shape = w / sigma**2  # lme4: Var(y) = σ² μ² / w
-        pm.Gamma("y", alpha=shape, beta=shape / mu, observed=y)
-    elif fam.name == "inverse.gaussian":
-        pm.Wald("y", mu=mu, lam=w / sigma**2, observed=y)
-    elif fam.name == "gaussian":
-        pm.Normal("y", mu=mu, sigma=sigma / np.sqrt(w), observed=y)
-    else:
-        raise ValueError(f"no Bayesian model for the {fam.name} family")
-
-
-def _inverse_link(name: str, eta):
-    import pytensor.tensor as pt
-
-    if name == "logit":
-        return pt.sigmoid(eta)
-    if name == "probit":
-        return 0.5 * pt.erfc(-eta / np.sqrt(2.0))
-    if name == "cloglog":
-        return -pt.expm1(-pt.exp(eta))
-    if name == "cauchit":
-        return 0.5 + pt.arctan(eta) / np.pi
-    if name == "log":
-        return pt.exp(eta)
-    if name == "identity":
-        return eta
-    if name == "inverse":
-        return 1.0 / eta
-    if name == "sqrt":
-        return eta**2
-    if name == "1/mu^2":
-        return 1.0 / pt.sqrt(eta)
-    raise ValueError(f"no Bayesian model for the {name} link")
+    family = response_family(result)
+    mu = family.link.pytensor_inverse(pt, eta)
+    family.pymc_likelihood(pm, pt, "y", mu, y, w, sigma if sigma is not None else 1.0, family_rvs)

@@ -46,6 +46,7 @@ from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     resolve_priors,
+    response_family,
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
@@ -270,7 +271,7 @@ def posterior_var_names(result) -> list[str]:
         if info.k > 1:
             names.append(f"corr_{info.label}")
         names.append(f"b_{info.label}")
-    return names + ["theta"]
+    return names + ["theta", *response_family(result).bayes_parameters()]
 
 
 def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, target_accept):
@@ -314,6 +315,7 @@ def _pymc_initvals(result, model) -> dict:
     put("beta", r.beta_values, r.compiled.fixef_names)
     if "sigma" in free:
         values["sigma"] = float(r.sigma)
+    values.update({name: float(v) for name, v in response_family(r).parameter_estimates().items() if name in free})
     factors = starting_factors(r)
     spherical = spherical_effects(r, [sd[:, None] * corr_chol for sd, corr_chol in factors])
     for info, (sd, _), u in zip(term_infos(r), factors, spherical):

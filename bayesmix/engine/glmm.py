@@ -10,7 +10,6 @@ blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,7 @@ from bayesmix.engine.optimize import (
     is_singular,
     minimize_bounded,
 )
-from bayesmix.errors import FitError, PirlsError
+from bayesmix.errors import ConvergenceWarning, FitError, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
 
 
@@ -492,8 +491,8 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
             messages += convergence_messages(optsum.gradient, hess, obj.ntheta, crit)
     vcov, source = _glmm_vcov(obj, state, hess)
     if source != "hessian" and nAGQ > 0:
-        warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
-                      "falling back to the one estimated from RX", stacklevel=3)
+        warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
+             "falling back to the one estimated from RX", ConvergenceWarning)
     if not converged:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)

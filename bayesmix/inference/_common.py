@@ -53,44 +53,39 @@ def message(text: str) -> None:
 
 
 class Progress:
-    """A progress bar: tqdm when installed, else a plain counter on stderr; silent when disabled."""
+    """A tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text in a terminal); silent when disabled.
 
-    def __init__(self, total: int, enabled: bool, desc: str):
+    ``with Progress(n, enabled, "desc") as bar: ... bar.update()`` closes the bar even when the work fails.
+    ``delay``: seconds before the bar appears, so that work that ends sooner prints nothing.
+    """
+
+    def __init__(self, total: int, enabled: bool, desc: str, delay: float = 0.0):
+        from tqdm import TqdmWarning
+
+        with warnings.catch_warnings():
+            # Jupyter without ipywidgets: tqdm falls back to its text bar, after a warning we need not repeat
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
+
         self.total = total
         self.done = 0
-        self._bar = None
-        self._enabled = enabled and total > 0
-        self._desc = desc
-        self._last_shown = -1
-        if self._enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, desc=desc, file=sys.stderr)
+        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not (enabled and total > 0), delay=delay)
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        if not self._enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        percent = int(100 * self.done / self.total)
-        if percent != self._last_shown and (percent % 5 == 0 or self.done == self.total):
-            self._last_shown = percent
-            sys.stderr.write(f"\r{self._desc}: {self.done}/{self.total} ({percent}%)")
-            sys.stderr.flush()
+        self._bar.update(n)
+
+    def set_postfix_str(self, text: str) -> None:
+        self._bar.set_postfix_str(text, refresh=False)  # shown at the next update (refreshing now would defeat delay)
 
     def close(self) -> None:
-        if not self._enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def column_space_contains(big: np.ndarray, small: np.ndarray, tol: float = 1e-8) -> bool:
@@ -113,7 +108,7 @@ def check_model_objects(models) -> None:
     if len(kinds) > 1:
         raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
     if not is_lmm(models[0]):
-        families = {(m.family_name, m.link_name) for m in models}
+        families = {(m.family.comparable_name, m.link_name) for m in models}
         if len(families) > 1:
             raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
         quadrature = {m.nAGQ > 1 for m in models}

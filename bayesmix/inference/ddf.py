@@ -29,6 +29,7 @@ from scipy import stats
 from bayesmix.inference._common import InferenceError, require_lmm
 from bayesmix.inference._numderiv import hessian, jacobian
 from bayesmix.inference.lrt import AnovaTable
+from bayesmix.results.display import DisplayTable
 from bayesmix.rformat import print_coefmat, r_zapsmall
 
 _DDF_NAMES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger", "kr": "Kenward-Roger"}
@@ -311,7 +312,8 @@ def coef_table(model, ddf: str = "Satterthwaite") -> pd.DataFrame:
     _check_model(model, method)
     p = model.compiled.p
     rows = [contrast_t_test(model, np.eye(p)[i], method) for i in range(p)]
-    return pd.DataFrame(rows, index=model.compiled.fixef_names)[["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]]
+    table = pd.DataFrame(rows, index=model.compiled.fixef_names)[["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]]
+    return DisplayTable(table)  # shown rounded, numbers kept whole
 
 
 def format_coef_table(model, ddf: str = "Satterthwaite", digits: int = 4) -> str:
@@ -387,7 +389,7 @@ class _FixedStructure:
         c = model.compiled
         self.X = c.X
         self.names = list(c.fixef_names)
-        self.ev = Evaluator(c.data)
+        self.ev = Evaluator(c.data, state=c.frame_state)  # the training coding and transforms
         self.fixed_text = c.formula.fixed
         full = model_matrix(c.formula.fixed, self.ev)
         owner = dict(zip(full.names, full.term_of_column))

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
+from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
+
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
 
 
 class MixedModelResult:
@@ -62,7 +66,8 @@ class MixedModelResult:
     @property
     def coef_table(self) -> pd.DataFrame:
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        table = pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        return DisplayTable(table)  # shown rounded, numbers kept whole
 
     @property
     def theta(self) -> pd.Series:
@@ -181,7 +186,8 @@ class MixedModelResult:
     def predict(self, newdata: pd.DataFrame | None = None, re_form=None, type: str = "response") -> np.ndarray:
         """Predictions as lme4's ``predict``: ``re_form=None`` uses every random term,
         ``re_form="~0"`` (or ``NA``) none, a formula of random terms just those.
-        Levels not seen in fitting get the population-level prediction.
+        Levels not seen in fitting, and missing grouping values, get the population-level
+        prediction (lme4's ``allow.new.levels = TRUE``).
         """
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
@@ -192,15 +198,9 @@ class MixedModelResult:
         return eta
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        y, mu = self.compiled.y, self.fitted()
-        # lme4's residuals.lmerMod: "working" residuals of an LMM are response residuals
-        # (the working response is y itself); prior weights enter Pearson and deviance ones.
-        if type in ("response", "working"):
-            r = y - mu
-        elif type in ("pearson", "deviance"):
-            r = (y - mu) * np.sqrt(self.compiled.weights)
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
+        Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
+        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property
@@ -251,7 +251,10 @@ class MixedModelResult:
         return f"<{kind} fit by {self.method}: {self.formula_display}, {self.nobs} obs>"
 
     def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(self.summary()) + "</pre>"
+        """Jupyter's view: fit statistics, random and fixed effects as tables; lme4's text in a ``<details>``."""
+        from bayesmix.results.display import fit_html
+
+        return fit_html(self, self.summary())
 
     # --- the Bayesian model (bayesmix.bayes.pymc_model, bayesmix.bayes.sampling) -------------------------
 

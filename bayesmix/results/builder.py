@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bayesmix.engine.response import sigma_ml
 from bayesmix.errors import (
     ConvergenceWarning,
     FitError,
@@ -43,10 +44,7 @@ def build_glmer(compiled, family, fit, *, data_name: str = "df", diagnose: bool 
     _require_finite(fit.criterion, fit.theta, fit.beta)
     sigma = 1.0
     if family.has_scale:
-        # lme4's sigmaML for GLMMs: sqrt(pwrss / n), pwrss = Pearson RSS + ||u||^2
-        state = fit.state
-        pearson = (compiled.y - state.mu) ** 2 * compiled.weights / family.variance(state.mu)
-        sigma = float(np.sqrt((pearson.sum() + state.u @ state.u) / compiled.n))
+        sigma = sigma_ml(family, compiled.y, fit.state.mu, compiled.weights, fit.state.u)
     b = b_from_u(compiled.terms, fit.theta, fit.state.u)
     method = "Laplace" if fit.objective.nAGQ == 1 else "AGQ"
     # the RX fallback is unscaled: lme4's vcov is sigma² (RX'RX)⁻¹ then, as vcov_rx() gives

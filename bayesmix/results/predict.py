@@ -7,7 +7,7 @@ import pandas as pd
 
 from bayesmix.errors import DataError
 from bayesmix.spec import checks
-from bayesmix.spec.design import Evaluator, model_matrix
+from bayesmix.spec.design import Evaluator, is_categorical, model_matrix
 from bayesmix.spec.formula import parse_formula
 from bayesmix.spec.model import grouping_factor
 from bayesmix.spec.terms import effect_blocks, z_times
@@ -39,43 +39,41 @@ def terms_in(terms, re_form) -> set[int]:
 
 
 def _predict_new(result, newdata: pd.DataFrame, wanted: set[int]) -> np.ndarray:
+    """η for new rows, every variable evaluated with the training model-frame state.
+
+    ``scale()`` and ``poly()`` use their training parameters and factors their training levels
+    (R's ``makepredictcall`` and ``xlevels``), so predictions on the training rows equal the
+    fitted values and new rows are coded as the training rows were.
+    """
     c = result.compiled
-    train = c.data
-    common = [col for col in train.columns if col in newdata.columns]
-    # Building on training + new rows reproduces the training coding of every factor.
-    stacked = pd.concat([train[common], newdata[common]], ignore_index=True)
-    n_train = len(train)
-    fixed_columns = Evaluator(train).referenced_columns(" ".join([c.formula.fixed, *c.formula.offsets]))
-    for col in common:
-        if isinstance(train[col].dtype, pd.CategoricalDtype):
-            known = list(train[col].cat.categories)
-            values = stacked[col].astype(object)
-            if all(isinstance(k, str) for k in known):  # 308 and "308" name the same level
-                values = values.map(lambda v: v if pd.isna(v) else str(v))
-            unseen = [v for v in pd.unique(values[n_train:].dropna()) if v not in set(known)]
-            if unseen and col in fixed_columns:
-                raise DataError(f"newdata column {col!r} has level(s) {', '.join(map(repr, unseen))} not seen in "
-                                "fitting; the fixed effects have no coefficient for them")
-            # unseen levels of a grouping factor are kept as levels of their own (population prediction)
-            stacked[col] = pd.Categorical(values, categories=known + unseen, ordered=train[col].cat.ordered)
-    ev = Evaluator(stacked)
+    ev = Evaluator(newdata, state=c.frame_state)
     fixed = model_matrix(c.formula.fixed, ev)
     foreign = [name for name in fixed.names if name not in c.fixef_names and name not in c.dropped_fixef]
-    if foreign:  # e.g. a new level of a text (non-categorical) column
+    if foreign:
         raise DataError(f"newdata gives fixed-effect columns the fit does not have: {', '.join(foreign)}")
     cols = [fixed.names.index(name) for name in c.fixef_names]
-    eta = fixed.matrix[n_train:, cols] @ result.beta_values
+    eta = fixed.matrix[:, cols] @ result.beta_values
     for text in c.formula.offsets:
-        eta = eta + np.asarray(ev.evaluate(text), dtype=float)[n_train:]
+        eta = eta + _numeric(ev.evaluate(text), text)
     for idx, (term, block) in enumerate(zip(c.terms, effect_blocks(c.terms, result.b))):
-        if idx not in wanted:
-            continue
-        factor = grouping_factor(term.group, ev)
-        codes = factor.codes[n_train:]  # -1: a missing grouping value, population prediction too
-        labels = np.where(codes >= 0, np.asarray(factor.levels, dtype=object)[np.maximum(codes, 0)], None)
-        position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
-        rows = np.array([position.get(lbl, -1) for lbl in labels])
-        z_new = model_matrix(term.expr, ev).matrix[n_train:]
-        contrib = np.einsum("ij,ij->i", z_new, block[np.maximum(rows, 0)])
-        eta = eta + np.where(rows >= 0, contrib, 0.0)  # unseen levels: population prediction
+        if idx in wanted:
+            eta = eta + _term_contribution(term, block, ev)
     return eta
+
+
+def _term_contribution(term, block: np.ndarray, ev: Evaluator) -> np.ndarray:
+    """One random-effects term's part of η; rows of levels the fit has not seen (or missing) get 0."""
+    factor = grouping_factor(term.group, ev)
+    codes = factor.codes  # -1: a missing grouping value, population prediction too
+    labels = np.where(codes >= 0, np.asarray(factor.levels, dtype=object)[np.maximum(codes, 0)], None)
+    position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
+    rows = np.array([position.get(lbl, -1) for lbl in labels], dtype=np.int64)
+    z_new = model_matrix(term.expr, ev).matrix
+    contrib = np.einsum("ij,ij->i", z_new, block[np.maximum(rows, 0)])
+    return np.where(rows >= 0, contrib, 0.0)  # unseen levels: population prediction
+
+
+def _numeric(values, text: str) -> np.ndarray:
+    if is_categorical(values):
+        raise DataError(f"the offset {text!r} must be numeric, not categorical")
+    return np.asarray(values, dtype=float)

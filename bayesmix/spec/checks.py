@@ -46,6 +46,9 @@ def check_columns(data: pd.DataFrame, columns) -> pd.DataFrame:
     """The data with number-holding object columns read as numbers; unusable columns refused."""
     converted = {}
     for col in columns:
+        if (data.columns == col).sum() > 1:
+            raise DataError(f"the data have more than one column named {col!r}; "
+                            "rename them so the formula can tell them apart")
         series = data[col]
         if pd.api.types.is_complex_dtype(series.dtype):
             raise DataError(f"column {col!r} holds complex numbers ({series.dtype}); bayesmix models real values only")
@@ -135,12 +138,11 @@ def nonfinite_rows(named: dict[str, np.ndarray]) -> np.ndarray | None:
 
 
 def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
-    """predict()'s new rows: a data frame with rows, usable columns, and no missing grouping values.
+    """predict()'s new rows: a data frame with rows and usable columns.
 
-    A missing grouping value gets the population prediction, as an unseen level does, with a
-    DataWarning saying how many rows (it used to be silent); a missing covariate gives a NaN
-    prediction for its row, as lme4's ``na.pass`` does.  Only the grouping columns of the
-    terms used (``wanted``: their indices; None: all) must be complete.
+    A missing grouping value gets the population-level prediction, as an unseen level does
+    (lme4's ``allow.new.levels = TRUE``; predict's docstring says so); a missing covariate
+    gives a NaN prediction for its row, as lme4's ``na.pass`` does.
     """
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
@@ -148,16 +150,8 @@ def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
         raise DataError("newdata has no rows")
     f = compiled.formula
     texts = [f.response, f.fixed, *f.offsets, *(t.expr for t in f.random)]
-    used_terms = [t for i, t in enumerate(compiled.terms) if wanted is None or i in wanted]
-    groups = used_columns(newdata, *(t.group for t in used_terms))
     newdata = check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
     _same_kinds_as_fitted(newdata, compiled.data)
-    for col in groups:
-        missing = int(newdata[col].isna().sum())
-        if missing:  # the population prediction, as for an unseen level (tests/test_formula_design.py), but said
-            warn(f"newdata's grouping column {col!r} has {missing} missing value{'s' if missing > 1 else ''}: "
-                 f"{'those rows get' if missing > 1 else 'that row gets'} the population-level prediction "
-                 "(no random effect of that term)", DataWarning)
     return newdata
 
 

@@ -541,6 +541,16 @@ def test_compare_refuses_a_posterior_of_another_model(dyestuff_posterior):
     assert len(bm.compare(ml_refit, post)) == 3  # the same model and data, estimated by ML: the same posterior
 
 
+@pytest.mark.parametrize("kwargs, match", [({"ci_prob": 1.5}, "ci_prob must be a probability strictly between 0 and 1, got 1.5"),
+                                           ({"wald_level": "95%"}, "wald_level must be a probability"),
+                                           ({"posterior": {"beta": 1}}, "expected the posterior returned by sample")])
+def test_compare_arguments_are_checked(dyestuff_posterior, kwargs, match):
+    m, post = dyestuff_posterior
+    kwargs = {"posterior": post, **kwargs}
+    with pytest.raises(bm.ArgumentError, match=match):
+        bm.compare(m, **kwargs)
+
+
 def test_results_pickle_after_pymc_model_and_sample(dyestuff_posterior):
     m, post = dyestuff_posterior
     m.pymc_model  # noqa: B018 - touched, as the issue's report did

@@ -612,3 +612,40 @@ def test_one_ctrl_c_stops_nutpie_sampling():
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 3 and "INTERRUPTED" in out, out + err
+
+
+def test_interrupt_during_pymc_sampling_stops_every_chain():
+    """PyMC swallows KeyboardInterrupt and (sequentially) goes on with the next chain: bayesmix's
+    handler remembers it, PyMC's callback stops each later chain, and the caller re-raises."""
+    from bayesmix.bayes.sampling import _Interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    interrupt = _Interrupt()
+    with pytest.raises(KeyboardInterrupt), interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler raises here
+    assert interrupt.seen
+    with pytest.raises(KeyboardInterrupt):
+        interrupt.callback(None, None)  # the next chain's first draw stops it
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+_INTERRUPTED_PYMC = _INTERRUPTED_SAMPLING.replace("chains=1, progressbar=False)", "chains=1, progressbar=False, "
+                                                  "sampler='pymc')").replace(
+    "chains=2, progressbar=False)", "chains=4, progressbar=False, sampler='pymc')")
+
+
+@pytest.mark.slow  # imports PyMC in a fresh process and compiles its model
+def test_one_ctrl_c_stops_pymc_sampling():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_PYMC], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("SAMPLING")
+        time.sleep(5)  # inside PyMC's sampling loop
+        os.killpg(proc.pid, signal.SIGINT)  # once, to the whole group, as a terminal does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3 and "INTERRUPTED" in out, out + err

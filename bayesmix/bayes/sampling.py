@@ -283,17 +283,63 @@ def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, 
         _require(sampler, f"sampler={sampler!r}")
     model = build_pymc_model(result, spec)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*BLAS.*")
-        trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
-                          nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
-                          compute_convergence_checks=False, target_accept=target_accept,
-                          initvals=_pymc_initvals(result, model))
+    interrupt = _Interrupt()
+    extra = {"callback": interrupt.callback} if sampler == "pymc" else {}
+    try:
+        with warnings.catch_warnings(), interrupt:
+            warnings.filterwarnings("ignore", message=".*BLAS.*")
+            trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
+                              nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
+                              compute_convergence_checks=False, target_accept=target_accept,
+                              initvals=_pymc_initvals(result, model), **extra)
+    except Exception:
+        if interrupt.seen:  # e.g. PyMC's "Not enough samples to build a trace" from the stopped chains
+            raise KeyboardInterrupt from None
+        raise
+    if interrupt.seen:
+        raise KeyboardInterrupt
     elapsed = time.perf_counter() - t0
     posterior = trace["posterior"].to_dataset()
     stats = trace["sample_stats"].to_dataset()
     route = f"{sampler} NUTS on the PyMC model (result.pymc_model)"
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler=sampler)
+
+
+class _Interrupt:
+    """One Ctrl-C stops PyMC's sampler and raises KeyboardInterrupt.
+
+    PyMC swallows KeyboardInterrupt: it returns the draws made so far, and when sampling
+    chains one after another it goes on with the next chain (one Ctrl-C per chain). The
+    handler remembers the interrupt, PyMC's ``callback`` stops every later chain at its
+    first draw, and the caller re-raises once PyMC returns.
+    """
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def callback(self, trace=None, draw=None):
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _pymc_initvals(result, model) -> dict:

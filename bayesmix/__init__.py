@@ -30,6 +30,8 @@ _LAZY = {
     "hausman": "bayesmix.inference",
     "pb_test": "bayesmix.inference",
     "compare": "bayesmix.bayes",
+    "predictions": "bayesmix.results.conditional",
+    "plot_predictions": "bayesmix.plots_predictions",
     "Prior": "bayesmix.bayes",
     "SamplingError": "bayesmix.errors",
     "PriorError": "bayesmix.errors",
@@ -80,6 +82,8 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "pb_test",
+    "plot_predictions",
     "plots",
+    "predictions",
 ]
 __version__ = "0.1.0"

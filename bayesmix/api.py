@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bayesmix import distributed
+from bayesmix.distributed import is_dask_collection
 from bayesmix.engine.families import get_family
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
@@ -28,8 +30,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     ``formula`` takes lme4's syntax: ``(1|g)``, ``(x|g)``, ``(x||g)``, ``(1|a/b)``,
     ``(1|a:b)``, crossed terms, ``offset()``.  ``weights`` is a column name or an array of
     prior weights.  REML (the default, as in lme4) or ML by the profiled deviance.
+    ``data`` may be a ``dask.dataframe.DataFrame``: the fit then runs on the active Dask
+    scheduler and returns a :class:`bayesmix.distributed.lmm.DaskLmerResult` (``bayesmix[dask]``).
     """
     _check_flag("REML", REML)
+    if is_dask_collection(data):  # rows on a cluster: bayesmix.distributed fits from their cross-products
+        return distributed.lmer(formula, data, REML=bool(REML), weights=weights, offset=offset,
+                                data_name=data_name)
     _check_row_vectors(data, weights=weights, offset=offset)
     with _quiet_transforms():
         compiled = compile_model(formula, data, weights=weights, offset=offset)
@@ -92,6 +99,9 @@ def glmer_nb(formula: str, data: pd.DataFrame, weights=None, offset=None, nAGQ: 
 
 def _glmm_compiled(formula, data, fam, weights, offset, nAGQ):
     """The compiled model of a glmer call: arguments checked, the response checked against the family."""
+    if is_dask_collection(data):
+        raise ArgumentError("glmer on a Dask DataFrame is not available yet (lmer is); fit glmer on rows that fit "
+                            "in memory, e.g. bm.glmer(formula, ddf.compute(), ...) or a sample of them")
     _check_nagq(nAGQ)
     _check_row_vectors(data, weights=weights, offset=offset)
     with _quiet_transforms():

@@ -70,6 +70,10 @@ class SamplingError(BayesmixError, RuntimeError):
     """Posterior sampling failed or its result cannot be trusted."""
 
 
+class RowsRequiredError(BayesmixError, RuntimeError):
+    """A method of a fit to a Dask DataFrame needs the rows, which stayed on the cluster."""
+
+
 class BayesmixWarning(UserWarning):
     """The root of every warning bayesmix issues."""
 

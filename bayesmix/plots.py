@@ -180,3 +180,11 @@ def _modes(result, info) -> np.ndarray:
     start = sum(t.q for t in result.compiled.terms[: info.index])
     term = result.compiled.terms[info.index]
     return result.b[start : start + term.q].reshape(term.nlevels, term.k)
+
+
+def predictions(result, post=None, x: str | None = None, by: str | None = None, **kwargs):
+    """Conditional effects: the expected response along ``x`` (by ``by``) with Wald or posterior bands
+    (:func:`bayesmix.plots_predictions.plot_predictions`)."""
+    from bayesmix.plots_predictions import plot_predictions
+
+    return plot_predictions(result, post, x=x, by=by, **kwargs)

@@ -158,3 +158,16 @@ def test_caterpillar_and_profile_plots_are_legible_and_take_axes(fits, slope_pos
     own, axes = plt.subplots(2, 2)
     assert prof.plot(ax=axes) is own
     plt.close("all")
+
+
+def test_random_effect_draws_bar_is_tqdm_off_or_delayed(capsys):
+    # the bar over the draws of b that follow nutpie's own bar (blocked and per-draw routes; the
+    # blocked route runs through it in test_blockedlmm.py)
+    from bayesmix.bayes.sampling import _effects_bar
+
+    with _effects_bar(5, False) as off:
+        assert off.disable
+    with _effects_bar(5, True) as quick:
+        assert not quick.disable and quick.delay == 1.0
+        quick.update(5)  # done well within the 1 s delay
+    assert capsys.readouterr().err == ""

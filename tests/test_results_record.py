@@ -65,3 +65,20 @@ def test_scalar_laplace_is_the_engines_laplace_deviance():
         theta, beta = g.theta_values + abs(shift), g.beta_values + shift
         general = g.glmm_fit.objective.theta_beta(np.concatenate([theta, beta]))
         assert fast(theta, beta) == pytest.approx(general, rel=1e-9, abs=1e-8)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_one_deviance_formula_for_optimizer_profiles_and_ddf(sleep, reml):
+    """engine.deviance: profiled over σ it is the optimizer's criterion; at σ̂ it is the same number."""
+    from bayesmix.engine import deviance
+
+    w = np.linspace(0.5, 2.0, len(sleep))
+    m = bm.lmer("Reaction ~ Days + (Days | Subject)", sleep, REML=reml, weights=w)
+    dev, f = m.profiled_deviance, m.factorization
+    slw = dev.cross.sum_log_weights
+    assert deviance.profiled(f, dev.n, m.compiled.p, reml, slw) == pytest.approx(m.criterion_value, rel=1e-12)
+    dof = dev.n - (m.compiled.p if reml else 0)
+    sigma_hat = np.sqrt(f.pwrss / dof)
+    assert deviance.at_sigma(f, dev.n, m.compiled.p, sigma_hat, reml, slw) == pytest.approx(m.criterion_value,
+                                                                                             rel=1e-12)
+    assert deviance.at_sigma(f, dev.n, m.compiled.p, 1.1 * sigma_hat, reml, slw) > m.criterion_value

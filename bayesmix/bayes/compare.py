@@ -11,9 +11,10 @@ from bayesmix.bayes.pymc_model import (
     response_family,
     term_infos,
 )
-from bayesmix.bayes.sampling import check_posterior_belongs, posterior_var_names
+from bayesmix.bayes.sampling import check_posterior_belongs, summary_var_names
 from bayesmix.errors import ArgumentError
 from bayesmix.results.display import DisplayTable
+from bayesmix.results.tables import check_effects, ran_vals_frame
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
@@ -34,10 +35,10 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     from scipy.stats import norm
 
     _check_levels(ci_prob=ci_prob, wald_level=wald_level)
-    names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
     if not hasattr(posterior, "__getitem__") or not hasattr(posterior, "children") or "posterior" not in posterior.children:
         raise ArgumentError(f"expected the posterior returned by sample() (an xarray DataTree with a 'posterior' "
                             f"group), got {type(posterior).__name__}")
+    names = summary_var_names(result)
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:
         raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")
@@ -82,3 +83,20 @@ def frequentist_table(result) -> pd.DataFrame:
     rows += [(name, "family", value, np.nan) for name, value in response_family(result).parameter_estimates().items()]
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame
+
+
+def tidy_posterior(result, posterior, effects: str = "ran_vals") -> DisplayTable:
+    """broom.mixed's ``tidy()`` of a posterior: estimate = posterior mean, std.error = posterior SD."""
+    check_effects(effects)
+    p = posterior["posterior"]
+    if effects == "fixed":
+        beta = p["beta"]
+        return DisplayTable({"effect": "fixed", "term": list(result.compiled.fixef_names),
+                             "estimate": beta.mean(("chain", "draw")).values,
+                             "std.error": beta.std(("chain", "draw")).values})
+    parts = []
+    for info in term_infos(result):
+        b = p[f"b_{info.label}"]
+        parts.append(ran_vals_frame(info.group, info.levels, info.columns, b.mean(("chain", "draw")).values,
+                                    b.std(("chain", "draw")).values))
+    return DisplayTable(pd.concat(parts, ignore_index=True))

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bayesmix.engine.families import Family as GlmFamily
 from bayesmix.engine.families import Gaussian
 from bayesmix.errors import PriorError
 
@@ -208,6 +209,17 @@ class TermInfo:
     def pair_dim(self) -> str:
         return f"{self.label}_pair"
 
+    # Each variable gets dimension names of its own where ArviZ would otherwise mix them up:
+    # arviz-stats' summary mislabels the rows of b_Subject (Subject, Subject_coef) when sd_Subject
+    # shares its Subject_coef dimension.  u and b share both dimensions in the same order, which is safe.
+    @property
+    def sd_dim(self) -> str:
+        return f"sd_{self.label}_coef"
+
+    @property
+    def chol_dims(self) -> tuple[str, str]:
+        return f"corr_chol_{self.label}_row", f"corr_chol_{self.label}_col"
+
     @property
     def pairs(self) -> list[str]:
         return [f"{self.columns[i]}:{self.columns[j]}" for i in range(self.k) for j in range(i + 1, self.k)]
@@ -252,7 +264,7 @@ class ModelPriors:
         return json.dumps(self.describe(result))
 
 
-def response_family(result) -> Family:
+def response_family(result) -> GlmFamily:
     """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
     return Gaussian() if result.is_lmm else result.family
 
@@ -312,8 +324,48 @@ def prior_names(result) -> list[str]:
 _KEY = re.compile(r"^(?P<base>[^\[]+?)(?:\[(?P<item>.*)\])?$")
 
 
-def resolve_priors(result, priors: dict | None) -> ModelPriors:
-    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked."""
+PRESETS = ("weakly_informative",)
+
+
+def weakly_informative_priors(result) -> ModelPriors:
+    """rstanarm/brms-style priors scaled to the data (``priors="weakly_informative"``).
+
+    Slopes ``Normal(0, 2.5·s_y/sd(X_j))``; the intercept ``Normal(m_y, 2.5·s_y)`` with ``m_y`` the
+    response's mean on the link scale (the intercept is not centred, so its prior is centred on the
+    data instead); each random-effect SD ``Exponential(1/(s_y/sd(Z_j)))`` (rate 1/s_y for a constant
+    column); σ ``Exponential(1/s_y)``; correlations ``LKJCorr(eta=1)``.  Unlike the near-flat
+    defaults the posterior mode no longer equals lme4's estimate: the priors pull, gently.
+    """
+    c = result.compiled
+    _, sy = response_scale(result)
+    family = response_family(result)
+    if family.link.identity:
+        centre = float(np.mean(c.y - c.offset))
+    else:
+        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
+        centre = float(result.family.link.linkfun(np.array([mean]))[0])
+    sx = _column_scales(c.X)
+    beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)
+            for s in sx]
+    sd, corr = {}, {}
+    for info in term_infos(result):
+        sz = _column_scales(c.terms[info.index].columns)
+        sd[info.label] = [Prior("Exponential", lam=(s / sy if s > 0 else 1.0 / sy)) for s in sz]
+        if info.k > 1:
+            corr[info.label] = Prior("LKJCorr", eta=1.0)
+    sigma = Prior("Exponential", lam=1.0 / sy) if result.has_scale else None
+    return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"})
+
+
+def resolve_priors(result, priors: dict | str | None) -> ModelPriors:
+    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked;
+    ``priors="weakly_informative"`` takes :func:`weakly_informative_priors` instead."""
+    if isinstance(priors, str):
+        if priors not in PRESETS:
+            raise PriorError(f"unknown prior preset {priors!r}; presets: {', '.join(map(repr, PRESETS))}")
+        return weakly_informative_priors(result)
+    if priors is not None and not isinstance(priors, dict):
+        raise PriorError(f"priors must be a dict of name -> Prior or a preset name, got {type(priors).__name__}")
     out = default_priors(result)
     priors = dict(priors or {})
     if not isinstance(priors, dict):
@@ -375,39 +427,54 @@ def model_coords(result) -> dict[str, list]:
     for info in term_infos(result):
         coords[info.group] = info.levels
         coords[info.coef_dim] = info.columns
+        coords[info.sd_dim] = info.columns
         if info.k > 1:
             coords[info.pair_dim] = info.pairs
+            coords.update(dict.fromkeys(info.chol_dims, info.columns))
     coords["theta_name"] = list(result.compiled.theta_names())
     return coords
 
 
+def data_arrays(result) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The model's covariates as named arrays: X, the offset, and per term its Z columns and level indices.
+
+    The PyMC model holds them as ``pm.Data`` containers (``pm.set_data`` swaps them) and the
+    posterior's ``constant_data`` group records them under the same names.
+    """
+    c = result.compiled
+    out = {"X": (("obs", "fixef"), c.X), "offset": (("obs",), c.offset)}
+    for info in term_infos(result):
+        term = c.terms[info.index]
+        out[f"Z_{info.label}"] = (("obs", info.coef_dim), np.asarray(term.columns, dtype=float))
+        out[f"idx_{info.label}"] = (("obs",), np.asarray(term.factor.codes, dtype=np.int32))  # PyMC stores indices as int32
+    return out
+
+
 def build_pymc_model(result, priors: dict | ModelPriors | None = None):
-    """The fitted model as a ``pymc.Model`` (see the module docstring), with named coordinates."""
+    """The fitted model as a new ``pymc.Model`` (see the module docstring), with named coordinates.
+
+    Every call builds a new model, so extending one (adding a variable, ``pm.set_data``) never
+    changes what ``result.sample()`` samples.  The covariates are ``pm.Data`` containers
+    (``X``, ``offset``, ``Z_<term>``, ``idx_<term>``: see :func:`data_arrays`), and the linear
+    predictor ``eta`` and the mean ``mu`` are named deterministics over the ``obs`` dimension.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
     spec = priors if isinstance(priors, ModelPriors) else resolve_priors(result, priors)
-    c = result.compiled
     infos = term_infos(result)
-    with pm.Model(coords=model_coords(result)) as model:
-        beta = _vector_rv("beta", spec.beta, "fixef", c.fixef_names)
+    coords = {**model_coords(result), "obs": np.arange(result.nobs)}
+    with pm.Model(coords=coords) as model:
+        data = {name: pm.Data(name, value, dims=dims) for name, (dims, value) in data_arrays(result).items()}
+        beta = _vector_rv("beta", spec.beta, "fixef", result.compiled.fixef_names)
         sigma = _scalar_rv("sigma", spec.sigma) if spec.sigma is not None else None
-        eta = pt.dot(c.X, beta) + c.offset
+        eta = pt.dot(data["X"], beta) + data["offset"]
         factors = []
         for info in infos:
-            term = c.terms[info.index]
-            sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.coef_dim, info.columns)
-            if info.k > 1:
-                chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]))
-                corr = chol @ chol.T
-                rows, cols = np.triu_indices(info.k, 1)
-                pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
-                L = sd[:, None] * chol
-            else:
-                L = pt.reshape(sd, (1, 1))
+            L = _term_factor(info, spec)
             u = pm.Normal(f"u_{info.label}", 0.0, 1.0, dims=(info.group, info.coef_dim))
             b = pm.Deterministic(f"b_{info.label}", pt.dot(u, L.T), dims=(info.group, info.coef_dim))
-            eta = eta + pt.sum(term.columns * b[term.factor.codes], axis=1)
+            eta = eta + pt.sum(data[f"Z_{info.label}"] * b[data[f"idx_{info.label}"]], axis=1)
             factors.append(L)
         theta_parts = []
         for info, L in zip(infos, factors):
@@ -416,9 +483,44 @@ def build_pymc_model(result, priors: dict | ModelPriors | None = None):
             theta_parts.append(T[rows, cols])
         pm.Deterministic("theta", pt.concatenate(theta_parts), dims="theta_name")
         family_rvs = {name: _scalar_rv(name, prior) for name, prior in spec.family.items()}
+        eta = pm.Deterministic("eta", eta, dims="obs")
+        pm.Deterministic("mu", response_family(result).link.pytensor_inverse(pt, eta), dims="obs")
         _likelihood(result, eta, sigma, family_rvs)
+    if "y" in model.named_vars and np.all(result.compiled.weights > 0):
+        model.named_vars_to_dims["y"] = ("obs",)  # one observed value per row: label it as eta and mu
     model.bayesmix_priors = spec
     return model
+
+
+def _term_factor(info: TermInfo, spec: ModelPriors):
+    """L = diag(sd) chol(corr) for one term, with its sd_ and corr_chol_/corr_ variables."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.sd_dim, info.columns)
+    if info.k == 1:
+        return pt.reshape(sd, (1, 1))
+    chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]),
+                      dims=info.chol_dims, default_transform=_corr_transform(info.k))
+    corr = chol @ chol.T
+    rows, cols = np.triu_indices(info.k, 1)
+    pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
+    return sd[:, None] * chol
+
+
+def _corr_transform(n: int):
+    """PyMC's Cholesky-correlation transform under a name without "_".
+
+    PyMC strips a transform's name from the value variable's name after the last "_"; its own
+    "cholesky_corr" leaves "corr_chol_Subject_cholesky", and ``pm.compute_log_likelihood`` then
+    fails with a KeyError on every model with an LKJ prior.
+    """
+    from pymc.distributions.transforms import CholeskyCorrTransform
+
+    class _Transform(CholeskyCorrTransform):
+        name = "choleskycorr"
+
+    return _Transform(n=n, upper=False)
 
 
 def _scalar_rv(name: str, prior: Prior):

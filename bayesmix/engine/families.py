@@ -62,6 +62,15 @@ class Family:
         """lme4's glmer fits this family by lmer instead (gaussian with the identity link)."""
         return False
 
+    # Nakagawa & Schielzeth's R² and the ICC need the distribution-specific variance on the link
+    # scale (R's performance package); a family that has one overrides these two.
+    needs_null_intercept: bool = False
+
+    def distribution_variance(self, null_intercept: float | None = None) -> float:
+        """The observation-level variance on the link scale (performance's ``get_variance_distribution``)."""
+        raise FamilyError(f"ICC and R² are available for LMMs and binomial/Poisson GLMMs (as performance's), "
+                          f"not the {self.name} family with the {self.link.name} link")
+
     @property
     def comparable_name(self) -> str:
         """Fits whose families share this name (and link) have likelihoods a test may compare."""
@@ -206,6 +215,12 @@ _BINOMIAL_TERMS = {"logit": _binomial_logit_terms, "probit": _binomial_probit_te
 
 class Binomial(Family):
     response_is_probability = True
+    _DISTRIBUTION_VARIANCE = {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}
+
+    def distribution_variance(self, null_intercept=None):
+        if self.link.name not in self._DISTRIBUTION_VARIANCE:
+            return super().distribution_variance(null_intercept)
+        return float(self._DISTRIBUTION_VARIANCE[self.link.name])
     name, default_link = "binomial", "logit"
     allowed_links = ("logit", "probit", "cauchit", "log", "cloglog")
     fast_links = ("logit", "probit", "cloglog")
@@ -281,6 +296,17 @@ class Poisson(Family):
     name, default_link = "poisson", "log"
     allowed_links = ("log", "identity", "sqrt")
     fast_links = ("log",)
+
+    @property
+    def needs_null_intercept(self) -> bool:  # the lognormal approximation uses the null model's mean
+        return self.link.name == "log"
+
+    def distribution_variance(self, null_intercept=None):
+        if self.link.name == "sqrt":
+            return 0.25
+        if self.link.name == "log" and null_intercept is not None:
+            return float(np.log1p(1.0 / np.exp(null_intercept)))
+        return super().distribution_variance(null_intercept)
 
     def variance(self, mu):
         return mu

@@ -26,6 +26,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
+from bayesmix.engine import deviance
 from bayesmix.engine.scalar_laplace import ScalarLaplace
 from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
@@ -103,7 +104,7 @@ class _LmmProfiler:
         f = self.dev.factorize(theta_from_sdcor(self.terms, vp[:-1], s))
         if f is None:
             return np.inf
-        return f.ldL2 + f.pwrss / s**2 + self.n * np.log(2 * np.pi * s**2) - self.log_w
+        return deviance.at_sigma(f, self.n, 0, s, False, self.log_w)
 
     def beta_at(self, vp: np.ndarray) -> np.ndarray:
         f = self.dev.factorize(theta_from_sdcor(self.terms, vp[:-1], vp[-1]))

@@ -25,11 +25,11 @@ SINGULAR_MESSAGE = "boundary (singular) fit: see help('isSingular')"
 SINGULAR_TOL = 1e-4
 
 
-def build_lmer(compiled, fit, *, data_name: str = "df", diagnose: bool = True) -> LmerResult:
-    """An LmerResult from an ``engine.fit.LmmFit``."""
+def build_lmer(compiled, fit, *, data_name: str = "df", diagnose: bool = True, result_class=LmerResult) -> LmerResult:
+    """An LmerResult from an ``engine.fit.LmmFit`` (``result_class``: a subclass, e.g. a Dask fit's)."""
     _require_finite(fit.criterion, fit.theta, fit.beta, fit.sigma)
     messages = _optimizer_messages(fit.optsum, compiled, fit.theta)
-    result = LmerResult(
+    result = result_class(
         compiled, fit.theta, fit.beta, fit.b, fit.sigma, fit.vcov, fit.criterion,
         method="REML" if fit.reml else "ML", optimizer_messages=messages, converged=fit.optsum.converged,
         data_name=data_name, deviance_obj=fit.deviance, factorization=fit.factorization, optsum=fit.optsum,

@@ -88,6 +88,16 @@ class DisplayTable(pd.DataFrame):
     def _shown(self) -> pd.DataFrame:
         return rounded(pd.DataFrame(self), getattr(self, "display_digits", None) or DISPLAY_DIGITS)
 
+    def rounded(self) -> pd.DataFrame:
+        """The table as displayed, with the shown numbers as numbers again (for checks and exports)."""
+        shown = self._shown()
+        for col in shown.columns:
+            try:
+                shown[col] = pd.to_numeric(shown[col])
+            except (TypeError, ValueError):
+                pass  # a text column, or p-values shown as "<2e-16"
+        return shown
+
     def __repr__(self) -> str:
         return repr(self._shown())
 

@@ -67,6 +67,14 @@ class GlmerResult(MixedModelResult):
         v = rx_vcov(self.glmm_fit.objective, self.glmm_fit.state) * (self.sigma**2 if self.has_scale else 1.0)
         return pd.DataFrame(v, index=self.compiled.fixef_names, columns=self.compiled.fixef_names)
 
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional variances of the random effects (lme4's ``condVar``) from the PIRLS factorization
+        at the estimates; keyed by term, each (levels, k, k)."""
+        from bayesmix.results.lmer import conditional_variances
+
+        return conditional_variances(self.glmm_fit.state.factorization, self.compiled.terms, self.group_labels(),
+                                     self.relative_factors(), self.sigma**2 if self.has_scale else 1.0)
+
     def _inverse_link(self, eta):
         return self.family.link.linkinv(eta)
 

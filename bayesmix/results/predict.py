@@ -39,38 +39,44 @@ def terms_in(terms, re_form) -> set[int]:
 
 
 def _predict_new(result, newdata: pd.DataFrame, wanted: set[int]) -> np.ndarray:
-    """η for new rows, every variable evaluated with the training model-frame state.
+    """η for new rows, every variable evaluated with the training model-frame state."""
+    X, offset, terms = new_rows(result.compiled, newdata, wanted)
+    eta = X @ result.beta_values + offset
+    for (z, rows, _), block in zip(terms, effect_blocks(result.compiled.terms, result.b)):
+        if z is not None:  # unseen (or missing) levels: population prediction
+            eta = eta + np.where(rows >= 0, np.einsum("ij,ij->i", z, block[np.maximum(rows, 0)]), 0.0)
+    return eta
+
+
+def new_rows(c, newdata: pd.DataFrame, wanted: set[int]):
+    """X, the offset and, per random-effects term, (Z, level row, level label) of new rows.
 
     ``scale()`` and ``poly()`` use their training parameters and factors their training levels
-    (R's ``makepredictcall`` and ``xlevels``), so predictions on the training rows equal the
-    fitted values and new rows are coded as the training rows were.
+    (R's ``makepredictcall`` and ``xlevels``), so the training rows get back the fitted values and
+    new rows are coded as the training rows were.  A term ``wanted`` leaves out is (None, None, None);
+    a row whose level the fit has not seen has level row -1 and its label (None when missing).
     """
-    c = result.compiled
     ev = Evaluator(newdata, state=c.frame_state)
     fixed = model_matrix(c.formula.fixed, ev)
     foreign = [name for name in fixed.names if name not in c.fixef_names and name not in c.dropped_fixef]
     if foreign:
         raise DataError(f"newdata gives fixed-effect columns the fit does not have: {', '.join(foreign)}")
-    cols = [fixed.names.index(name) for name in c.fixef_names]
-    eta = fixed.matrix[:, cols] @ result.beta_values
+    X = fixed.matrix[:, [fixed.names.index(name) for name in c.fixef_names]]
+    offset = np.zeros(len(newdata))
     for text in c.formula.offsets:
-        eta = eta + _numeric(ev.evaluate(text), text)
-    for idx, (term, block) in enumerate(zip(c.terms, effect_blocks(c.terms, result.b))):
-        if idx in wanted:
-            eta = eta + _term_contribution(term, block, ev)
-    return eta
+        offset = offset + _numeric(ev.evaluate(text), text)
+    terms = [_term_rows(term, ev) if idx in wanted else (None, None, None) for idx, term in enumerate(c.terms)]
+    return X, offset, terms
 
 
-def _term_contribution(term, block: np.ndarray, ev: Evaluator) -> np.ndarray:
-    """One random-effects term's part of η; rows of levels the fit has not seen (or missing) get 0."""
+def _term_rows(term, ev: Evaluator):
+    """A term's Z for the new rows, each row's level among the fit's (-1: unseen or missing) and its label."""
     factor = grouping_factor(term.group, ev)
-    codes = factor.codes  # -1: a missing grouping value, population prediction too
+    codes = factor.codes  # -1: a missing grouping value
     labels = np.where(codes >= 0, np.asarray(factor.levels, dtype=object)[np.maximum(codes, 0)], None)
     position = {lvl: i for i, lvl in enumerate(term.factor.levels)}
     rows = np.array([position.get(lbl, -1) for lbl in labels], dtype=np.int64)
-    z_new = model_matrix(term.expr, ev).matrix
-    contrib = np.einsum("ij,ij->i", z_new, block[np.maximum(rows, 0)])
-    return np.where(rows >= 0, contrib, 0.0)  # unseen levels: population prediction
+    return model_matrix(term.expr, ev).matrix, rows, labels
 
 
 def _numeric(values, text: str) -> np.ndarray:

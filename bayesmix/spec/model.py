@@ -86,8 +86,14 @@ def compile_model(
     offset=None,
     binomial_response: bool = False,
     check_levels_vs_nobs: bool = True,
+    frame_state: FrameState | None = None,
 ) -> CompiledModel:
-    """Parse, check and build the model's matrices (lme4's ``lFormula``)."""
+    """Parse, check and build the model's matrices (lme4's ``lFormula``).
+
+    ``frame_state``: the model-frame state of a larger data set these rows are a piece of
+    (bayesmix.distributed): factors get its levels and ``scale()`` its parameters, and no
+    column is dropped for rank deficiency here, where only all rows can tell.
+    """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
@@ -95,7 +101,7 @@ def compile_model(
     parsed = parse_formula(formula, columns=data.columns)
     data = checks.check_columns(data, checks.used_columns(data, formula, weights, offset))
     expressions = _model_expressions(parsed, weights, offset)
-    ev_all = Evaluator(data)
+    ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)
     # every name checked, scale() and poly() learned on all rows (as R), missing values found
     values = {node.deparse(): (node, ev_all.evaluate(node)) for node in expressions}
 
@@ -103,7 +109,7 @@ def compile_model(
     data, n_dropped = _drop_missing(values, data, ev_all, weights, offset)
     if len(data) == 0:
         raise DataError("no rows left after removing rows with missing values")
-    ev = Evaluator(data, state=ev_all.state, learning=True)
+    ev = Evaluator(data, state=ev_all.state, learning=frame_state is None)
 
     y, trials = _response(parsed.response, ev, binomial_response)
     prior = _prior_weights(weights, data, ev)
@@ -116,7 +122,10 @@ def compile_model(
         return _without_rows(made_nan, formula, data, weights, offset, n_dropped,
                              binomial_response=binomial_response, check_levels_vs_nobs=check_levels_vs_nobs)
     checks.check_weights(prior)
-    X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    if frame_state is None:
+        X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    else:  # a partition of data fitted elsewhere (bayesmix.distributed): the columns the state fixed
+        X, names, dropped = fixed.matrix, list(fixed.names), []
     _check_terms(terms, len(y), check_levels_vs_nobs)
 
     return CompiledModel(

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from bayesmix.errors import FormulaError
-from bayesmix.rformat import r_format_number
+from bayesmix.rformat import DEPARSE_CUTOFF, r_format_number
 
 # --- tokens ----------------------------------------------------------------------------------
 
@@ -519,3 +519,90 @@ def value_names(node: Node) -> list[str]:
         if isinstance(sub, Name) and sub.name not in out:
             out.append(sub.name)
     return out
+
+
+# --- R's deparse() line breaking (the "Formula:" line of a summary) ---------------------------------
+
+
+def deparse_lines(text: str, cutoff: int = DEPARSE_CUTOFF) -> list[str]:
+    """An R expression split into ``deparse()``'s lines: after a spaced binary operator or an
+    argument's comma, a line longer than ``cutoff`` is ended and the rest indented."""
+    try:
+        tree = parse(text)
+    except FormulaError:
+        return [text]  # not something we can parse: one line, as written
+    writer = _LineWriter(cutoff)
+    writer.node(tree)
+    writer.end_line()
+    return writer.lines
+
+
+class _LineWriter:
+    """R's deparse2buff: the indent grows by four spaces (two past the fourth level) per open break."""
+
+    def __init__(self, cutoff: int):
+        self.cutoff = cutoff
+        self.lines: list[str] = []
+        self.line = ""
+        self.indent = 0
+        self.at_line_start = True
+
+    def write(self, text: str) -> None:
+        if self.at_line_start:
+            self.at_line_start = False
+            self.line += "".join("    " if i <= 4 else "  " for i in range(1, self.indent + 1))
+        self.line += text
+
+    def end_line(self) -> None:
+        self.lines.append(self.line)
+        self.line, self.at_line_start = "", True
+
+    def maybe_break(self, broke: bool) -> bool:
+        if len(self.line) > self.cutoff:
+            if not broke:
+                self.indent += 1
+            self.end_line()
+            return True
+        return broke
+
+    def node(self, n: Node) -> None:
+        if isinstance(n, Paren):
+            self.write("(")
+            self.node(n.inner)
+            self.write(")")
+        elif isinstance(n, Unary):
+            self.write(n.op)
+            self.node(n.operand)
+        elif isinstance(n, Call):
+            self._call(n)
+        elif isinstance(n, Binary):
+            self._binary(n)
+        else:  # names and literals
+            self.write(n.deparse())
+
+    def _call(self, n: Call) -> None:
+        self.write(n.func if is_syntactic_name(n.func) else f"`{n.func}`")
+        self.write("(")
+        broke = False
+        for k, arg in enumerate(n.args):
+            if arg.name is not None:
+                self.write((arg.name if is_syntactic_name(arg.name) else f"`{arg.name}`") + " = ")
+            self.node(arg.value)
+            if k < len(n.args) - 1:
+                self.write(", ")
+                broke = self.maybe_break(broke)
+        if broke:
+            self.indent -= 1
+        self.write(")")
+
+    def _binary(self, n: Binary) -> None:
+        self.node(n.left)
+        if n.op in _TIGHT_OPERATORS:
+            self.write(n.op)
+            self.node(n.right)
+            return
+        self.write(f" {n.op} ")
+        broke = self.maybe_break(False)
+        self.node(n.right)
+        if broke:
+            self.indent -= 1

@@ -23,7 +23,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import DataError, DataWarning, warn
+from bayesmix.errors import BayesmixError, DataError, DataWarning, warn
 
 
 def used_columns(data: pd.DataFrame, *texts) -> list:
@@ -151,7 +151,11 @@ def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
     f = compiled.formula
     texts = [f.response, f.fixed, *f.offsets, *(t.expr for t in f.random)]
     newdata = check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
-    _same_kinds_as_fitted(newdata, compiled.data)
+    try:
+        train = compiled.data
+    except BayesmixError:  # a fit from a Dask DataFrame holds no rows (RowsRequiredError): nothing to compare
+        return newdata
+    _same_kinds_as_fitted(newdata, train)
     return newdata
 
 

@@ -83,6 +83,13 @@ def glmer_nb(formula: str, data: pd.DataFrame, weights=None, offset=None, nAGQ: 
     is that glmer fit: ``m.family.theta`` is θ, ``summary()`` prints ``Negative Binomial(θ)``,
     and logLik's df counts θ, as lme4's.  For θ fixed, use ``glmer(..., family="negative.binomial(2)")``.
     """
+    if isinstance(nAGQ, int | np.integer) and not isinstance(nAGQ, bool) and nAGQ > 1:
+        # lme4 accepts it and returns theta at the edge of its interval (negbin_sim: 0.102, logLik -25.04)
+        raise ArgumentError(
+            f"nAGQ = {nAGQ} > 1 cannot estimate theta: the adaptive-quadrature deviance is relative to the saturated "
+            "model, whose log-likelihood depends on theta, so deviances at different thetas do not compare. "
+            "Use nAGQ=1 (Laplace), or glmer(..., family='negative.binomial(theta = ...)', nAGQ=...) at a fixed theta."
+        )
     nb_family = get_family(f"negative.binomial(theta = 1, link = {link})")
     compiled = _glmm_compiled(formula, data, nb_family, weights, offset, nAGQ)
     if interval is not None and (len(interval) != 2 or not interval[0] < interval[1]):

@@ -204,13 +204,32 @@ def test_bad_negative_binomial_calls(spec, match):
         fam.get_family(spec)
 
 
+def test_the_negative_binomial_class_alone_asks_for_theta():
+    with pytest.raises(FamilyError, match="needs its shape"):
+        fam.get_family(fam.NegativeBinomial)
+
+
 def test_the_estimated_shape_is_a_bayesian_parameter():
     assert fam.negative_binomial(theta=2).bayes_parameters() == {}
     estimated = fam.NegativeBinomial(2.0, estimated=True)
     assert estimated.bayes_parameters() == {"nb_theta": ("Gamma", {"alpha": 0.01, "beta": 0.01})}
     assert estimated.parameter_estimates() == {"nb_theta": 2.0}
-    assert estimated.fast_route() is None  # θ sampled: the PyMC route
-    assert fam.NegativeBinomial(2.0).fast_route() == "glm"
+    assert estimated.fast_route() == fam.NegativeBinomial(2.0).fast_route() == "glm"
+    assert fam.NegativeBinomial(2.0).glm_parameter_scores(np.zeros(3), {"y": np.ones(3), "w": np.ones(3)}) == {}
+    assert estimated.with_parameters({"nb_theta": 3.5}).theta == 3.5
+
+
+def test_negative_binomial_theta_score_is_the_logliks_derivative():
+    """glm_parameter_scores: d log p / dθ per observation, constants included (central differences)."""
+    rng = np.random.default_rng(4)
+    y, w, eta = rng.poisson(3.0, 30).astype(float), rng.uniform(0.5, 2.0, 30), rng.normal(1.0, 0.7, 30)
+    theta, h = 1.7, 1e-6
+    family = fam.NegativeBinomial(theta, estimated=True)
+    data, _ = family.glm_data(y, w)
+    score = family.glm_parameter_scores(eta, data)["nb_theta"]
+    mu = np.exp(eta)
+    numeric = (fam.NegativeBinomial(theta + h).loglik(y, mu, w) - fam.NegativeBinomial(theta - h).loglik(y, mu, w)) / (2 * h)
+    np.testing.assert_allclose(score, numeric, rtol=1e-6, atol=1e-8)
 
 
 # --- no family switches outside the families module -------------------------------------------------

@@ -170,6 +170,13 @@ def test_fixed_theta_from_a_family_object_equals_the_string():
     assert a.criterion_value == b.criterion_value
 
 
+def test_glmer_nb_refuses_adaptive_quadrature():
+    """lme4 1.1-31's glmer.nb(y ~ x + (1 | g), negbin_sim, nAGQ = 5) returns theta = 0.1022 (the lower edge of its
+    interval) with logLik -25.04: the AGQ deviance leaves out the saturated log-likelihood, which depends on θ."""
+    with pytest.raises(bm.ArgumentError, match="nAGQ = 5 > 1 cannot estimate theta"):
+        bm.glmer_nb("y ~ x + (1 | g)", _data(REF["negbin_sim_glmer_nb"]), nAGQ=5)
+
+
 def test_glmer_nb_refuses_negative_counts():
     data = _data(REF["negbin_sim_glmer_nb"])
     data.loc[3, "y"] = -1
@@ -231,7 +238,8 @@ def test_priors_name_and_default_for_the_shape():
     assert "nb_theta" not in prior_names(_fit("negbin_sim_fixed_theta_2"))  # a θ given is fixed
 
 
-def test_sample_glmer_nb_and_compare_shows_theta():
+def test_sample_glmer_nb_by_pymc_and_compare_shows_theta():
+    """The PyMC route (sampler="pymc") on the same model: nb_theta with its prior."""
     pytest.importorskip("pymc")
     m = _fit("negbin_sim_glmer_nb")
     post = m.sample(draws=150, tune=200, chains=2, random_seed=2, progressbar=False, sampler="pymc")
@@ -244,6 +252,40 @@ def test_sample_glmer_nb_and_compare_shows_theta():
     # near-flat priors: the posterior centres near the ML estimate (its SD is about 0.22 here)
     assert abs(row["mean"] - row["estimate"]) < 2 * row["sd"]
     assert abs(table.loc["beta[x]", "mean"] - m.fixef["x"]) < 2 * table.loc["beta[x]", "sd"]
+
+
+def test_fast_posterior_of_glmer_nb_is_the_pymc_models():
+    """The fast route's log density (θ on the log scale with its prior and Jacobian, u kept) is the PyMC
+    model's at the same unconstrained point, and its gradient the central differences'."""
+    pytest.importorskip("pymc")
+    from bayesmix.bayes.posterior import FastPosterior
+    from bayesmix.bayes.pymc_model import resolve_priors
+
+    m = _fit("negbin_sim_glmer_nb")
+    post = FastPosterior(m, resolve_priors(m, None), collapsed=False)
+    x = post.start() + 0.1 * np.random.default_rng(2).standard_normal(post.dim)
+    beta, u, v = post.split(x)
+    point = {"beta": beta, "sd_g_log__": v, "u_g": u.reshape(-1, 1), "nb_theta_log__": post.family_part(x)[0]}
+    value, grad = post.logp_and_grad(x)
+    assert value == pytest.approx(float(m.pymc_model.compile_logp()(point)), abs=PYMC_NB_ACCURACY * m.nobs)
+    h = 1e-6
+    numeric = np.array([(post.logp_and_grad(x + h * e)[0] - post.logp_and_grad(x - h * e)[0]) / (2 * h)
+                        for e in np.eye(post.dim)])
+    np.testing.assert_allclose(grad, numeric, rtol=2e-5, atol=2e-5 * (1 + np.abs(grad).max()))
+
+
+def test_sample_glmer_nb_by_the_fast_route():
+    """The default sampler: nutpie on bayesmix's NumPy density, θ sampled with the random effects kept."""
+    m = _fit("negbin_sim_glmer_nb")
+    post = m.sample(draws=300, tune=300, chains=2, random_seed=1, progressbar=False)
+    p = post["posterior"]
+    assert "NumPy" in p.attrs["route"] and "non-centred" in p.attrs["route"]
+    assert p["nb_theta"].dims == ("chain", "draw") and np.all(p["nb_theta"].values > 0)
+    table = bm.compare(m, post)
+    assert list(table.index) == ["beta[(Intercept)]", "beta[x]", "sd_g[(Intercept)]", "nb_theta"]
+    row = table.loc["nb_theta"]
+    assert row["estimate"] == m.family.theta and abs(row["mean"] - row["estimate"]) < 2 * row["sd"]
+    assert row["r_hat"] < 1.05
 
 
 def test_fixed_theta_takes_the_fast_route():
@@ -296,3 +338,56 @@ def test_anova_still_refuses_different_families():
     with pytest.raises(bm.InferenceError, match="different families"):
         bm.anova(_fit("negbin_sim_glmer_nb"), bm.glmer("y ~ x + (1 | g)", _data(REF["negbin_sim_glmer_nb"]),
                                                        family="poisson"))
+
+
+def test_glmer_nb_on_poisson_counts_stops_where_lme4_does_and_says_why():
+    """Counts without overdispersion (families_nb.json, make_families.R): theta.ml hits its iteration limit
+    (lme4 warns "iteration limit reached") and θ stops at the lower edge of log θ₀ ± 3, as lme4's does;
+    bayesmix also says that θ sits on the edge."""
+    ref = json.loads((ISSUES / "families_nb.json").read_text())["glmer_nb_poisson_counts"]
+    data = pd.DataFrame({"y": ref["y"], "x": ref["x"], "g": pd.Categorical(ref["g"])})
+    with pytest.warns(bm.ConvergenceWarning) as caught:
+        m = bm.glmer_nb("y ~ x + (1 | g)", data)
+    texts = [str(w.message) for w in caught]
+    assert any("iteration limit reached" in t for t in texts) and "iteration limit reached" in ref["warnings"]
+    assert any("at the edge of its search interval" in t for t in texts)
+    assert m.family.theta == pytest.approx(ref["nb_theta"], rel=2e-3)
+    assert np.log(m.family.theta) == pytest.approx(m.nb_search["interval"][0], abs=1e-3)
+    assert_criterion_not_worse(m.criterion_value, -2 * ref["loglik"], "-2 logLik at the edge θ")
+    assert m.loglik == pytest.approx(ref["loglik"], abs=1e-3)
+    assert m.beta_values == pytest.approx(ref["fixef"], abs=2e-2 * np.sqrt(np.diag(m.vcov_values)).min())
+
+
+def test_prior_weights_multiply_the_log_likelihood():
+    """A weight of 2 is the row twice (MASS's glm.nb semantics, lme4's for Poisson): the weighted fixed-θ fit
+    equals the fit to the data with those rows duplicated.  (lme4 1.1-31's glmer with
+    negative.binomial(1.8667) and these weights returns a singular fit with logLik -2466.6 and slope 0.246,
+    far from the unweighted 0.596: not used as a reference.)"""
+    data = _data(REF["negbin_sim_glmer_nb"])
+    w = np.where(np.arange(len(data)) % 2, 1.0, 2.0)
+    family = bm.families.negative_binomial(theta=1.8667)
+    weighted = bm.glmer("y ~ x + (1 | g)", data, weights=w, family=family)
+    doubled = bm.glmer("y ~ x + (1 | g)", pd.concat([data, data[w == 2]], ignore_index=True), family=family)
+    assert weighted.criterion_value == pytest.approx(doubled.criterion_value, abs=1e-6)
+    np.testing.assert_allclose(weighted.beta_values, doubled.beta_values, atol=1e-4 * weighted.se.min())
+    np.testing.assert_allclose(weighted.theta_values, doubled.theta_values, rtol=1e-4)
+    nb = bm.glmer_nb("y ~ x + (1 | g)", data, weights=w)
+    assert nb.family.theta == pytest.approx(bm.glmer_nb("y ~ x + (1 | g)", pd.concat(
+        [data, data[w == 2]], ignore_index=True)).family.theta, rel=1e-3)
+
+
+def test_glmer_nb_pointwise_loglik_and_predictive_use_each_draws_theta():
+    """The log-likelihood group equals PyMC's compute_log_likelihood on the PyMC model (θ per draw), and the
+    posterior predictive counts centre on the data's mean."""
+    import copy
+
+    pm = pytest.importorskip("pymc")
+    m = _fit("negbin_sim_glmer_nb")
+    post = m.sample(draws=100, tune=200, chains=2, random_seed=1, progressbar=False)
+    ours = m.log_likelihood(copy.deepcopy(post))["log_likelihood"]["y"].values
+    theirs = pm.compute_log_likelihood(copy.deepcopy(post), model=m.pymc_model, progressbar=False)
+    np.testing.assert_allclose(ours, theirs["log_likelihood"]["y"].values, rtol=1e-10, atol=PYMC_NB_ACCURACY)
+    yrep = m.sample_posterior_predictive(copy.deepcopy(post), random_seed=2)["posterior_predictive"]["y"].values
+    assert yrep.shape == (2, 100, m.nobs) and np.all(yrep >= 0) and np.all(yrep == np.round(yrep))
+    # the mean count over 60,000 replicated values: its Monte Carlo SE is about 0.03 here
+    assert abs(yrep.mean() - m.compiled.y.mean()) < 0.5

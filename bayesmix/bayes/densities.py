@@ -403,8 +403,19 @@ class FullModel:
             self.const = -0.5 * len(y) * _LOG_2PI + 0.5 * float(np.log(w).sum())
             self.offset = np.zeros_like(self.offset)
         else:
+            self._response = (y, w)
             self.data, self.const = self.family.glm_data(y, w)
         self.u_const = -0.5 * self.q * _LOG_2PI
+
+    def set_family(self, family) -> None:
+        """Evaluate with ``family`` from now on: the same family at another draw of its parameters (θ)."""
+        self.family = family
+        self.data, self.const = family.glm_data(*self._response)
+
+    def parameter_grad(self, beta, Ls, u) -> dict[str, float]:
+        """d log p(y | ...) / d each of the family's sampled parameters."""
+        scores = self.family.glm_parameter_scores(self.eta(beta, Ls, u), self.data)
+        return {name: float(np.sum(score)) for name, score in scores.items()}
 
     def eta(self, beta, Ls, u):
         eta = self.offset + self.X @ beta

@@ -75,13 +75,27 @@ def inverse_link(result, eta: np.ndarray) -> np.ndarray:
     return eta if result.is_lmm else result.family.link.linkinv(eta)
 
 
-def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, families=None) -> np.ndarray:
     """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior
-    weights): the family's own ``loglik``; binomial ``y`` arrives as counts, the family takes proportions."""
+    weights): the family's own ``loglik``; binomial ``y`` arrives as counts, the family takes proportions.
+    ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ; no σ then)."""
     family = response_family(result)
     scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
     y_model = y / np.round(weights) if family.response_is_probability else y
+    if families is not None:
+        return np.stack([f.loglik(y_model, m, weights, 1.0) for f, m in zip(families, mu)])
     return family.loglik(y_model, mu, weights, scale)
+
+
+def draw_families(result, post):
+    """The family at each draw when it has sampled parameters (glmer_nb's ``nb_theta``), else None."""
+    family = response_family(result)
+    names = list(family.bayes_parameters())
+    if not names:
+        return None
+    values = {name: _flat(post, name) for name in names}
+    return [family.with_parameters({name: float(v[d]) for name, v in values.items()})
+            for d in range(len(values[names[0]]))]
 
 
 def _sigma(result, post):
@@ -102,7 +116,8 @@ def log_likelihood(result, post, group: str | None = None):
     rows, y = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, None)[:, rows]
-    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows])
+    ll = pointwise_loglik(result, inverse_link(result, eta), _sigma(result, post), y, result.compiled.weights[rows],
+                          draw_families(result, post))
     coords = {"chain": post["posterior"]["chain"].values, "draw": post["posterior"]["draw"].values}
     dim, labels = "obs", rows
     if group is not None:
@@ -132,7 +147,8 @@ def sample_posterior_predictive(result, post, random_seed=None):
     rows, _ = observed_response(result)
     design = training_design(result)
     eta = eta_draws(result, post, design, set(range(len(result.compiled.terms))), False, rng)[:, rows]
-    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng)
+    yrep = simulate(result, inverse_link(result, eta), _sigma(result, post), result.compiled.weights[rows], rng,
+                    draw_families(result, post))
     post["posterior_predictive"] = xr.Dataset({"y": (("chain", "draw", "obs"), yrep.reshape(*_shape(post), -1))},
                                               coords={"chain": post["posterior"]["chain"].values,
                                                       "draw": post["posterior"]["draw"].values, "obs": rows})
@@ -165,7 +181,7 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
         values = inverse_link(result, eta)
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
-        values = simulate(result, values, _sigma(result, post), weights, rng)
+        values = simulate(result, values, _sigma(result, post), weights, rng, draw_families(result, post))
         if response_family(result).response_is_probability:  # counts back to proportions, as y is modelled
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]

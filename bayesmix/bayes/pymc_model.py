@@ -243,7 +243,7 @@ class ModelPriors:
     family: dict[str, Prior] = field(default_factory=dict)  # the family's parameters (nb_theta), all positive
 
     def all_fast(self) -> bool:
-        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values()]
+        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values(), *self.family.values()]
         if self.sigma is not None:
             priors.append(self.sigma)
         return all(is_fast(p) for p in priors) and all(FAST_FAMILIES[p.dist].support == "real" for p in self.beta)
@@ -343,7 +343,7 @@ def weakly_informative_priors(result) -> ModelPriors:
         centre = float(np.mean(c.y - c.offset))
     else:
         mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
-        centre = float(result.family.link.linkfun(np.array([mean]))[0])
+        centre = float(family.link.linkfun(np.array([mean]))[0])
     sx = _column_scales(c.X)
     beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)
             for s in sx]

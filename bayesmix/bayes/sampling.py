@@ -12,7 +12,8 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.bayes.pymc_mode
   afterwards from their exact Gaussian conditional given each draw of (σ, SDs,
   correlations); integrating β removes the funnel between β and a group SD that few
   groups create (Dyestuff2 diverged without it).  GLMMs with one scalar term integrate
-  by adaptive Gauss-Hermite quadrature; other GLMMs keep the non-centred ``u``.
+  by adaptive Gauss-Hermite quadrature; other GLMMs keep the non-centred ``u``, and so do
+  families with a sampled parameter (glmer_nb's θ, as ``log θ`` after the variance block).
   Tests check these densities against the PyMC model's ``logp``.
 * the PyMC route: ``pymc.sample`` on ``result.pymc_model`` with PyMC's, nutpie's or
   numpyro's NUTS — taken for ``sampler="pymc"`` / ``"numpyro"``, and for nutpie when a
@@ -96,6 +97,8 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
 def collapsible(result) -> bool:
     """LMMs, and GLMMs with one scalar random-effects term, can be sampled with the random effects integrated out."""
     terms = result.compiled.terms
+    if response_family(result).bayes_parameters():  # a sampled family parameter (glmer_nb's θ) keeps u
+        return False
     return result.is_lmm or (len(terms) == 1 and terms[0].k == 1)
 
 
@@ -240,6 +243,7 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng, pro
     shape = (chains, draws)
     data = {name: (("chain", "draw", *_dims(name, post.infos)), arr.reshape(shape + arr.shape[1:]))
             for name, arr in values.items()}
+    data.update({name: (("chain", "draw"), arr.reshape(shape)) for name, arr in post.family_draws(flat).items()})
     from bayesmix.bayes.pymc_model import model_coords
 
     coords = {"chain": np.arange(chains), "draw": np.arange(draws), **model_coords(result)}
@@ -432,7 +436,7 @@ def observed_response(result) -> tuple[np.ndarray, np.ndarray]:
     c = result.compiled
     rows = np.flatnonzero(c.weights > 0)
     y = c.y[rows]
-    if not result.is_lmm and result.family.response_is_probability:
+    if response_family(result).response_is_probability:
         y = np.round(y * c.weights[rows])
     return rows, y
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from scipy.special import expit, gammaln, log_ndtr, xlogy
+from scipy.special import digamma, expit, gammaln, log_ndtr, xlogy
 
 from bayesmix.engine.links import LINKS, Link
 from bayesmix.errors import DataWarning, FamilyError, warn
@@ -127,11 +127,19 @@ class Family:
         """The fit's estimates of :meth:`bayes_parameters`, under the same names."""
         return {}
 
+    def with_parameters(self, values: dict[str, float]) -> Family:
+        """This family with :meth:`bayes_parameters` set to ``values`` (one draw of them)."""
+        return self
+
     # --- the fast sampler's log density -------------------------------------------------------
 
     def fast_route(self) -> str | None:
-        """Which of the fast sampler's likelihoods serves this family: "glm" (glm_terms) or None."""
-        return "glm" if self.link.name in self.fast_links and not self.bayes_parameters() else None
+        """Which of the fast sampler's likelihoods serves this family: "glm" (glm_terms) or None.
+
+        A family with :meth:`bayes_parameters` is taken with the random effects kept (not integrated
+        out), its parameters' scores from :meth:`glm_parameter_scores`.
+        """
+        return "glm" if self.link.name in self.fast_links else None
 
     def glm_data(self, y, w) -> tuple[dict, float]:
         """The response as :meth:`glm_terms` needs it, and the log density's constant."""
@@ -143,6 +151,10 @@ class Family:
         ``eta`` may carry trailing axes (quadrature nodes); the data broadcast along them.
         """
         raise NotImplementedError
+
+    def glm_parameter_scores(self, eta, data: dict) -> dict[str, np.ndarray]:
+        """Per observation: the derivative of log p(y | η) (constants included) in each of :meth:`bayes_parameters`."""
+        return {}
 
     def glm_score(self, eta, data: dict):
         """:meth:`glm_terms`'s derivative and Fisher information only (mode searches need no log density)."""
@@ -361,7 +373,7 @@ class Poisson(Family):
 def _warn_if_not_counts(y, name: str) -> None:
     if np.any(np.abs(y - np.round(y)) > 1e-7):
         warn(f"non-integer response values for the {name} family: the log-likelihood "
-                      "uses lgamma(y+1) as R does, but counts are expected", DataWarning)
+             "uses lgamma(y+1) as R does, but counts are expected", DataWarning)
 
 
 # --- families with a scale parameter ---------------------------------------------------------------
@@ -571,6 +583,9 @@ class NegativeBinomial(Family):
     def parameter_estimates(self):
         return {NB_THETA: self.theta} if self.estimated else {}
 
+    def with_parameters(self, values):
+        return self.with_theta(values[NB_THETA]) if NB_THETA in values else self
+
     def glm_data(self, y, w):
         th = self.theta
         const = float(np.sum(w * (gammaln(th + y) - gammaln(th) - gammaln(y + 1) + th * np.log(th))))
@@ -582,6 +597,15 @@ class NegativeBinomial(Family):
         mu = np.exp(eta)
         log_th_mu = np.logaddexp(np.log(th), eta)  # log(θ + μ) without overflow
         return w * (y * eta - (th + y) * log_th_mu), w * th * (y - mu) / (th + mu), w * th * mu / (th + mu)
+
+    def glm_parameter_scores(self, eta, data):
+        if not self.estimated:
+            return {}
+        y, w = _extra(data, "y", eta), _extra(data, "w", eta)
+        th = self.theta
+        log_th_mu = np.logaddexp(np.log(th), eta)
+        score = digamma(th + y) - digamma(th) + np.log(th) + 1.0 - log_th_mu - (y + th) * np.exp(-log_th_mu)
+        return {NB_THETA: w * score}
 
     def with_theta(self, theta, estimated: bool | None = None) -> NegativeBinomial:
         """The same family (link) with another shape."""
@@ -636,6 +660,9 @@ def get_family(spec) -> Family:
     if isinstance(spec, Family):
         return spec
     if isinstance(spec, type) and issubclass(spec, Family):
+        if spec is NegativeBinomial:
+            raise FamilyError("the negative binomial needs its shape: bm.families.negative_binomial(theta=2); "
+                              "bm.glmer_nb estimates it")
         return spec()
     if not isinstance(spec, str):
         raise FamilyError(f"family must be a name such as 'binomial' or a bm.families object, got {spec!r}")

@@ -13,6 +13,7 @@ with the Poisson fit.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +73,15 @@ def fit_glmer_nb(compiled, poisson_fit: GlmmFit, link: str = "log", nAGQ: int = 
     if interval is None:
         interval = (np.log(theta_start) - 3.0, np.log(theta_start) + 3.0)
     fits: dict[float, GlmmFit] = {}
+    caught: dict[float, list] = {}
 
     def deviance(log_theta: float) -> float:
         family = NegativeBinomial(np.exp(log_theta), link, estimated=True)
-        fits[log_theta] = fit_glmm(compiled, family, nAGQ=nAGQ)
+        # as lme4's optTheta: each fit's warnings are kept, and only those of the fit returned are issued
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            fits[log_theta] = fit_glmm(compiled, family, nAGQ=nAGQ)
+        caught[log_theta] = record
         crit = fits[log_theta].criterion
         return float(crit) if np.isfinite(crit) else np.inf
 
@@ -84,6 +90,8 @@ def fit_glmer_nb(compiled, poisson_fit: GlmmFit, link: str = "log", nAGQ: int = 
     if best.x not in fits:
         deviance(best.x)
     theta = float(np.exp(best.x))
+    for record in caught[best.x]:
+        warn(str(record.message), record.category)
     if min(best.x - interval[0], interval[1] - best.x) < 10 * tol:
         warn(f"glmer_nb: theta = {theta:.6g} is at the edge of its search interval "
              f"[{np.exp(interval[0]):.6g}, {np.exp(interval[1]):.6g}]; the counts may show little overdispersion "

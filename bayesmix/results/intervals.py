@@ -21,12 +21,16 @@ from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
 
 
-def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng) -> np.ndarray:
+def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng, families=None) -> np.ndarray:
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
-    binomial ones as success counts out of ``weights`` trials (the family draws proportions)."""
+    binomial ones as success counts out of ``weights`` trials (the family draws proportions).
+    ``families``: one family per draw, for families with sampled parameters (a glmer_nb posterior's θ)."""
     family = Gaussian() if result.is_lmm else result.family
     scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
-    y = family.simulate(mu, weights, scale, rng)
+    if families is None:
+        y = family.simulate(mu, weights, scale, rng)
+    else:
+        y = np.stack([f.simulate(m, weights, 1.0, rng) for f, m in zip(families, mu)])
     return np.round(y * np.round(weights)) if family.response_is_probability else y
 
 

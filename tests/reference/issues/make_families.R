@@ -36,4 +36,16 @@ out$glmer_nb_anova <- list(formulas = c("y ~ 1 + (1 | g)", "y ~ x + (1 | g)"),
                            loglik = as.numeric(a$logLik), theta_small = getME(m0, "theta"),
                            fixef_small = fixef(m0), npar = a$npar, chisq = a$Chisq[2], df = a$Df[2],
                            p_value = a[["Pr(>Chisq)"]][2])
+# glmer.nb on Poisson counts (no overdispersion): theta.ml's iteration limit, theta at the search edge
+set.seed(7)
+g <- factor(sprintf("g%02d", rep(1:20, each = 10)))
+x <- round(rnorm(200), 4)
+y <- rpois(200, exp(1 + 0.5 * x + rnorm(20, 0, 0.4)[as.integer(g)]))
+dp <- data.frame(y = y, x = x, g = g)
+warns <- character()
+mp <- withCallingHandlers(glmer.nb(y ~ x + (1 | g), dp),
+                          warning = function(w) { warns <<- c(warns, conditionMessage(w)); invokeRestart("muffleWarning") })
+out$glmer_nb_poisson_counts <- list(y = y, x = x, g = as.character(g), nb_theta = getME(mp, "glmer.nb.theta"),
+                                    loglik = as.numeric(logLik(mp)), fixef = unname(fixef(mp)),
+                                    theta = unname(getME(mp, "theta")), warnings = warns, nevals = attr(mp, "nevals"))
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE), "tests/reference/issues/families_nb.json")

@@ -41,7 +41,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, weights=None, offs
     with _quiet_transforms():
         compiled = compile_model(formula, data, weights=weights, offset=offset)
     _check_not_exact(compiled)
-    return build_lmer(compiled, fit_lmm(compiled, REML=bool(REML)), data_name=data_name)
+    # an extreme response overflows the deviance: the FitError that follows says so, not numpy's noise
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        fit = fit_lmm(compiled, REML=bool(REML))
+    return build_lmer(compiled, fit, data_name=data_name)
 
 
 def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, offset=None, nAGQ: int = 1, *,
@@ -162,7 +165,8 @@ def _check_not_exact(compiled) -> None:
     and an unbounded likelihood: lme4 returns sigma 0 and logLik Inf with warnings; bayesmix refuses."""
     y, X = compiled.y, compiled.X
     sw = np.sqrt(compiled.weights)
-    fitted = X @ np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0] if X.shape[1] else np.zeros_like(y)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300s: the check below still decides
+        fitted = X @ np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0] if X.shape[1] else np.zeros_like(y)
     scale = max(np.max(np.abs(y), initial=0.0), 1e-300)
     if np.max(np.abs(y - fitted)[sw > 0], initial=0.0) <= 1e-10 * scale:
         what = "constant" if np.all(y == y[0]) else "fitted exactly by the fixed effects"

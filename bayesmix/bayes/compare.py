@@ -11,11 +11,19 @@ from bayesmix.bayes.pymc_model import (
     response_family,
     term_infos,
 )
-from bayesmix.bayes.sampling import summary_var_names
+from bayesmix.bayes.sampling import check_posterior_belongs, summary_var_names
+from bayesmix.errors import ArgumentError
 from bayesmix.results.display import DisplayTable
 from bayesmix.results.tables import check_effects, ran_vals_frame
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
+
+
+def _check_levels(**levels) -> None:
+    for name, value in levels.items():
+        if isinstance(value, bool) or not isinstance(value, float | int | np.floating) or not 0 < value < 1:
+            raise ArgumentError(f"{name} must be a probability strictly between 0 and 1, got {value!r}")
+
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
@@ -26,10 +34,15 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     import arviz_stats as azs
     from scipy.stats import norm
 
+    _check_levels(ci_prob=ci_prob, wald_level=wald_level)
+    if not hasattr(posterior, "__getitem__") or not hasattr(posterior, "children") or "posterior" not in posterior.children:
+        raise ArgumentError(f"expected the posterior returned by sample() (an xarray DataTree with a 'posterior' "
+                            f"group), got {type(posterior).__name__}")
     names = summary_var_names(result)
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:
         raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")
+    check_posterior_belongs(result, posterior)  # the same names, but another model or other data?
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         summ = azs.summary(posterior, var_names=names, ci_prob=ci_prob, ci_kind="hdi", round_to="none")

@@ -26,6 +26,7 @@ factor; the log-Jacobians are added, so the posterior is the one on the natural 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 
@@ -50,7 +51,7 @@ from bayesmix.bayes.pymc_model import (
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
-from bayesmix.errors import SamplingError
+from bayesmix.errors import ArgumentError, SamplingError
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 _H = 1e-20  # complex-step size: derivatives exact to rounding
@@ -68,13 +69,13 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
     groups (Penicillin's 6 samples) 0.8 left the odd divergence in 4000 draws.
     """
     if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+        raise ArgumentError(f"target_accept must lie in (0, 1), got {target_accept!r}")
     check_sampleable(result)
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
+        raise ArgumentError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
         if not isinstance(value, int | np.integer) or value < (0 if name == "tune" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'tune' else 'positive'} integer, got {value!r}")
+            raise ArgumentError(f"{name} must be a {'non-negative' if name == 'tune' else 'positive'} integer, got {value!r}")
     spec = resolve_priors(result, priors)
     seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1) if not isinstance(random_seed, int | np.integer) else int(random_seed)
     reason = fast_route_reason(result, spec)
@@ -142,8 +143,10 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
     t0 = time.perf_counter()
     # one BLAS thread: the matrices are small, and multithreaded OpenBLAS spins on them (100x slower)
     with blas_threads_for(0), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
-                              save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept)
+        sampler = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
+                                save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept,
+                                blocking=False)
+        trace = _wait_or_stop(sampler)
         x = np.asarray(trace.posterior["x"].values)
         posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed), progressbar)
     elapsed = time.perf_counter() - t0
@@ -160,6 +163,19 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
                  "drawn exactly from their conditional (rejection sampling)")
     stats = trace.sample_stats.to_dataset() if hasattr(trace.sample_stats, "to_dataset") else trace.sample_stats
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler="nutpie")
+
+
+def _wait_or_stop(sampler):
+    """nutpie's trace when every chain is done; one Ctrl-C stops every chain and raises KeyboardInterrupt.
+
+    (nutpie's blocking call would return the draws made so far as if sampling had finished:
+    a silently truncated posterior.)
+    """
+    try:
+        return sampler.wait()
+    except KeyboardInterrupt:
+        sampler.cancel()
+        raise
 
 
 def _parallel_chains(post: FastPosterior, chains: int) -> int:
@@ -305,17 +321,63 @@ def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, 
         _require(sampler, f"sampler={sampler!r}")
     model = build_pymc_model(result, spec)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*BLAS.*")
-        trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
-                          nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
-                          compute_convergence_checks=False, target_accept=target_accept,
-                          initvals=_pymc_initvals(result, model))
+    interrupt = _Interrupt()
+    extra = {"callback": interrupt.callback} if sampler == "pymc" else {}
+    try:
+        with warnings.catch_warnings(), interrupt:
+            warnings.filterwarnings("ignore", message=".*BLAS.*")
+            trace = pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progressbar,
+                              nuts_sampler=sampler, model=model, var_names=posterior_var_names(result),
+                              compute_convergence_checks=False, target_accept=target_accept,
+                              initvals=_pymc_initvals(result, model), **extra)
+    except Exception:
+        if interrupt.seen:  # e.g. PyMC's "Not enough samples to build a trace" from the stopped chains
+            raise KeyboardInterrupt from None
+        raise
+    if interrupt.seen:
+        raise KeyboardInterrupt
     elapsed = time.perf_counter() - t0
     posterior = trace["posterior"].to_dataset()
     stats = trace["sample_stats"].to_dataset()
     route = f"{sampler} NUTS on the PyMC model (result.pymc_model)"
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler=sampler)
+
+
+class _Interrupt:
+    """One Ctrl-C stops PyMC's sampler and raises KeyboardInterrupt.
+
+    PyMC swallows KeyboardInterrupt: it returns the draws made so far, and when sampling
+    chains one after another it goes on with the next chain (one Ctrl-C per chain). The
+    handler remembers the interrupt, PyMC's ``callback`` stops every later chain at its
+    first draw, and the caller re-raises once PyMC returns.
+    """
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def callback(self, trace=None, draw=None):
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _pymc_initvals(result, model) -> dict:
@@ -362,6 +424,7 @@ def _datatree(result, spec: ModelPriors, posterior, stats, route, elapsed, sampl
         "link": result.link_name,
         "parametrization": "b = L u, u ~ N(0, I), L = diag(sd) chol(corr); theta = L / sigma (lme4's Λθ blocks)",
         "inference_library": "bayesmix",
+        "model_fingerprint": model_fingerprint(result),  # compare() refuses a posterior of another model
     })
     return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats,
                                   "observed_data": observed_dataset(result), "constant_data": constant_dataset(result)})
@@ -398,3 +461,36 @@ def constant_dataset(result):
                       coords={k: v for k, v in coords.items() if k in used})
 
 
+
+
+# --- which model a posterior belongs to ----------------------------------------------------------
+
+
+def model_fingerprint(result) -> str:
+    """A hash of the model and the data a posterior is sampled from: formula, family, link, the
+    response, X, each term's columns and grouping codes, weights and offset (not how it was estimated)."""
+    c = result.compiled
+    digest = hashlib.sha256()
+    for text in (result.formula_display, result.family_name, result.link_name):
+        digest.update(str(text).encode() + b"\0")
+    arrays = [c.y, c.X, c.weights, c.offset] + [a for t in c.terms for a in (t.factor.codes, t.columns)]
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+    return digest.hexdigest()[:20]
+
+
+def check_posterior_belongs(result, posterior) -> None:
+    """Refuse a posterior sampled from another model or other data than ``result``'s.
+
+    A posterior without a fingerprint (made elsewhere) is accepted: there is nothing to check.
+    """
+    try:
+        recorded = posterior["posterior"].attrs.get("model_fingerprint")
+    except (KeyError, TypeError, AttributeError):
+        raise ArgumentError(f"expected the posterior returned by sample() (an xarray DataTree with a 'posterior' "
+                            f"group), got {type(posterior).__name__}") from None
+    if recorded is not None and recorded != model_fingerprint(result):
+        formula = posterior["posterior"].attrs.get("formula", "?")
+        raise ArgumentError(f"this posterior was sampled from another model or other data ({formula}) than "
+                            f"{result.formula_display}, {result.nobs} observations; sample this model (result.sample())")

@@ -18,6 +18,7 @@ from bayesmix.engine.optimize import (
     minimize_bounded,
 )
 from bayesmix.engine.threads import blas_threads_for, dense_dimension
+from bayesmix.errors import FitError
 
 
 @dataclass
@@ -50,6 +51,10 @@ def fit_lmm(compiled, REML: bool = True, *, deviance: ProfiledDeviance | None = 
         opt = minimize_bounded(deviance, start, compiled.theta_lower())
         theta = opt.x
         f = deviance.factorize(theta)
+        if f is None or not np.isfinite(opt.fun):
+            raise FitError(
+                f"the fit ended without a finite criterion (criterion {opt.fun}, theta = {np.round(theta, 6).tolist()}): "
+                "the response's scale may be extreme (rescale it), or the model may not be identifiable")
         beta, u = deviance.solve(f)
         b = deviance.b_from_u(theta, u)
         dof = deviance.n - (compiled.p if REML else 0)

@@ -30,7 +30,7 @@ from bayesmix.engine.optimize import (
     is_singular,
     minimize_bounded,
 )
-from bayesmix.errors import ConvergenceWarning, PirlsError, warn
+from bayesmix.errors import ConvergenceWarning, FitError, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
 
 
@@ -570,4 +570,9 @@ def _glmm_vcov(obj: GlmmObjective, state: PirlsState, hess) -> tuple[np.ndarray,
 def rx_vcov(obj: GlmmObjective, state: PirlsState) -> np.ndarray:
     """The Cholesky-based covariance ``(R_X'R_X)⁻¹`` from the joint (u, β) system at the estimates."""
     _, dev, f = obj.weighted_system(state.theta, state.eta, state.mu)
+    if f is None:  # the working weights vanish where fitted means reach the family's bounds
+        raise FitError(
+            "the fixed effects' covariance cannot be computed at the estimates: the weighted least-squares "
+            "system is singular (fitted means at the family's bounds: complete separation, or fixed effects "
+            f"the data cannot identify); estimates {np.round(state.beta, 4).tolist()}")
     return dev.fixef_covariance_unscaled(f)

@@ -365,7 +365,7 @@ def convergence_messages(gradient, hessian, ntheta: int, fmin: float = 0.0) -> l
     if len(gradient) > ntheta:
         messages += _hessian_messages(hessian[ntheta:, ntheta:], "fixed-effect ", tol)
     messages += _hessian_messages(hessian, "", tol)
-    return messages
+    return list(dict.fromkeys(messages))  # the fixed-effect block and the whole often say the same
 
 
 def _hessian_messages(H, kind: str, tol: float = HESSIAN_TOL) -> list[str]:

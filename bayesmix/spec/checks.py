@@ -23,7 +23,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from bayesmix.errors import DataError, DataWarning, warn
+from bayesmix.errors import BayesmixError, DataError, DataWarning, warn
 
 
 def used_columns(data: pd.DataFrame, *texts) -> list:
@@ -150,7 +150,24 @@ def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
         raise DataError("newdata has no rows")
     f = compiled.formula
     texts = [f.response, f.fixed, *f.offsets, *(t.expr for t in f.random)]
-    return check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
+    newdata = check_columns(newdata, used_columns(newdata, *texts, *(t.group for t in f.random)))
+    try:
+        train = compiled.data
+    except BayesmixError:  # a fit from a Dask DataFrame holds no rows (RowsRequiredError): nothing to compare
+        return newdata
+    _same_kinds_as_fitted(newdata, train)
+    return newdata
+
+
+def _same_kinds_as_fitted(newdata: pd.DataFrame, train: pd.DataFrame) -> None:
+    """A column numeric in fitting must be numeric in newdata (text such as "1.5" is not a number)."""
+    def numeric(series) -> bool:
+        return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+    for col in newdata.columns:
+        if col in train.columns and numeric(train[col]) and not numeric(newdata[col]):
+            raise DataError(f"newdata column {col!r} holds {newdata[col].dtype} values, but it was numeric in "
+                            "fitting; convert it (e.g. pd.to_numeric)")
 
 
 def unknown_re_form_terms(wanted, terms) -> list[str]:

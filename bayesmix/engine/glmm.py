@@ -29,6 +29,7 @@ from bayesmix.engine.optimize import (
     convergence_messages,
     is_singular,
     minimize_bounded,
+    stencil_derivatives,
 )
 from bayesmix.errors import ConvergenceWarning, FitError, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
@@ -534,23 +535,9 @@ def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | N
 
 def _hessian(fun, x, lower, rel_step: float = 1e-4) -> np.ndarray | None:
     """Central-difference Hessian of ``fun`` at ``x`` (lme4's deriv12, delta = 1e-4)."""
-    m = len(x)
-    h = np.full(m, rel_step)
-    f0 = fun(x)
-    H = np.zeros((m, m))
-    fp, fm = np.zeros(m), np.zeros(m)
-    for a in range(m):
-        e = np.zeros(m)
-        e[a] = h[a]
-        fp[a], fm[a] = fun(x + e), fun(x - e)
-        H[a, a] = (fp[a] - 2 * f0 + fm[a]) / h[a] ** 2
-    for a in range(m):
-        for b in range(a):
-            e = np.zeros(m)
-            e[a], e[b] = h[a], h[b]
-            fpp, fmm = fun(x + e), fun(x - e)
-            H[a, b] = H[b, a] = (fpp + fmm - 2 * f0 - h[a] ** 2 * H[a, a] - h[b] ** 2 * H[b, b]) / (2 * h[a] * h[b])
-    return H if np.all(np.isfinite(H)) else None
+    x = np.asarray(x, dtype=float)
+    _, H = stencil_derivatives(fun, x, fun(x), np.arange(len(x)), np.full(len(x), rel_step))
+    return H
 
 
 def _glmm_vcov(obj: GlmmObjective, state: PirlsState, hess) -> tuple[np.ndarray, str]:

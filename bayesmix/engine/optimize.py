@@ -264,6 +264,12 @@ def _central_derivatives(fun, x, fx, free, lower, upper):
     h = _stencil_steps(x, idx, lower, upper)
     if h is None:
         return None, None
+    return stencil_derivatives(fun, x, fx, idx, h)
+
+
+def stencil_derivatives(fun, x, fx, idx, h):
+    """Central-difference gradient and Hessian of ``fun`` in the coordinates ``idx`` with steps ``h``
+    (lme4's ``deriv12`` stencil: 2m + m(m−1) evaluations); (None, None) if any value is not finite."""
     m = len(idx)
     g = np.zeros(m)
     H = np.zeros((m, m))

@@ -238,10 +238,7 @@ class ProfiledDeviance:
             l1 = np.sqrt(d)[:, None, None]
             m1 = (t / l1[:, 0, 0])[:, None, None]
         else:
-            if k1 == 2:  # einsum is cheap enough at k = 2, and keeps the rounding the samplers' tests were seeded on
-                d = np.einsum("ji,ljk,km->lim", T1, cp.a11, T1) + np.eye(k1)
-            else:  # batched matmul: einsum's generic loop cost ~10x more for kb07's k = 4
-                d = T1.T @ cp.a11 @ T1 + np.eye(k1)
+            d = T1.T @ cp.a11 @ T1 + np.eye(k1)  # batched matmul: einsum's generic loop cost ~10x more
             try:
                 l1 = np.linalg.cholesky(d)
             except np.linalg.LinAlgError:
@@ -281,8 +278,9 @@ class ProfiledDeviance:
         if isinstance(a_r1, np.ndarray):
             c_r = _times_block_diag(a_r1.reshape(a_r1.shape[0], -1, k1), m1)
         elif k1 > 1:
-            if self._a_r1_blocks is None:
-                self._a_r1_blocks = BlockColumns.from_csr(a_r1, k1)
+            if self._a_r1_blocks is None:  # PIRLS's systems share one pattern: found once, in _structure
+                self._a_r1_blocks = BlockColumns.from_csr(a_r1, k1, self._structure.get("a_r1_blocks"))
+                self._structure["a_r1_blocks"] = self._a_r1_blocks.pattern
             if isinstance(lam_r, np.ndarray):
                 return self._a_r1_blocks.times_block_diag(m1, lam_r)
             return sp.csr_matrix(lam_r.tocsr().T @ self._a_r1_blocks.times_block_diag(m1))
@@ -545,6 +543,35 @@ class BlockLambda:
 
 
 @dataclass
+class BlockPattern:
+    """Where a CSR matrix's entries go in its k-wide level blocks (see BlockColumns); fixed per sparsity pattern."""
+
+    entry_block: np.ndarray  # block of each stored entry
+    entry_column: np.ndarray  # its column within the block
+    block_rows: np.ndarray
+    block_levels: np.ndarray
+    indices: np.ndarray  # CSR column indices of the block pattern
+    indptr: np.ndarray
+    shape: tuple[int, int]
+    source: tuple[np.ndarray, np.ndarray]  # the matrix's own (indices, indptr), to recognise it
+
+    @classmethod
+    def from_csr(cls, a: sp.csr_matrix, k: int) -> BlockPattern:
+        levels = a.shape[1] // k
+        rows = np.repeat(np.arange(a.shape[0], dtype=np.int64), np.diff(a.indptr))
+        keys, inverse = np.unique(rows * levels + a.indices // k, return_inverse=True)  # sorted by row, then level
+        block_rows, block_levels = keys // levels, keys % levels
+        indices = (block_levels[:, None] * k + np.arange(k)[None, :]).ravel()
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(block_rows, minlength=a.shape[0]) * k)])
+        return cls(inverse, a.indices % k, block_rows, block_levels, indices, indptr, a.shape,
+                   (a.indices.copy(), a.indptr.copy()))
+
+    def matches(self, a: sp.csr_matrix) -> bool:
+        return (a.shape == self.shape and a.nnz == len(self.entry_block) and np.array_equal(a.indptr, self.source[1])
+                and np.array_equal(a.indices, self.source[0]))
+
+
+@dataclass
 class BlockColumns:
     """A sparse (q2, levels·k) matrix whose stored entries come in whole k-wide level blocks.
 
@@ -555,28 +582,21 @@ class BlockColumns:
     """
 
     values: np.ndarray  # (blocks, k)
-    block_rows: np.ndarray
-    block_levels: np.ndarray
-    indices: np.ndarray  # CSR column indices of the block pattern
-    indptr: np.ndarray
-    shape: tuple[int, int]
+    pattern: BlockPattern
 
     @classmethod
-    def from_csr(cls, a: sp.csr_matrix, k: int) -> BlockColumns:
+    def from_csr(cls, a: sp.csr_matrix, k: int, pattern: BlockPattern | None = None) -> BlockColumns:
         a = sp.csr_matrix(a)
-        levels = a.shape[1] // k
-        rows = np.repeat(np.arange(a.shape[0], dtype=np.int64), np.diff(a.indptr))
-        keys, inverse = np.unique(rows * levels + a.indices // k, return_inverse=True)  # sorted by row, then level
-        values = np.zeros((len(keys), k))
-        np.add.at(values, (inverse, a.indices % k), a.data)
-        block_rows, block_levels = keys // levels, keys % levels
-        indices = (block_levels[:, None] * k + np.arange(k)[None, :]).ravel()
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(block_rows, minlength=a.shape[0]) * k)])
-        return cls(values, block_rows, block_levels, indices, indptr, a.shape)
+        if pattern is None or not pattern.matches(a):
+            pattern = BlockPattern.from_csr(a, k)
+        values = np.zeros((len(pattern.block_rows), k))
+        values[pattern.entry_block, pattern.entry_column] = a.data  # one entry per (block, column)
+        return cls(values, pattern)
 
     def times_block_diag(self, m1: np.ndarray, row_scale: np.ndarray | None = None) -> sp.csr_matrix:
         k = m1.shape[1]
-        m = m1[self.block_levels]
+        pat = self.pattern
+        m = m1[pat.block_levels]
         out = np.empty(self.values.shape)
         for col in range(k):
             acc = self.values[:, 0] * m[:, 0, col]
@@ -584,8 +604,8 @@ class BlockColumns:
                 acc += self.values[:, j] * m[:, j, col]
             out[:, col] = acc
         if row_scale is not None:
-            out *= row_scale[self.block_rows][:, None]
-        return sp.csr_matrix((out.ravel(), self.indices, self.indptr), shape=self.shape)
+            out *= row_scale[pat.block_rows][:, None]
+        return sp.csr_matrix((out.ravel(), pat.indices, pat.indptr), shape=pat.shape)
 
 
 def _block_diag_csr(blocks: np.ndarray) -> sp.csr_matrix:

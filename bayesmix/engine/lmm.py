@@ -140,7 +140,8 @@ class CrossProducts:
             z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr")
             wz_rest = sp.diags(w) @ z_rest
             a_r1 = (wz_rest.T @ first.z_matrix()).tocsr()
-            if a_r1.shape[0] * a_r1.shape[1] <= _DENSE_LIMIT and a_r1.nnz >= _DENSE_FILL * a_r1.shape[0] * a_r1.shape[1]:
+            size = a_r1.shape[0] * a_r1.shape[1]
+            if size <= _DENSE_LIMIT and (k1 == 1 or a_r1.nnz >= _DENSE_FILL * size):
                 a_r1 = a_r1.toarray()  # small, well-filled blocks: dense arithmetic beats sparse overhead
             a_rr = (wz_rest.T @ z_rest).toarray()
             a_xr = np.asarray((wz_rest.T @ xy).T)
@@ -458,7 +459,8 @@ def _sum_blocks(a, b):
 
 
 _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense ...
-# ... if at least this fraction is filled: crossed slopes on 10k rows (200 x 1000, 10% filled)
+# ... if at least this fraction is filled, for a vector-valued first term (BlockColumns; scalar
+# first terms keep the dense rule measured before): crossed slopes on 10k rows (200 x 1000, 10% filled)
 # took 4.6 ms per evaluation dense and 1.9 ms sparse for the product Zrest'WZ1 (Zrest'WZ1)'
 _DENSE_FILL = 0.2
 

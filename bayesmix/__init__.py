@@ -7,7 +7,7 @@ Layers, each importing only those below it (enforced by import-linter, see pypro
 
 from importlib import import_module
 
-from bayesmix.api import glmer, lmer
+from bayesmix.api import glmer, glmer_nb, lmer
 from bayesmix.datasets import list_datasets, load_dataset
 from bayesmix.errors import (
     ArgumentError,
@@ -27,8 +27,11 @@ from bayesmix.errors import (
 _LAZY = {
     "anova": "bayesmix.inference",
     "exact_rlrt": "bayesmix.inference",
+    "hausman": "bayesmix.inference",
     "pb_test": "bayesmix.inference",
     "compare": "bayesmix.bayes",
+    "predictions": "bayesmix.results.conditional",
+    "plot_predictions": "bayesmix.plots_predictions",
     "Prior": "bayesmix.bayes",
     "SamplingError": "bayesmix.errors",
     "PriorError": "bayesmix.errors",
@@ -73,10 +76,14 @@ __all__ = [
     "exact_rlrt",
     "families",
     "glmer",
+    "glmer_nb",
+    "hausman",
     "lmer",
     "list_datasets",
     "load_dataset",
     "pb_test",
+    "plot_predictions",
     "plots",
+    "predictions",
 ]
 __version__ = "0.1.0"

@@ -35,7 +35,23 @@ class FamilyError(BayesmixError, ValueError):
 
 
 class PirlsError(BayesmixError, RuntimeError):
-    """Penalized iteratively reweighted least squares failed to converge."""
+    """Penalized iteratively reweighted least squares failed to converge.
+
+    ``theta``, ``iteration`` and ``reason`` (what diverged) say where it failed, when known.
+    """
+
+    def __init__(self, message: str = "", *, theta=None, iteration: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.theta = theta
+        self.iteration = iteration
+        self.reason = reason if reason is not None else message
+
+    def __reduce__(self):  # keyword-only state survives pickling (worker processes)
+        return (_rebuild_pirls_error, (self.args[0] if self.args else "", self.theta, self.iteration, self.reason))
+
+
+def _rebuild_pirls_error(message, theta, iteration, reason):
+    return PirlsError(message, theta=theta, iteration=iteration, reason=reason)
 
 
 class FitError(BayesmixError, RuntimeError):
@@ -52,6 +68,10 @@ class PriorError(BayesmixError, ValueError):
 
 class SamplingError(BayesmixError, RuntimeError):
     """Posterior sampling failed or its result cannot be trusted."""
+
+
+class RowsRequiredError(BayesmixError, RuntimeError):
+    """A method of a fit to a Dask DataFrame needs the rows, which stayed on the cluster."""
 
 
 class BayesmixWarning(UserWarning):

@@ -1,4 +1,8 @@
-"""Plots of a fit beside its posterior: forest plot of estimates and caterpillar plot of random effects (matplotlib)."""
+"""Plots of a fit beside its posterior: forest plot of estimates and caterpillar plot of random effects (matplotlib).
+
+Made to be read on a projector: no text under 10 pt at the default size, legends off the
+data, every function returns its Figure and draws into the caller's axes when given ``ax``.
+"""
 
 from __future__ import annotations
 
@@ -13,45 +17,89 @@ def _pyplot():
     return plt
 
 
-def forest(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95, figsize=None):
-    """Estimates with Wald intervals beside posterior means with HDIs, one panel per kind of parameter.
+# Text sizes readable from the back of a lecture room at the default figure size (nothing under 10 pt).
+FONT_PT = 11
+SMALL_PT = 10
+_STYLE = {"font.size": FONT_PT, "axes.titlesize": FONT_PT, "axes.labelsize": FONT_PT,
+          "xtick.labelsize": SMALL_PT, "ytick.labelsize": FONT_PT, "legend.fontsize": SMALL_PT,
+          "figure.titlesize": FONT_PT + 1}
 
-    Fixed effects, random-effect SDs (with σ) and correlations get their own panels, each on its
-    own scale.  Returns the matplotlib Figure.
+
+def _style():
+    """matplotlib's rc settings for the duration of one plot (sizes are fixed when text is created)."""
+    return _pyplot().rc_context(_STYLE)
+
+
+def _given_axes(ax, n: int, what: str):
+    """The user's axes (one Axes, or a sequence of ``n``) as a flat list, and their figure."""
+    from bayesmix.errors import ArgumentError
+
+    axes = list(np.ravel(ax)) if isinstance(ax, (list, tuple, np.ndarray)) else [ax]
+    if len(axes) != n:
+        raise ArgumentError(f"ax: {what} needs {n} axes, got {len(axes)}")
+    return axes[0].figure, axes
+
+
+_PANELS = [("fixed", "Fixed effects"), ("scale", "Standard deviations"), ("corr", "Correlations")]
+
+
+def forest(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95, figsize=None, ax=None):
+    """Estimates with Wald intervals beside posterior means with HDIs: one axis per parameter.
+
+    Every parameter gets its own horizontal axis, so an intercept near 250 and a slope near 10
+    each show their intervals at full width (a shared axis would shrink the slope's to a dot);
+    the rows are grouped under "Fixed effects", "Standard deviations" (with σ) and
+    "Correlations" (those on [-1, 1]).  ``ax``: a sequence of one Axes per parameter, in the
+    table's order (``bm.compare(result, posterior).index``), to draw into your own figure.
+    Returns the matplotlib Figure.
     """
     from bayesmix.bayes.compare import compare
 
     plt = _pyplot()
     table = compare(result, posterior, ci_prob=ci_prob, wald_level=wald_level)
-    panels = [("fixed", "Fixed effects"), ("scale", "Standard deviations"), ("corr", "Correlations")]
     kinds = table["kind"].replace({"sd": "scale", "sigma": "scale"})
-    present = [(k, title) for k, title in panels if (kinds == k).any()]
-    heights = [max(1, int((kinds == k).sum())) for k, _ in present]
-    fig, axes = plt.subplots(len(present), 1, figsize=figsize or (7.5, 1.2 + 0.45 * sum(heights) + 0.6 * len(present)),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
-    wald_lo, wald_hi = [c for c in table.columns if c.startswith("wald_")]
-    hdi_lo, hdi_hi = [c for c in table.columns if c.startswith("hdi")]
-    for ax, (kind, title) in zip(axes[:, 0], present):
-        rows = table[kinds == kind]
-        y = np.arange(len(rows))[::-1].astype(float)
-        ax.errorbar(rows["estimate"], y + 0.15, xerr=_xerr(rows["estimate"], rows[wald_lo], rows[wald_hi]),
-                    fmt="s", color="tab:blue", capsize=3, label=f"{result.method} estimate"
-                    + (f" ± {100 * wald_level:g}% Wald" if kind == "fixed" else ""))
-        ax.errorbar(rows["mean"], y - 0.15, xerr=_xerr(rows["mean"], rows[hdi_lo], rows[hdi_hi]),
-                    fmt="o", color="tab:orange", capsize=3, label=f"posterior mean, {100 * ci_prob:g}% HDI")
-        ax.set_yticks(y, [_pretty(name) for name in rows.index])
-        ax.set_ylim(-0.6, len(rows) - 0.4)  # room for the offset markers in one-row panels
-        ax.set_title(title, loc="left", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-        if kind == "corr":
-            ax.set_xlim(-1.05, 1.05)
-    axes[-1, 0].set_xlabel("value")
-    fig.suptitle(f"{result.formula_display}: {result.method} fit and posterior", fontsize=11)
-    # the legend below the panels, where it cannot cover a marker
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    order = [name for kind, _ in _PANELS for name in table.index[kinds == kind]]
+    table, kinds = table.loc[order], kinds.loc[order]
+    n = len(table)
+    with _style():
+        if ax is None:
+            height = 1.2 + 1.0 * n
+            fig, axes = plt.subplots(n, 1, figsize=figsize or (8.0, height), squeeze=False)
+            axes = list(axes[:, 0])
+        else:
+            fig, axes = _given_axes(ax, n, f"forest of {n} parameters")
+        wald_lo, wald_hi = [c for c in table.columns if c.startswith("wald_")]
+        hdi_lo, hdi_hi = [c for c in table.columns if c.startswith("hdi")]
+        titles = dict(_PANELS)
+        for i, (axis, name) in enumerate(zip(axes, table.index)):
+            row, kind = table.loc[[name]], kinds.loc[name]
+            _forest_row(axis, row, kind, wald_lo, wald_hi, hdi_lo, hdi_hi, result.method, wald_level, ci_prob)
+            if i == 0 or kinds.iloc[i - 1] != kind:
+                axis.set_title(titles[kind], loc="left", fontweight="bold")
+        axes[-1].set_xlabel("value")
+        if ax is None:
+            fig.suptitle(f"{result.formula_display}: {result.method} fit and posterior")
+            # the legend below the panels, where it cannot cover a marker
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=1, frameon=False)
+            fig.tight_layout(rect=(0, 0.65 / fig.get_figheight(), 1, 1), h_pad=0.6)
     return fig
+
+
+def _forest_row(ax, row, kind, wald_lo, wald_hi, hdi_lo, hdi_hi, method, wald_level, ci_prob):
+    """One parameter: the estimate (square, Wald interval for fixed effects) above the posterior (circle, HDI)."""
+    ax.errorbar(row["estimate"], [0.15], xerr=_xerr(row["estimate"], row[wald_lo], row[wald_hi]),
+                fmt="s", color="tab:blue", capsize=4, ms=7,
+                label=f"{method} estimate (fixed effects ± {100 * wald_level:g}% Wald)")
+    ax.errorbar(row["mean"], [-0.15], xerr=_xerr(row["mean"], row[hdi_lo], row[hdi_hi]),
+                fmt="o", color="tab:orange", capsize=4, ms=7, label=f"posterior mean, {100 * ci_prob:g}% HDI")
+    ax.set_yticks([0.0], [_pretty(row.index[0])])
+    ax.set_ylim(-0.5, 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    if kind == "corr":
+        ax.set_xlim(-1.05, 1.05)
+    elif kind == "scale":
+        ax.set_xlim(left=0.0)  # SDs are positive: the distance from zero is part of the message
 
 
 def _xerr(center, lower, upper):
@@ -72,11 +120,12 @@ def _pretty(name: str) -> str:
     return f"{label} {group}: {item.rstrip(']')}" if item else f"{label} {group}"
 
 
-def caterpillar(result, posterior, term: str | None = None, ci_prob: float = 0.94, figsize=None):
+def caterpillar(result, posterior, term: str | None = None, ci_prob: float = 0.94, figsize=None, ax=None):
     """Random effects per level, sorted: posterior mean and HDI, with the fit's conditional modes.
 
     ``term`` picks one random-effects term by its label (default: the first); one panel per
-    column of the term.  Returns the matplotlib Figure.
+    column of the term (``ax``: that many Axes of your own).  The legend sits below the
+    panels, off the data.  Returns the matplotlib Figure.
     """
     import arviz_stats as azs
 
@@ -93,22 +142,32 @@ def caterpillar(result, posterior, term: str | None = None, ci_prob: float = 0.9
     hdi = azs.hdi(draws, prob=ci_prob).values  # (levels, k, 2)
     modes = result.ranef[info.group][info.columns].to_numpy() if _unique_group(result, info) else _modes(result, info)
     n = len(info.levels)
-    fig, axes = plt.subplots(1, info.k, figsize=figsize or (3.6 * info.k + 1.0, 1.0 + 0.22 * n), squeeze=False,
-                             sharey=False)
-    for j, ax in enumerate(axes[0]):
-        order = np.argsort(mean[:, j])
-        y = np.arange(n)
-        ax.hlines(y, hdi[order, j, 0], hdi[order, j, 1], color="tab:orange", lw=2, label=f"{100 * ci_prob:g}% HDI")
-        ax.plot(mean[order, j], y, "o", color="tab:orange", ms=4, label="posterior mean")
-        ax.plot(modes[order, j], y, "x", color="tab:blue", ms=5, label=f"conditional mode ({result.method})")
-        ax.axvline(0.0, color="grey", lw=0.8)
-        ax.set_yticks(y, [info.levels[i] for i in order], fontsize=7 if n > 30 else 8)
-        ax.set_xlabel(f"random effect: {info.columns[j]}")
-        ax.set_title(f"{info.group}: {info.columns[j]}", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0, 0].set_ylabel(f"level of {info.group}")
-    axes[0, 0].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
+    height = 1.6 + 0.24 * n  # 10-pt level names need about 0.2 in each
+    with _style():
+        if ax is None:
+            fig, axes = plt.subplots(1, info.k, figsize=figsize or (4.2 * info.k + 1.2, height), squeeze=False)
+            axes = list(axes[0])
+        else:
+            fig, axes = _given_axes(ax, info.k, f"term {label} with {info.k} column(s)")
+        for j, axis in enumerate(axes):
+            order = np.argsort(mean[:, j])
+            y = np.arange(n)
+            axis.hlines(y, hdi[order, j, 0], hdi[order, j, 1], color="tab:orange", lw=2.5, label=f"{100 * ci_prob:g}% HDI")
+            axis.plot(mean[order, j], y, "o", color="tab:orange", ms=5, label="posterior mean")
+            axis.plot(modes[order, j], y, "x", color="tab:blue", ms=7, mew=2, label=f"conditional mode ({result.method})")
+            axis.axvline(0.0, color="grey", lw=0.8)
+            axis.set_yticks(y, [info.levels[i] for i in order], fontsize=SMALL_PT)
+            axis.set_ylim(-0.7, n - 0.3)
+            axis.set_xlabel(f"random effect: {info.columns[j]}")
+            axis.set_title(f"{info.group}: {info.columns[j]}")
+            axis.grid(axis="x", alpha=0.3)
+        axes[0].set_ylabel(f"level of {info.group}")
+        if ax is None:
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+            fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))
+        else:
+            axes[0].legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=3, frameon=False)
     return fig
 
 
@@ -121,3 +180,11 @@ def _modes(result, info) -> np.ndarray:
     start = sum(t.q for t in result.compiled.terms[: info.index])
     term = result.compiled.terms[info.index]
     return result.b[start : start + term.q].reshape(term.nlevels, term.k)
+
+
+def predictions(result, post=None, x: str | None = None, by: str | None = None, **kwargs):
+    """Conditional effects: the expected response along ``x`` (by ``by``) with Wald or posterior bands
+    (:func:`bayesmix.plots_predictions.plot_predictions`)."""
+    from bayesmix.plots_predictions import plot_predictions
+
+    return plot_predictions(result, post, x=x, by=by, **kwargs)

@@ -93,10 +93,10 @@ def laplace_log_integral(model, fixed: dict, integrate: list[str], start: np.nda
 def test_pymc_model_structure_and_coords():
     m = _model("sleepstudy_slope_reml")
     model = m.pymc_model
-    assert model is m.pymc_model  # built once per fit
+    assert model is not m.pymc_model  # a new model at every access (issue 13: extending one changes no other)
     free = {rv.name for rv in model.free_RVs}
     assert free == {"beta", "sigma", "sd_Subject", "corr_chol_Subject", "u_Subject"}
-    assert {d.name for d in model.deterministics} == {"corr_Subject", "b_Subject", "theta"}
+    assert {d.name for d in model.deterministics} == {"corr_Subject", "b_Subject", "theta", "eta", "mu"}
     assert model.coords["fixef"] == ("(Intercept)", "Days")
     assert model.coords["Subject_coef"] == ("(Intercept)", "Days")
     assert model.coords["Subject_pair"] == ("(Intercept):Days",)
@@ -489,7 +489,8 @@ def test_sample_sleepstudy_collapsed():
     m = _model("sleepstudy_slope_reml")
     post = m.sample(draws=400, tune=400, chains=2, random_seed=11, progressbar=False)
     p = post["posterior"]
-    assert set(p.data_vars) == {"beta", "sigma", "sd_Subject", "corr_Subject", "b_Subject", "theta"}
+    assert set(p.data_vars) == {"beta", "sigma", "sd_Subject", "corr_Subject", "b_Subject", "theta",
+                                "u_Subject", "corr_chol_Subject"}  # PyMC's free variables too (issue 13)
     assert p["b_Subject"].dims == ("chain", "draw", "Subject", "Subject_coef")
     assert p["b_Subject"].shape == (2, 400, 18, 2)
     assert list(p["beta"].coords["fixef"].values) == ["(Intercept)", "Days"]
@@ -513,7 +514,7 @@ def test_sample_with_numpyro_where_installed():
     post = m.sample(sampler="numpyro", draws=200, tune=200, chains=2, random_seed=3, progressbar=False)
     p = post["posterior"]
     assert p.attrs["route"].startswith("numpyro NUTS on the PyMC model")
-    assert set(p.data_vars) == {"beta", "sigma", "sd_Batch", "b_Batch", "theta"}
+    assert set(p.data_vars) == {"beta", "sigma", "sd_Batch", "b_Batch", "theta", "u_Batch"}
     assert p["b_Batch"].shape == (2, 200, 6, 1)
     table = bm.compare(m, post)
     assert abs(table.loc["beta[(Intercept)]", "mean"] - m.fixef["(Intercept)"]) < 0.5 * table.loc["beta[(Intercept)]", "sd"]

@@ -57,7 +57,7 @@ def test_import_and_fit_load_no_heavy_dependency():
     code = (
         "import sys, bayesmix as bm\n"
         "m = bm.lmer('Reaction ~ Days + (Days | Subject)', bm.load_dataset('sleepstudy'))\n"
-        "heavy = {'pymc', 'pytensor', 'nutpie', 'numba', 'arviz', 'arviz_stats', 'xarray', 'matplotlib'}\n"
+        "heavy = {'pymc', 'pytensor', 'nutpie', 'numba', 'arviz', 'arviz_stats', 'xarray', 'matplotlib', 'dask', 'distributed'}\n"
         "print(sorted(heavy & {k.split('.')[0] for k in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

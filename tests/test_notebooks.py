@@ -1,4 +1,4 @@
-"""Every notebook in notebooks/ runs top to bottom without an error (executed into a temporary copy)."""
+"""Every notebook in notebooks/ runs top to bottom without an error, in under 2 minutes (executed into a temporary copy)."""
 
 import time
 from pathlib import Path
@@ -11,7 +11,7 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-NOTEBOOK_TIMEOUT_S = 300
+NOTEBOOK_TIMEOUT_S = 120  # issue 16: each notebook runs in class in under 2 minutes
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

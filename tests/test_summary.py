@@ -20,7 +20,6 @@ from scipy.stats import norm
 
 import bayesmix as bm
 from bayesmix.engine.families import get_family
-from bayesmix.spec.formula import parse_formula
 from bayesmix.results.printing import (
     RandomEffectBlock,
     SummaryParts,
@@ -34,13 +33,14 @@ from bayesmix.rformat import (
     print_coefmat,
     print_matrix,
     r_abbreviate,
-    r_deparse_lines,
     r_format,
     r_format_pval,
     r_round,
     r_zapsmall,
     signif_stars,
 )
+from bayesmix.spec.formula import parse_formula
+from bayesmix.spec.rexpr import deparse_lines
 
 REFERENCE = Path(__file__).parent / "reference"
 CASES = sorted(p.stem for p in REFERENCE.glob("*.json") if p.stem != "inference")
@@ -422,7 +422,7 @@ DEPARSE_CASES = [
 
 @pytest.mark.parametrize("text, expected", DEPARSE_CASES)
 def test_r_deparse_lines(text, expected):
-    assert r_deparse_lines(text) == expected
+    assert deparse_lines(text) == expected
 
 
 def test_long_formula_wraps_like_lme4():

@@ -8,19 +8,25 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.bayes.pymc_model import (
+    response_family,
     term_infos,
 )
-from bayesmix.bayes.sampling import posterior_var_names
+from bayesmix.bayes.sampling import summary_var_names
+from bayesmix.results.display import DisplayTable
+from bayesmix.results.tables import check_effects, ran_vals_frame
 
 # --- frequentist and Bayesian side by side ------------------------------------------------------
 
 def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) -> pd.DataFrame:
     """Per parameter: the ML/REML (or Laplace) estimate, its SE and Wald interval (fixed effects),
-    the posterior mean, SD, HDI, R-hat and bulk ESS."""
+    the posterior mean, SD, HDI, R-hat and bulk ESS.
+
+    A :class:`~bayesmix.results.display.DisplayTable`: it shows 4 significant digits, its
+    numbers keep all of theirs."""
     import arviz_stats as azs
     from scipy.stats import norm
 
-    names = [n for n in posterior_var_names(result) if not n.startswith(("b_", "theta"))]
+    names = summary_var_names(result)
     missing = [n for n in names if n not in posterior["posterior"]]
     if missing:
         raise ValueError(f"the posterior has no {', '.join(missing)}: was it sampled from this model?")
@@ -31,7 +37,7 @@ def compare(result, posterior, ci_prob: float = 0.94, wald_level: float = 0.95) 
     lo, hi = [c for c in summ.columns if c.startswith("hdi")][:2]
     freq = frequentist_table(result)
     z = norm.ppf(0.5 + wald_level / 2)
-    table = pd.DataFrame({
+    table = DisplayTable({
         "kind": freq["kind"],
         "estimate": freq["estimate"],
         "se": freq["se"],
@@ -61,5 +67,23 @@ def frequentist_table(result) -> pd.DataFrame:
             rows.append((f"corr_{info.label}[{pair}]", "corr", corr, np.nan))
     if result.has_scale:
         rows.append(("sigma", "sigma", result.sigma, np.nan))
+    rows += [(name, "family", value, np.nan) for name, value in response_family(result).parameter_estimates().items()]
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame
+
+
+def tidy_posterior(result, posterior, effects: str = "ran_vals") -> DisplayTable:
+    """broom.mixed's ``tidy()`` of a posterior: estimate = posterior mean, std.error = posterior SD."""
+    check_effects(effects)
+    p = posterior["posterior"]
+    if effects == "fixed":
+        beta = p["beta"]
+        return DisplayTable({"effect": "fixed", "term": list(result.compiled.fixef_names),
+                             "estimate": beta.mean(("chain", "draw")).values,
+                             "std.error": beta.std(("chain", "draw")).values})
+    parts = []
+    for info in term_infos(result):
+        b = p[f"b_{info.label}"]
+        parts.append(ran_vals_frame(info.group, info.levels, info.columns, b.mean(("chain", "draw")).values,
+                                    b.std(("chain", "draw")).values))
+    return DisplayTable(pd.concat(parts, ignore_index=True))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
-from scipy.special import expit, gammaln, log_ndtr
+from scipy.special import gammaln
 
 from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     filled_params,
+    response_family,
 )
 
 # random effects up to which an LMM is sampled with them integrated out by a dense Cholesky; beyond, by
@@ -394,15 +395,27 @@ class FullModel:
                           for t, codes in zip(c.terms, self.codes)]
         self.blocks = _Blocks(c.terms)
         self.q = self.blocks.q
-        self.family, self.link = _family_link(result)
+        self.family = response_family(result)
+        self.normal = self.family.fast_route() == "normal"
         y, w = c.y[keep], c.weights[keep]
-        if self.family == "gaussian":
+        if self.normal:
             self.y, self.w = y - self.offset, w
             self.const = -0.5 * len(y) * _LOG_2PI + 0.5 * float(np.log(w).sum())
             self.offset = np.zeros_like(self.offset)
         else:
-            self.data, self.const = glm_data(self.family, y, w)
+            self._response = (y, w)
+            self.data, self.const = self.family.glm_data(y, w)
         self.u_const = -0.5 * self.q * _LOG_2PI
+
+    def set_family(self, family) -> None:
+        """Evaluate with ``family`` from now on: the same family at another draw of its parameters (θ)."""
+        self.family = family
+        self.data, self.const = family.glm_data(*self._response)
+
+    def parameter_grad(self, beta, Ls, u) -> dict[str, float]:
+        """d log p(y | ...) / d each of the family's sampled parameters."""
+        scores = self.family.glm_parameter_scores(self.eta(beta, Ls, u), self.data)
+        return {name: float(np.sum(score)) for name, score in scores.items()}
 
     def eta(self, beta, Ls, u):
         eta = self.offset + self.X @ beta
@@ -413,12 +426,12 @@ class FullModel:
 
     def _obs(self, eta, sigma):
         """Σ log p(y_i | η_i) and its derivative in η (and in σ for gaussian)."""
-        if self.family == "gaussian":
+        if self.normal:
             e = self.y - eta
             we2 = float(np.sum(self.w * e * e))
             value = self.const - len(e) * np.log(sigma) - 0.5 * we2 / sigma**2
             return value, self.w * e / sigma**2, -len(e) / sigma + we2 / sigma**3
-        logp, d1, _ = glm_terms(self.family, self.link, eta, self.data)
+        logp, d1, _ = self.family.glm_terms(eta, self.data)
         return self.const + float(np.sum(logp)), d1, 0.0
 
     def value_and_grad(self, beta, sigma, Ls, u):
@@ -431,41 +444,6 @@ class FullModel:
             d_u[ix] += H @ L
             d_Ls.append(H.T @ u[ix])
         return value + self.u_const - 0.5 * float(u @ u), d_beta, d_sigma, d_Ls, d_u
-
-
-def glm_data(family: str, y, w) -> tuple[dict, float]:
-    """The response as the log density needs it, and the log density's constant."""
-    if family == "binomial":
-        trials, successes = np.round(w), np.round(y * w)
-        const = float(np.sum(gammaln(trials + 1) - gammaln(successes + 1) - gammaln(trials - successes + 1)))
-        return {"n": trials, "k": successes}, const
-    return {"y": y, "w": w}, -float(np.sum(w * gammaln(y + 1)))  # poisson
-
-
-def glm_terms(family: str, link: str, eta, data: dict):
-    """Per observation: log p(y | η) less constants, its derivative in η, and the Fisher information.
-
-    ``eta`` may carry trailing axes (quadrature nodes); the data broadcast along them.
-    """
-    extra = (slice(None),) + (None,) * (np.ndim(eta) - 1)
-    if family == "poisson":
-        y, w = data["y"][extra], data["w"][extra]
-        mu = np.exp(eta)
-        return w * (y * eta - mu), w * (y - mu), w * mu
-    n, k = data["n"][extra], data["k"][extra]
-    if link == "logit":  # k log μ + (n - k) log(1 - μ) = k η - n log(1 + e^η)
-        mu = expit(eta)
-        return k * eta - n * np.logaddexp(0.0, eta), k - n * mu, n * mu * (1.0 - mu)
-    if link == "probit":
-        log_mu, log_1m = log_ndtr(eta), log_ndtr(-eta)
-        log_phi = -0.5 * eta * eta - 0.5 * _LOG_2PI
-        d1 = k * np.exp(log_phi - log_mu) - (n - k) * np.exp(log_phi - log_1m)
-        return _xlogy(k, log_mu) + _xlogy(n - k, log_1m), d1, n * np.exp(2 * log_phi - log_mu - log_1m)
-    e = np.exp(eta)  # cloglog
-    log_1m = -e
-    log_mu = np.log(-np.expm1(-e))
-    d1 = k * e * np.exp(-e - log_mu) - (n - k) * e
-    return _xlogy(k, log_mu) + _xlogy(n - k, log_1m), d1, n * e * e * np.exp(log_1m - log_mu)
 
 
 class ScalarTermGlmm:
@@ -482,8 +460,8 @@ class ScalarTermGlmm:
         c = result.compiled
         keep = c.weights > 0
         term = c.terms[0]
-        self.family, self.link = _family_link(result)
-        self.data, self.const = glm_data(self.family, c.y[keep], c.weights[keep])
+        self.family = result.family
+        self.data, self.const = self.family.glm_data(c.y[keep], c.weights[keep])
         self.X, self.offset = c.X[keep], c.offset[keep]
         self.z = term.columns[keep, 0]
         self.codes = term.factor.codes[keep]
@@ -511,11 +489,7 @@ class ScalarTermGlmm:
         return u, curv
 
     def _score(self, eta):
-        if self.link == "logit":  # the common case, without the log density
-            mu = expit(eta)
-            return self.data["k"] - self.data["n"] * mu, self.data["n"] * mu * (1.0 - mu)
-        _, d1, info = glm_terms(self.family, self.link, eta, self.data)
-        return d1, info
+        return self.family.glm_score(eta, self.data)
 
     def _nodes(self, beta, s):
         base = self.offset + self.X @ beta
@@ -523,7 +497,7 @@ class ScalarTermGlmm:
         scale = 1.0 / np.sqrt(curv)
         u = mode[:, None] + scale[:, None] * self.t[None, :]  # (levels, nodes)
         eta = base[:, None] + (s * self.z)[:, None] * u[self.codes]
-        logp, d1, _ = glm_terms(self.family, self.link, eta, self.data)
+        logp, d1, _ = self.family.glm_terms(eta, self.data)
         log_f = self.level_sum @ logp - 0.5 * u * u + self.log_w[None, :]  # (levels, nodes)
         return u, scale, log_f, d1
 
@@ -556,7 +530,8 @@ class ScalarTermGlmm:
         sz = s[:, None] * self.z
         mode = np.stack([self.b_hat / si for si in s])
         for _ in range(50):
-            d1, info = self._score(base + sz * mode[:, self.codes])
+            # the family's terms take observations first: (n, draws)
+            d1, info = (a.T for a in self._score((base + sz * mode[:, self.codes]).T))
             step = ((self.level_sum @ (d1 * sz).T).T - mode) / ((self.level_sum @ (info * sz * sz).T).T + 1.0)
             mode += step
             if np.max(np.abs(step)) < 1e-12:
@@ -583,16 +558,6 @@ class ScalarTermGlmm:
         """h(u) per draw, level and candidate; u: (draws, levels, m)."""
         draws, _, m = u.shape
         eta = base[:, :, None] + sz[:, :, None] * u[:, self.codes, :]  # (draws, n, m)
-        logp, _, _ = glm_terms(self.family, self.link, np.moveaxis(eta, 1, 0), self.data)  # (n, draws, m)
+        logp, _, _ = self.family.glm_terms(np.moveaxis(eta, 1, 0), self.data)  # (n, draws, m)
         sums = (self.level_sum @ logp.reshape(len(self.z), -1)).reshape(self.nlevels, draws, m)
         return np.moveaxis(sums, 0, 1) - 0.5 * u * u
-
-
-def _xlogy(a, log_b):
-    return np.where(a == 0, 0.0, a * log_b)
-
-
-def _family_link(result) -> tuple[str, str]:
-    if result.is_lmm:
-        return "gaussian", "identity"
-    return result.family.name, result.family.link.name

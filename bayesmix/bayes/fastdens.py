@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# the family codes (bayesmix.engine.families' Family.kernel_code) the GLMM kernel switches on: binomial-logit,
+# else Poisson-log
+from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
+
 # Prior kinds the kernel evaluates (their constants come from bayes.prior_logp, so only the x-dependent part is here).
 _FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
-_BINOMIAL_LOGIT, _POISSON_LOG = 0, 1
 MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
 # cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
 # at the extreme points NUTS visits while tuning
@@ -344,9 +347,9 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
 # --- scalar-term GLMM by adaptive Gauss-Hermite quadrature --------------------------------------
 
 @_jit
-def _obs(family, eta, ni, ki):
+def _obs(kernel, eta, ni, ki):
     """log p(y | η) less constants, its derivative and the Fisher information, one observation."""
-    if family == _BINOMIAL_LOGIT:
+    if kernel == _BINOMIAL_LOGIT:
         e = np.exp(-abs(eta))  # one exponential serves μ, 1 - μ and log(1 + e^η), without overflow
         mu, one_minus = (1.0 / (1.0 + e), e / (1.0 + e)) if eta >= 0 else (e / (1.0 + e), 1.0 / (1.0 + e))
         return ki * eta - ni * (max(eta, 0.0) + np.log1p(e)), ki - ni * mu, ni * mu * one_minus
@@ -355,9 +358,9 @@ def _obs(family, eta, ni, ki):
 
 
 @_jit
-def _score(family, eta, ni, ki):
+def _score(kernel, eta, ni, ki):
     """_obs's derivative and Fisher information only (the mode search needs no log density)."""
-    if family == _BINOMIAL_LOGIT:
+    if kernel == _BINOMIAL_LOGIT:
         e = np.exp(-abs(eta))
         mu, one_minus = (1.0 / (1.0 + e), e / (1.0 + e)) if eta >= 0 else (e / (1.0 + e), 1.0 / (1.0 + e))
         return ki - ni * mu, ni * mu * one_minus
@@ -366,7 +369,7 @@ def _score(family, eta, ni, ki):
 
 
 @_jit
-def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts, family, X, offset, z, codes_obs,
+def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts, kernel, X, offset, z, codes_obs,
                    nlevels, data_n, data_k, t, log_w, b_hat, const):
     """FastPosterior.logp_and_grad of a GLMM with one scalar term, u integrated by adaptive quadrature."""
     dim = x.shape[0]
@@ -387,7 +390,7 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
         gsum[:] = 0.0
         curv[:] = 0.0
         for i in range(nobs):
-            d1, info = _score(family, base[i] + sz[i] * u[codes_obs[i]], data_n[i], data_k[i])
+            d1, info = _score(kernel, base[i] + sz[i] * u[codes_obs[i]], data_n[i], data_k[i])
             gsum[codes_obs[i]] += d1 * sz[i]
             curv[codes_obs[i]] += info * sz[i] * sz[i]
         biggest = 0.0
@@ -410,7 +413,7 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
     for i in range(nobs):
         lvl = codes_obs[i]
         for m in range(nodes):
-            logp, d1, _ = _obs(family, base[i] + sz[i] * unode[lvl, m], data_n[i], data_k[i])
+            logp, d1, _ = _obs(kernel, base[i] + sz[i] * unode[lvl, m], data_n[i], data_k[i])
             log_f[lvl, m] += logp
             d1s[i, m] = d1
     value = const
@@ -483,8 +486,7 @@ def supported(post) -> bool:
         return False
     if isinstance(post.lik, CollapsedLmm):
         return post.lik.q <= MAX_Q
-    return isinstance(post.lik, ScalarTermGlmm) and (post.lik.family, post.lik.link) in {
-        ("binomial", "logit"), ("poisson", "log")}
+    return isinstance(post.lik, ScalarTermGlmm) and post.lik.family.kernel_code is not None
 
 
 def _all_priors(post):
@@ -535,11 +537,11 @@ def _lmm_posterior(post, priors):
 def _glmm_posterior(post, priors):
     lik = post.lik
     codes, pars, consts, bcodes, bpars, bconsts = priors
-    family = _BINOMIAL_LOGIT if lik.family == "binomial" else _POISSON_LOG
-    data_n, data_k = (lik.data["n"], lik.data["k"]) if lik.family == "binomial" else (lik.data["w"], lik.data["y"])
+    kernel = lik.family.kernel_code
+    data_n, data_k = lik.family.kernel_arrays(lik.data)
     arrays = [np.ascontiguousarray(a, dtype=float) for a in (lik.X, lik.offset, lik.z)]
     data = [np.ascontiguousarray(a, dtype=float) for a in (data_n, data_k, lik.t, lik.log_w, lik.b_hat)]
-    args = (np.int64(post.p), codes, pars, consts, bcodes, bpars, bconsts, np.int64(family), *arrays,
+    args = (np.int64(post.p), codes, pars, consts, bcodes, bpars, bconsts, np.int64(kernel), *arrays,
             np.ascontiguousarray(lik.codes, dtype=np.int64), np.int64(lik.nlevels), *data, float(lik.const))
     return CompiledPosterior(glmm_posterior, args)
 

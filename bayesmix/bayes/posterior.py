@@ -11,23 +11,25 @@ from bayesmix.bayes.densities import (
     FullModel,
     ScalarTermGlmm,
     VarianceBlock,
-    _family_link,
+    prior_logp,
     spherical_effects,
 )
 from bayesmix.bayes.pymc_model import (
     ModelPriors,
     filled_params,
+    response_family,
     term_infos,
 )
+
+_H = 1e-20  # complex-step size (as bayesmix.bayes.densities'): derivatives exact to rounding
 
 
 def fast_route_reason(result, priors: ModelPriors) -> str | None:
     """Why the fast route cannot take this model (None when it can)."""
-    family, link = _family_link(result)
-    if (family, link) not in {("gaussian", "identity"), ("binomial", "logit"), ("binomial", "probit"),
-                              ("binomial", "cloglog"), ("poisson", "log")}:
-        return f"the {family} family with the {link} link"
-    if family == "binomial":
+    family = response_family(result)
+    if family.fast_route() is None:
+        return f"the {family.name} family with the {family.link.name} link"
+    if family.response_is_probability:
         w, y = result.compiled.weights, result.compiled.y
         if np.any(np.abs(w - np.round(w)) > 1e-7) or np.any(np.abs(y * w - np.round(y * w)) > 1e-7):
             return "non-integer binomial counts"
@@ -61,7 +63,10 @@ class FastPosterior:
         self.q = 0 if collapsed else self.lik.q
         self.variance = VarianceBlock(self.infos, priors)
         self.beta_prior = BetaPrior([] if self.integrate_beta else priors.beta)
-        self.dim = self.p + self.q + self.variance.size
+        self.family = FamilyBlock(response_family(result), priors.family)
+        if self.family.size and collapsed:
+            raise ValueError("the family's sampled parameters need the random effects kept (collapse=False)")
+        self.dim = self.p + self.q + self.variance.size + self.family.size
         self.evaluations = 0
         self.kernel = compiled_kernel(self)
 
@@ -72,8 +77,16 @@ class FastPosterior:
         return self.numpy_logp_and_grad(x)
 
     def split(self, x):
+        """(β, u, variance block): the family's parameters, if any, follow (``family_part``)."""
         p, q = self.p, self.q
-        return x[..., :p], x[..., p : p + q], x[..., p + q :]
+        return x[..., :p], x[..., p : p + q], x[..., p + q : p + q + self.variance.size]
+
+    def family_part(self, x):
+        return x[..., self.dim - self.family.size :]
+
+    def family_draws(self, x) -> dict[str, np.ndarray]:
+        """The family's sampled parameters (``nb_theta``) per row of x, on their natural scale."""
+        return self.family.values(self.family_part(x))
 
     def numpy_logp_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         # nutpie calls from its own thread, where the caller's np.errstate does not reach
@@ -85,6 +98,9 @@ class FastPosterior:
         beta, u, v = self.split(x)
         (sigma, Ls, lp_v), (d_sigma_dv, d_L_dv, d_lp_dv) = self.variance.with_derivatives(v)
         lp_beta, d_lp_beta = self.beta_prior(beta)
+        f = self.family_part(x)
+        if self.family.size:
+            self.lik.set_family(self.family.at(f))
         try:
             if self.collapsed:
                 value, d_beta, d_sigma, d_Ls = self.lik.value_and_grad(beta, sigma, Ls)
@@ -100,6 +116,11 @@ class FastPosterior:
             grad_v += np.einsum("iab,ab->i", dL_dv, dL)
         total = value + lp_v + lp_beta
         grad = np.concatenate([d_beta + d_lp_beta, d_u, grad_v])
+        if self.family.size:
+            lp_f, d_lp_f = self.family.log_prior(f)
+            d_f = self.family.chain(f, self.lik.parameter_grad(beta, Ls, u))
+            total += lp_f
+            grad = np.concatenate([grad, d_f + d_lp_f])
         if not np.isfinite(total) or not np.all(np.isfinite(grad)):
             return -np.inf, np.zeros_like(x)
         return float(total), grad
@@ -110,11 +131,49 @@ class FastPosterior:
         if self.collapsed:
             return np.concatenate([r.beta_values[: self.p], v0])
         _, Ls, _ = self.variance.evaluate(v0)
-        return np.concatenate([r.beta_values, *(u.ravel() for u in spherical_effects(r, Ls)), v0])
+        return np.concatenate([r.beta_values, *(u.ravel() for u in spherical_effects(r, Ls)), v0, self.family.start()])
 
     def jitter_scale(self) -> np.ndarray:
         se = np.sqrt(np.diag(self.result.vcov_values))[: self.p]
-        return np.concatenate([se, np.full(self.q, 0.3), np.full(self.variance.size, 0.3)])
+        return np.concatenate([se, np.full(self.q, 0.3), np.full(self.variance.size, 0.3), np.full(self.family.size, 0.1)])
+
+
+class FamilyBlock:
+    """The family's sampled parameters (the negative binomial's θ of a glmer_nb fit) on the log scale.
+
+    Each enters x as log θ, with its prior and the log-Jacobian log θ added, as PyMC's log transform does.
+    """
+
+    def __init__(self, family, priors: dict):
+        self.family = family
+        self.names = list(priors)
+        self.priors = [(priors[n].dist, filled_params(priors[n])) for n in self.names]
+        self.size = len(self.names)
+
+    def values(self, f) -> dict[str, np.ndarray]:
+        return {name: np.exp(f[..., i]) for i, name in enumerate(self.names)}
+
+    def at(self, f):
+        """The family at one point f."""
+        return self.family.with_parameters({n: float(v) for n, v in self.values(f).items()})
+
+    def log_prior(self, f) -> tuple[float, np.ndarray]:
+        """Σ log prior(e^f) + f and its gradient in f (complex step)."""
+        total, grad = 0.0, np.zeros(self.size)
+        for i, (dist, params) in enumerate(self.priors):
+            z = f[i] + 1j * _H
+            lp = prior_logp(dist, params, np.exp(z)) + z
+            total += float(np.real(lp))
+            grad[i] = float(np.imag(lp)) / _H
+        return total, grad
+
+    def chain(self, f, grads: dict[str, float]) -> np.ndarray:
+        """d/df of the likelihood from its derivatives in the parameters (θ = e^f)."""
+        return np.array([grads[name] * np.exp(f[i]) for i, name in enumerate(self.names)])
+
+    def start(self) -> np.ndarray:
+        estimates = self.family.parameter_estimates()
+        return np.log(np.array([estimates[name] for name in self.names], dtype=float))
 
 
 def dense_collapsible(compiled) -> bool:

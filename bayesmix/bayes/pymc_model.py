@@ -15,7 +15,11 @@ Default priors (near-flat, scaled to the data so that results do not depend on u
 * each random-effect SD (term column ``j``): ``HalfNormal(100·s_y / sd(Z_j))``, or
   ``HalfNormal(100·s_y)`` for a constant column;
 * residual SD σ: ``HalfNormal(100·s_y)``;
-* each correlation matrix: ``LKJCorr(eta=1)``, uniform over correlation matrices.
+* each correlation matrix: ``LKJCorr(eta=1)``, uniform over correlation matrices;
+* parameters of the family that the fit estimated, e.g. the negative-binomial shape
+  ``nb_theta`` of a ``glmer_nb`` fit: the family's default, ``Gamma(alpha=0.01, beta=0.01)``
+  for ``nb_theta`` (brms's; proper, nearly flat in log θ).  A shape given in the family
+  (``negative.binomial(theta = 2)``) stays fixed.
 
 Here ``ȳ`` and ``s_y`` are the mean and SD of the response less its offset for
 identity-link models; for other links ``s_y = 1`` (one unit on the link scale) and
@@ -24,7 +28,8 @@ the priors it used in its ``attrs["priors"]``.
 
 Priors are replaced with ``priors={name: Prior(...)}``; names, from general to specific
 (the most specific wins): ``"beta"``, ``"beta[Days]"``, ``"sigma"``, ``"sd"``,
-``"sd_Subject"``, ``"sd_Subject[Days]"``, ``"corr"``, ``"corr_Subject"``.
+``"sd_Subject"``, ``"sd_Subject[Days]"``, ``"corr"``, ``"corr_Subject"``, and the family's
+parameters (``"nb_theta"``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bayesmix.engine.families import Family as GlmFamily
+from bayesmix.engine.families import Gaussian
 from bayesmix.errors import PriorError
 
 
@@ -202,6 +209,17 @@ class TermInfo:
     def pair_dim(self) -> str:
         return f"{self.label}_pair"
 
+    # Each variable gets dimension names of its own where ArviZ would otherwise mix them up:
+    # arviz-stats' summary mislabels the rows of b_Subject (Subject, Subject_coef) when sd_Subject
+    # shares its Subject_coef dimension.  u and b share both dimensions in the same order, which is safe.
+    @property
+    def sd_dim(self) -> str:
+        return f"sd_{self.label}_coef"
+
+    @property
+    def chol_dims(self) -> tuple[str, str]:
+        return f"corr_chol_{self.label}_row", f"corr_chol_{self.label}_col"
+
     @property
     def pairs(self) -> list[str]:
         return [f"{self.columns[i]}:{self.columns[j]}" for i in range(self.k) for j in range(i + 1, self.k)]
@@ -222,9 +240,10 @@ class ModelPriors:
     corr: dict[str, Prior]
     sigma: Prior | None
     user: dict = field(default_factory=dict)
+    family: dict[str, Prior] = field(default_factory=dict)  # the family's parameters (nb_theta), all positive
 
     def all_fast(self) -> bool:
-        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values()]
+        priors = [*self.beta, *[p for ps in self.sd.values() for p in ps], *self.corr.values(), *self.family.values()]
         if self.sigma is not None:
             priors.append(self.sigma)
         return all(is_fast(p) for p in priors) and all(FAST_FAMILIES[p.dist].support == "real" for p in self.beta)
@@ -238,25 +257,31 @@ class ModelPriors:
                 out[f"corr_{info.label}"] = repr(self.corr[info.label])
         if self.sigma is not None:
             out["sigma"] = repr(self.sigma)
+        out.update({name: repr(p) for name, p in self.family.items()})
         return out
 
     def to_json(self, result) -> str:
         return json.dumps(self.describe(result))
 
 
+def response_family(result) -> GlmFamily:
+    """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
+    return Gaussian() if result.is_lmm else result.family
+
+
 def response_scale(result) -> tuple[float, float]:
     """(ȳ, s_y): the response's location and scale on the link scale, the unit of the default priors."""
     c = result.compiled
-    link = "identity" if result.is_lmm else result.family.link.name
-    if link == "identity":
+    family = response_family(result)
+    if family.link.identity:
         y = c.y - c.offset
         return float(abs(np.mean(y))), float(np.std(y, ddof=1)) if len(y) > 1 else 1.0
     mean = float(np.mean(c.y))
-    if result.family.name == "binomial":
+    if family.response_is_probability:
         mean = min(max(mean, 1e-3), 1 - 1e-3)
     else:
         mean = max(mean, 1e-3)
-    return float(abs(result.family.link.linkfun(np.array([mean]))[0])), 1.0
+    return float(abs(family.link.linkfun(np.array([mean]))[0])), 1.0
 
 
 def _column_scales(matrix: np.ndarray) -> np.ndarray:
@@ -277,7 +302,8 @@ def default_priors(result) -> ModelPriors:
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
     sigma = Prior("HalfNormal", sigma=100.0 * sy) if result.has_scale else None
-    return ModelPriors(beta, sd, corr, sigma)
+    family = {name: Prior(dist, **params) for name, (dist, params) in response_family(result).bayes_parameters().items()}
+    return ModelPriors(beta, sd, corr, sigma, family=family)
 
 
 def prior_names(result) -> list[str]:
@@ -292,14 +318,54 @@ def prior_names(result) -> list[str]:
     if any(info.k > 1 for info in infos):
         names.append("corr")
         names += [f"corr_{info.label}" for info in infos if info.k > 1]
-    return names
+    return names + list(response_family(result).bayes_parameters())
 
 
 _KEY = re.compile(r"^(?P<base>[^\[]+?)(?:\[(?P<item>.*)\])?$")
 
 
-def resolve_priors(result, priors: dict | None) -> ModelPriors:
-    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked."""
+PRESETS = ("weakly_informative",)
+
+
+def weakly_informative_priors(result) -> ModelPriors:
+    """rstanarm/brms-style priors scaled to the data (``priors="weakly_informative"``).
+
+    Slopes ``Normal(0, 2.5·s_y/sd(X_j))``; the intercept ``Normal(m_y, 2.5·s_y)`` with ``m_y`` the
+    response's mean on the link scale (the intercept is not centred, so its prior is centred on the
+    data instead); each random-effect SD ``Exponential(1/(s_y/sd(Z_j)))`` (rate 1/s_y for a constant
+    column); σ ``Exponential(1/s_y)``; correlations ``LKJCorr(eta=1)``.  Unlike the near-flat
+    defaults the posterior mode no longer equals lme4's estimate: the priors pull, gently.
+    """
+    c = result.compiled
+    _, sy = response_scale(result)
+    family = response_family(result)
+    if family.link.identity:
+        centre = float(np.mean(c.y - c.offset))
+    else:
+        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
+        centre = float(family.link.linkfun(np.array([mean]))[0])
+    sx = _column_scales(c.X)
+    beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)
+            for s in sx]
+    sd, corr = {}, {}
+    for info in term_infos(result):
+        sz = _column_scales(c.terms[info.index].columns)
+        sd[info.label] = [Prior("Exponential", lam=(s / sy if s > 0 else 1.0 / sy)) for s in sz]
+        if info.k > 1:
+            corr[info.label] = Prior("LKJCorr", eta=1.0)
+    sigma = Prior("Exponential", lam=1.0 / sy) if result.has_scale else None
+    return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"})
+
+
+def resolve_priors(result, priors: dict | str | None) -> ModelPriors:
+    """Defaults overridden by ``priors`` (most specific name wins), every name and prior checked;
+    ``priors="weakly_informative"`` takes :func:`weakly_informative_priors` instead."""
+    if isinstance(priors, str):
+        if priors not in PRESETS:
+            raise PriorError(f"unknown prior preset {priors!r}; presets: {', '.join(map(repr, PRESETS))}")
+        return weakly_informative_priors(result)
+    if priors is not None and not isinstance(priors, dict):
+        raise PriorError(f"priors must be a dict of name -> Prior or a preset name, got {type(priors).__name__}")
     out = default_priors(result)
     priors = dict(priors or {})
     if not isinstance(priors, dict):
@@ -310,8 +376,10 @@ def resolve_priors(result, priors: dict | None) -> ModelPriors:
         raise PriorError(f"unknown prior name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"this model's names are: {', '.join(valid)}")
     given = {k: Prior.coerce(v, k) for k, v in priors.items()}
+    family_names = set(response_family(result).bayes_parameters())
     for name, prior in given.items():
-        support = "corr" if name.startswith("corr") else ("positive" if name.startswith(("sd", "sigma")) else "real")
+        positive = name.startswith(("sd", "sigma")) or name in family_names
+        support = "corr" if name.startswith("corr") else ("positive" if positive else "real")
         check_prior(prior, name, support)
     # apply from general to specific
     for name in sorted(given, key=_specificity):
@@ -335,6 +403,8 @@ def _apply(out: ModelPriors, result, name: str, prior: Prior) -> None:
         out.beta[fixef.index(name[5:-1])] = prior
     elif name == "sigma":
         out.sigma = prior
+    elif name in out.family:
+        out.family[name] = prior
     elif name == "sd":
         out.sd = {label: [prior] * info.k for label, info in infos.items()}
     elif name == "corr":
@@ -357,39 +427,54 @@ def model_coords(result) -> dict[str, list]:
     for info in term_infos(result):
         coords[info.group] = info.levels
         coords[info.coef_dim] = info.columns
+        coords[info.sd_dim] = info.columns
         if info.k > 1:
             coords[info.pair_dim] = info.pairs
+            coords.update(dict.fromkeys(info.chol_dims, info.columns))
     coords["theta_name"] = list(result.compiled.theta_names())
     return coords
 
 
+def data_arrays(result) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The model's covariates as named arrays: X, the offset, and per term its Z columns and level indices.
+
+    The PyMC model holds them as ``pm.Data`` containers (``pm.set_data`` swaps them) and the
+    posterior's ``constant_data`` group records them under the same names.
+    """
+    c = result.compiled
+    out = {"X": (("obs", "fixef"), c.X), "offset": (("obs",), c.offset)}
+    for info in term_infos(result):
+        term = c.terms[info.index]
+        out[f"Z_{info.label}"] = (("obs", info.coef_dim), np.asarray(term.columns, dtype=float))
+        out[f"idx_{info.label}"] = (("obs",), np.asarray(term.factor.codes, dtype=np.int32))  # PyMC stores indices as int32
+    return out
+
+
 def build_pymc_model(result, priors: dict | ModelPriors | None = None):
-    """The fitted model as a ``pymc.Model`` (see the module docstring), with named coordinates."""
+    """The fitted model as a new ``pymc.Model`` (see the module docstring), with named coordinates.
+
+    Every call builds a new model, so extending one (adding a variable, ``pm.set_data``) never
+    changes what ``result.sample()`` samples.  The covariates are ``pm.Data`` containers
+    (``X``, ``offset``, ``Z_<term>``, ``idx_<term>``: see :func:`data_arrays`), and the linear
+    predictor ``eta`` and the mean ``mu`` are named deterministics over the ``obs`` dimension.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
     spec = priors if isinstance(priors, ModelPriors) else resolve_priors(result, priors)
-    c = result.compiled
     infos = term_infos(result)
-    with pm.Model(coords=model_coords(result)) as model:
-        beta = _vector_rv("beta", spec.beta, "fixef", c.fixef_names)
+    coords = {**model_coords(result), "obs": np.arange(result.nobs)}
+    with pm.Model(coords=coords) as model:
+        data = {name: pm.Data(name, value, dims=dims) for name, (dims, value) in data_arrays(result).items()}
+        beta = _vector_rv("beta", spec.beta, "fixef", result.compiled.fixef_names)
         sigma = _scalar_rv("sigma", spec.sigma) if spec.sigma is not None else None
-        eta = pt.dot(c.X, beta) + c.offset
+        eta = pt.dot(data["X"], beta) + data["offset"]
         factors = []
         for info in infos:
-            term = c.terms[info.index]
-            sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.coef_dim, info.columns)
-            if info.k > 1:
-                chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]))
-                corr = chol @ chol.T
-                rows, cols = np.triu_indices(info.k, 1)
-                pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
-                L = sd[:, None] * chol
-            else:
-                L = pt.reshape(sd, (1, 1))
+            L = _term_factor(info, spec)
             u = pm.Normal(f"u_{info.label}", 0.0, 1.0, dims=(info.group, info.coef_dim))
             b = pm.Deterministic(f"b_{info.label}", pt.dot(u, L.T), dims=(info.group, info.coef_dim))
-            eta = eta + pt.sum(term.columns * b[term.factor.codes], axis=1)
+            eta = eta + pt.sum(data[f"Z_{info.label}"] * b[data[f"idx_{info.label}"]], axis=1)
             factors.append(L)
         theta_parts = []
         for info, L in zip(infos, factors):
@@ -397,9 +482,45 @@ def build_pymc_model(result, priors: dict | ModelPriors | None = None):
             cols, rows = np.triu_indices(info.k)  # lower triangle, column-major: lme4's θ order
             theta_parts.append(T[rows, cols])
         pm.Deterministic("theta", pt.concatenate(theta_parts), dims="theta_name")
-        _likelihood(result, eta, sigma)
+        family_rvs = {name: _scalar_rv(name, prior) for name, prior in spec.family.items()}
+        eta = pm.Deterministic("eta", eta, dims="obs")
+        pm.Deterministic("mu", response_family(result).link.pytensor_inverse(pt, eta), dims="obs")
+        _likelihood(result, eta, sigma, family_rvs)
+    if "y" in model.named_vars and np.all(result.compiled.weights > 0):
+        model.named_vars_to_dims["y"] = ("obs",)  # one observed value per row: label it as eta and mu
     model.bayesmix_priors = spec
     return model
+
+
+def _term_factor(info: TermInfo, spec: ModelPriors):
+    """L = diag(sd) chol(corr) for one term, with its sd_ and corr_chol_/corr_ variables."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    sd = _vector_rv(f"sd_{info.label}", spec.sd[info.label], info.sd_dim, info.columns)
+    if info.k == 1:
+        return pt.reshape(sd, (1, 1))
+    chol = pm.LKJCorr(f"corr_chol_{info.label}", n=info.k, **filled_params(spec.corr[info.label]),
+                      dims=info.chol_dims, default_transform=_corr_transform(info.k))
+    corr = chol @ chol.T
+    rows, cols = np.triu_indices(info.k, 1)
+    pm.Deterministic(f"corr_{info.label}", corr[rows, cols], dims=info.pair_dim)
+    return sd[:, None] * chol
+
+
+def _corr_transform(n: int):
+    """PyMC's Cholesky-correlation transform under a name without "_".
+
+    PyMC strips a transform's name from the value variable's name after the last "_"; its own
+    "cholesky_corr" leaves "corr_chol_Subject_cholesky", and ``pm.compute_log_likelihood`` then
+    fails with a KeyError on every model with an LKJ prior.
+    """
+    from pymc.distributions.transforms import CholeskyCorrTransform
+
+    class _Transform(CholeskyCorrTransform):
+        name = "choleskycorr"
+
+    return _Transform(n=n, upper=False)
 
 
 def _scalar_rv(name: str, prior: Prior):
@@ -422,8 +543,8 @@ def _vector_rv(name: str, priors: list[Prior], dim: str, labels: list[str]):
     return pm.Deterministic(name, pt.stack(parts), dims=dim)
 
 
-def _likelihood(result, eta, sigma) -> None:
-    """The response's distribution given the linear predictor, with lme4's use of prior weights."""
+def _likelihood(result, eta, sigma, family_rvs: dict) -> None:
+    """The response's distribution given the linear predictor, with lme4's use of prior weights (the family's)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -431,52 +552,6 @@ def _likelihood(result, eta, sigma) -> None:
     keep = c.weights > 0  # lme4 drops zero-weight observations from the likelihood
     y, w = c.y[keep], c.weights[keep]
     eta = eta[np.flatnonzero(keep)] if not keep.all() else eta
-    if result.is_lmm:
-        pm.Normal("y", mu=eta, sigma=sigma / np.sqrt(w), observed=y)
-        return
-    fam = result.family
-    mu = _inverse_link(fam.link.name, eta)
-    if fam.name == "binomial":
-        trials, successes = np.round(w), y * w
-        if np.any(np.abs(successes - np.round(successes)) > 1e-7) or np.any(np.abs(w - trials) > 1e-7):
-            raise ValueError("the Bayesian binomial model needs whole numbers of trials and successes "
-                             "(response × weights); these are not")
-        pm.Binomial("y", n=trials.astype(int), p=mu, observed=np.round(successes).astype(int))
-    elif fam.name == "poisson":
-        if np.allclose(w, 1.0):
-            pm.Poisson("y", mu=mu, observed=y)
-        else:
-            pm.Potential("y_weighted", pt.sum(w * pm.logp(pm.Poisson.dist(mu=mu), y)))
-    elif fam.name == "Gamma":
-        shape = w / sigma**2  # lme4: Var(y) = σ² μ² / w
-        pm.Gamma("y", alpha=shape, beta=shape / mu, observed=y)
-    elif fam.name == "inverse.gaussian":
-        pm.Wald("y", mu=mu, lam=w / sigma**2, observed=y)
-    elif fam.name == "gaussian":
-        pm.Normal("y", mu=mu, sigma=sigma / np.sqrt(w), observed=y)
-    else:
-        raise ValueError(f"no Bayesian model for the {fam.name} family")
-
-
-def _inverse_link(name: str, eta):
-    import pytensor.tensor as pt
-
-    if name == "logit":
-        return pt.sigmoid(eta)
-    if name == "probit":
-        return 0.5 * pt.erfc(-eta / np.sqrt(2.0))
-    if name == "cloglog":
-        return -pt.expm1(-pt.exp(eta))
-    if name == "cauchit":
-        return 0.5 + pt.arctan(eta) / np.pi
-    if name == "log":
-        return pt.exp(eta)
-    if name == "identity":
-        return eta
-    if name == "inverse":
-        return 1.0 / eta
-    if name == "sqrt":
-        return eta**2
-    if name == "1/mu^2":
-        return 1.0 / pt.sqrt(eta)
-    raise ValueError(f"no Bayesian model for the {name} link")
+    family = response_family(result)
+    mu = family.link.pytensor_inverse(pt, eta)
+    family.pymc_likelihood(pm, pt, "y", mu, y, w, sigma if sigma is not None else 1.0, family_rvs)

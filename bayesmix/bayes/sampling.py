@@ -12,7 +12,8 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.bayes.pymc_mode
   afterwards from their exact Gaussian conditional given each draw of (σ, SDs,
   correlations); integrating β removes the funnel between β and a group SD that few
   groups create (Dyestuff2 diverged without it).  GLMMs with one scalar term integrate
-  by adaptive Gauss-Hermite quadrature; other GLMMs keep the non-centred ``u``.
+  by adaptive Gauss-Hermite quadrature; other GLMMs keep the non-centred ``u``, and so do
+  families with a sampled parameter (glmer_nb's θ, as ``log θ`` after the variance block).
   Tests check these densities against the PyMC model's ``logp``.
 * the PyMC route: ``pymc.sample`` on ``result.pymc_model`` with PyMC's, nutpie's or
   numpyro's NUTS — taken for ``sampler="pymc"`` / ``"numpyro"``, and for nutpie when a
@@ -45,6 +46,7 @@ from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     resolve_priors,
+    response_family,
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
@@ -94,6 +96,8 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
 def collapsible(result) -> bool:
     """LMMs, and GLMMs with one scalar random-effects term, can be sampled with the random effects integrated out."""
     terms = result.compiled.terms
+    if response_family(result).bayes_parameters():  # a sampled family parameter (glmer_nb's θ) keeps u
+        return False
     return result.is_lmm or (len(terms) == 1 and terms[0].k == 1)
 
 
@@ -141,7 +145,7 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
         trace = nutpie.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=progressbar,
                               save_warmup=False, cores=_parallel_chains(post, chains), target_accept=target_accept)
         x = np.asarray(trace.posterior["x"].values)
-        posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed))
+        posterior = _fast_posterior_dataset(result, post, x, np.random.default_rng(seed), progressbar)
     elapsed = time.perf_counter() - t0
     density = f"nutpie NUTS on bayesmix's {'numba-compiled' if post.kernel is not None else 'NumPy'} log density"
     if not collapsed:
@@ -171,7 +175,19 @@ def _parallel_chains(post: FastPosterior, chains: int) -> int:
     return min(chains, os.cpu_count() or 1) if getattr(post.lik, "blocked", False) else 1
 
 
-def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
+def _effects_bar(total: int, enabled: bool):
+    """tqdm over the random-effect draws that follow nutpie's own bar (long for big models; shown after 1 s)."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)  # Jupyter without ipywidgets: the text bar, unannounced
+        from tqdm.auto import tqdm
+    return tqdm(total=total, desc="drawing random effects", disable=not enabled, delay=1.0)
+
+
+def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng, progressbar: bool = False):
     import xarray as xr
 
     chains, draws, _ = x.shape
@@ -181,14 +197,23 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
     if post.collapsed:
         if hasattr(post.lik, "draw_u_batch"):
             chunks = [slice(i, i + 100) for i in range(0, len(beta), 100)]
-            u = np.concatenate([post.lik.draw_u_batch(beta[c], None, [L[c] for L in Ls], rng) for c in chunks])
+            with _effects_bar(len(beta), progressbar) as bar:
+                parts = []
+                for c in chunks:
+                    parts.append(post.lik.draw_u_batch(beta[c], None, [L[c] for L in Ls], rng))
+                    bar.update(min(c.stop, len(beta)) - c.start)
+            u = np.concatenate(parts)
         else:
             if post.kernel is not None and post.kernel.draws_u:
                 u = post.kernel.draw_u_batch(beta, sigma, Ls, rng)
             else:
                 sigmas = sigma if sigma is not None else [None] * len(beta)
-                u = np.stack([post.lik.draw_u(b, s, [L[i] for L in Ls], rng)
-                              for i, (b, s) in enumerate(zip(beta, sigmas))])
+                with _effects_bar(len(beta), progressbar) as bar:
+                    rows = []
+                    for i, (b, s) in enumerate(zip(beta, sigmas)):
+                        rows.append(post.lik.draw_u(b, s, [L[i] for L in Ls], rng))
+                        bar.update()
+                u = np.stack(rows)
             if post.integrate_beta:  # the draws of β̃ lead those of u
                 p = post.lik.p_integrated
                 beta = post.lik.beta_mean + u[:, :p] * np.diag(post.lik.beta_factor)
@@ -202,6 +227,7 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
     shape = (chains, draws)
     data = {name: (("chain", "draw", *_dims(name, post.infos)), arr.reshape(shape + arr.shape[1:]))
             for name, arr in values.items()}
+    data.update({name: (("chain", "draw"), arr.reshape(shape)) for name, arr in post.family_draws(flat).items()})
     from bayesmix.bayes.pymc_model import model_coords
 
     coords = {"chain": np.arange(chains), "draw": np.arange(draws), **model_coords(result)}
@@ -210,13 +236,17 @@ def _fast_posterior_dataset(result, post: FastPosterior, x: np.ndarray, rng):
 
 
 def _term_draws(info: TermInfo, L: np.ndarray, u: np.ndarray) -> dict:
-    """SDs, correlations and b = L u for one term, per draw (L: (draws, k, k), u: (draws, levels, k))."""
-    out = {f"sd_{info.label}": np.sqrt(np.sum(L**2, axis=-1))}
+    """SDs, correlations, b = L u, and the PyMC model's own u and corr_chol, for one term, per draw
+    (L: (draws, k, k), u: (draws, levels, k))."""
+    sd = np.sqrt(np.sum(L**2, axis=-1))
+    out = {f"sd_{info.label}": sd}
     if info.k > 1:
-        cov = L @ np.swapaxes(L, -1, -2)
-        sd = out[f"sd_{info.label}"]
+        chol = L / sd[:, :, None]  # L = diag(sd) chol(corr): the LKJCorr variable's value
+        out[f"corr_chol_{info.label}"] = chol
+        cov = chol @ np.swapaxes(chol, -1, -2)
         rows, cols = np.triu_indices(info.k, 1)
-        out[f"corr_{info.label}"] = cov[:, rows, cols] / (sd[:, rows] * sd[:, cols])
+        out[f"corr_{info.label}"] = cov[:, rows, cols]
+    out[f"u_{info.label}"] = u
     out[f"b_{info.label}"] = np.einsum("dlk,djk->dlj", u, L)
     return out
 
@@ -239,22 +269,31 @@ def _dims(name: str, infos) -> tuple[str, ...]:
         return ()
     for info in infos:
         if name == f"sd_{info.label}":
-            return (info.coef_dim,)
+            return (info.sd_dim,)
         if name == f"corr_{info.label}":
             return (info.pair_dim,)
-        if name == f"b_{info.label}":
+        if name == f"corr_chol_{info.label}":
+            return info.chol_dims
+        if name in (f"b_{info.label}", f"u_{info.label}"):
             return (info.group, info.coef_dim)
     raise KeyError(name)
 
 
 def posterior_var_names(result) -> list[str]:
+    """The posterior's variables: every free variable of the PyMC model (β, σ, sd_, corr_chol_, u_)
+    under its PyMC name, so that PyMC's own functions take the posterior, and the derived corr_, b_, θ."""
     names = ["beta"] + (["sigma"] if result.has_scale else [])
     for info in term_infos(result):
         names.append(f"sd_{info.label}")
         if info.k > 1:
-            names.append(f"corr_{info.label}")
-        names.append(f"b_{info.label}")
-    return names + ["theta"]
+            names += [f"corr_{info.label}", f"corr_chol_{info.label}"]
+        names += [f"b_{info.label}", f"u_{info.label}"]
+    return names + ["theta", *response_family(result).bayes_parameters()]
+
+
+def summary_var_names(result) -> list[str]:
+    """The model-level parameters (no per-level effects, no factor internals): β, SDs, correlations, σ."""
+    return [n for n in posterior_var_names(result) if not n.startswith(("b_", "u_", "corr_chol_", "theta"))]
 
 
 def _sample_pymc(result, spec, draws, tune, chains, seed, sampler, progressbar, target_accept):
@@ -298,6 +337,7 @@ def _pymc_initvals(result, model) -> dict:
     put("beta", r.beta_values, r.compiled.fixef_names)
     if "sigma" in free:
         values["sigma"] = float(r.sigma)
+    values.update({name: float(v) for name, v in response_family(r).parameter_estimates().items() if name in free})
     factors = starting_factors(r)
     spherical = spherical_effects(r, [sd[:, None] * corr_chol for sd, corr_chol in factors])
     for info, (sd, _), u in zip(term_infos(r), factors, spherical):
@@ -323,7 +363,38 @@ def _datatree(result, spec: ModelPriors, posterior, stats, route, elapsed, sampl
         "parametrization": "b = L u, u ~ N(0, I), L = diag(sd) chol(corr); theta = L / sigma (lme4's Λθ blocks)",
         "inference_library": "bayesmix",
     })
-    observed = xr.Dataset({"y": (("obs",), result.compiled.y)}, coords={"obs": np.arange(result.nobs)})
-    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats, "observed_data": observed})
+    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats,
+                                  "observed_data": observed_dataset(result), "constant_data": constant_dataset(result)})
+
+
+def observed_response(result) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, y) as the PyMC model observes them: rows of positive weight (lme4 drops the others from
+    the likelihood); binomial responses as counts of successes (proportion × trials)."""
+    c = result.compiled
+    rows = np.flatnonzero(c.weights > 0)
+    y = c.y[rows]
+    if response_family(result).response_is_probability:
+        y = np.round(y * c.weights[rows])
+    return rows, y
+
+
+def observed_dataset(result):
+    import xarray as xr
+
+    rows, y = observed_response(result)
+    return xr.Dataset({"y": (("obs",), y)}, coords={"obs": rows})
+
+
+def constant_dataset(result):
+    """The covariates under the PyMC model's ``pm.Data`` names (PyMC compares them to the model's on prediction)."""
+    import xarray as xr
+
+    from bayesmix.bayes.pymc_model import data_arrays, model_coords
+
+    coords = {**model_coords(result), "obs": np.arange(result.nobs)}
+    arrays = data_arrays(result)
+    used = {d for dims, _ in arrays.values() for d in dims}
+    return xr.Dataset({name: (dims, value) for name, (dims, value) in arrays.items()},
+                      coords={k: v for k, v in coords.items() if k in used})
 
 

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayesmix.engine.lmm import ProfiledDeviance
-from bayesmix.engine.optimize import OptSummary, minimize_bounded
+from bayesmix.engine.optimize import (
+    OptSummary,
+    convergence_messages,
+    final_derivatives,
+    is_singular,
+    minimize_bounded,
+)
 from bayesmix.engine.threads import blas_threads_for, dense_dimension
 
 
@@ -50,4 +56,13 @@ def fit_lmm(compiled, REML: bool = True, *, deviance: ProfiledDeviance | None = 
         sigma = float(np.sqrt(f.pwrss / dof))
         vcov = sigma**2 * deviance.fixef_covariance_unscaled(f)
     optsum = OptSummary.from_result(opt, start, compiled.theta_lower())
+    _check_convergence(deviance, opt, optsum, compiled.theta_lower())
     return LmmFit(theta, beta, b, sigma, vcov, float(opt.fun), REML, optsum, deviance, f)
+
+
+def _check_convergence(deviance, opt, optsum: OptSummary, lower) -> None:
+    """lme4's checkConv at the optimum (skipped for singular fits, as lme4 does), into the record."""
+    if is_singular(opt.x, lower):
+        return
+    optsum.gradient, optsum.hessian = final_derivatives(deviance, opt, lower)
+    optsum.messages = convergence_messages(optsum.gradient, optsum.hessian, len(opt.x), opt.fun)

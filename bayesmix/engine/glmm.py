@@ -10,7 +10,6 @@ blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +23,14 @@ from bayesmix.engine.lmm import (
     PatternMatrix,
     ProfiledDeviance,
 )
-from bayesmix.engine.optimize import OptSummary, minimize_bounded
-from bayesmix.errors import PirlsError
+from bayesmix.engine.optimize import (
+    OptSummary,
+    central_gradient,
+    convergence_messages,
+    is_singular,
+    minimize_bounded,
+)
+from bayesmix.errors import ConvergenceWarning, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
 
 
@@ -188,36 +193,59 @@ class GlmmObjective:
     # --- PIRLS ------------------------------------------------------------------------
 
     def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None, u0: np.ndarray | None = None) -> PirlsState:
-        """Conditional modes of u (and of β too when ``beta`` is None: lme4's nAGQ = 0 step)."""
-        fam, c = self.family, self.compiled
+        """Conditional modes of u (and of β too when ``beta`` is None: lme4's nAGQ = 0 step).
+
+        PIRLS starts from the warm modes (the last success, or ``u0``); when that fails it
+        retries once from a cold start (u = 0, β from the family's initialize) before the
+        evaluation counts as failed: one bad warm start must not fail every later evaluation.
+        Only a success becomes the next warm start.
+        """
+        theta = np.asarray(theta, dtype=float)
+        warm_u = self._u_warm if u0 is None else u0
+        warm_is_cold = not np.any(warm_u) and (beta is not None or self._beta_warm is None)
+        try:
+            state = self._pirls_from(theta, beta, warm_u.copy(), cold=False)
+        except PirlsError as warm_failure:
+            if warm_is_cold:
+                raise
+            try:
+                state = self._pirls_from(theta, beta, np.zeros_like(warm_u), cold=True)
+            except PirlsError as cold_failure:
+                raise PirlsError(f"{cold_failure} (a warm start failed too: {warm_failure.reason})",
+                                 theta=theta, iteration=cold_failure.iteration,
+                                 reason=cold_failure.reason) from None
+        self._u_warm = state.u
+        if beta is None:
+            self._beta_warm = state.beta
+        return state
+
+    def _pirls_from(self, theta, beta, u, cold: bool) -> PirlsState:
+        """PIRLS iterations from the modes ``u`` (warm, or zero with β from initialize when ``cold``)."""
+        c = self.compiled
         u_only = beta is not None
-        X = c.X
-        offset = c.offset
-        u = self._u_warm.copy() if u0 is None else u0.copy()
         if u_only:
-            eta = offset + X @ beta + self.system.z_lambda_u(theta, u)
-        elif self._beta_warm is not None:
+            eta = c.offset + c.X @ beta + self.system.z_lambda_u(theta, u)
+        elif self._beta_warm is not None and not cold:
             beta = self._beta_warm.copy()
-            eta = offset + X @ beta + self.system.z_lambda_u(theta, u)
+            eta = c.offset + c.X @ beta + self.system.z_lambda_u(theta, u)
         else:
             eta = self.eta_start.copy()
             u = np.zeros_like(u)
             beta = np.zeros(self.p)
-        mu = fam.link.linkinv(eta)
+        mu = self.family.link.linkinv(eta)
         old_pdev = np.inf
         previous_du = None
-        for _ in range(self.maxit):
+        for iteration in range(1, self.maxit + 1):
             w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
             if f is None:
-                raise PirlsError(
-                    "PIRLS failed: the weighted least-squares system is not positive definite (fitted means "
-                    "outside the range the family allows?); try the family's default link, rescaling "
-                    "covariates, or nAGQ=0"
-                )
+                raise _pirls_error(
+                    theta, iteration, _not_positive_definite(eta, mu, w),
+                    "try the family's default link, rescaling covariates, or nAGQ=0")
             beta_new, u_new = dev.solve(f)
             if u_only:
                 beta_new = beta
-            pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(theta, dev, u, beta, u_new, beta_new, old_pdev)
+            pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(
+                theta, dev, u, beta, u_new, beta_new, old_pdev, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
             converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and _modes_settled(du, previous_du)
             previous_du = du
@@ -225,16 +253,17 @@ class GlmmObjective:
             if converged:
                 break
         else:
-            raise PirlsError(
-                f"PIRLS did not converge in {self.maxit} iterations at theta = {np.round(theta, 6).tolist()}; "
-                "try rescaling covariates, a different link, or nAGQ=0"
-            )
+            raise _pirls_error(
+                theta, self.maxit,
+                f"did not converge in {self.maxit} iterations (last change in the modes {du:.3g}, "
+                f"penalized deviance {pdev:.6g})",
+                "try rescaling covariates, a different link, or nAGQ=0")
         # refactor at the weights of the final modes (lme4's L): a factor whose weights are
         # a 1e-9 step old measurably roughens the objective for the optimizer's differences
         w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
-        self._u_warm = u
-        if not u_only:
-            self._beta_warm = beta
+        if f is None:
+            raise _pirls_error(theta, iteration, _not_positive_definite(eta, mu, w),
+                               "try the family's default link, rescaling covariates, or nAGQ=0")
         return PirlsState(theta, beta, u, eta, mu, w, f, dev, old_pdev)
 
     def weighted_system(self, theta, eta, mu, fixed_beta=None):
@@ -254,7 +283,7 @@ class GlmmObjective:
         dev = self._deviance(X_used, self.system.cross(w, X_used, response))
         return w, dev, dev.factorize(theta)
 
-    def _halve_steps(self, theta, dev, u, beta, u_new, beta_new, old_pdev):
+    def _halve_steps(self, theta, dev, u, beta, u_new, beta_new, old_pdev, iteration=0):
         """Step halving (lme4's pwrssUpdate): shrink the step until the penalized deviance drops."""
         for _ in range(12):
             eta = self.compiled.offset + self.compiled.X @ beta_new + self.system.z_lambda_u(theta, u_new)
@@ -264,7 +293,10 @@ class GlmmObjective:
                 return pdev, eta, mu, u_new, beta_new
             u_new = 0.5 * (u + u_new)
             beta_new = 0.5 * (beta + beta_new)
-        raise PirlsError("PIRLS step-halvings failed to reduce the deviance; try rescaling covariates or nAGQ=0")
+        raise _pirls_error(
+            theta, iteration,
+            f"step-halvings failed to reduce the penalized deviance below {old_pdev:.6g} "
+            f"(last trial: {pdev:.6g})", "try rescaling covariates or nAGQ=0")
 
     def _deviance(self, X_used, cross: CrossProducts) -> ProfiledDeviance:
         return ProfiledDeviance(self.compiled.terms, X_used, None, None, reml=False, cross=cross,
@@ -346,6 +378,23 @@ class GlmmObjective:
         self._memory_modes.append(u)
         if len(self._memory_pars) > self._MEMORY:
             del self._memory_pars[0], self._memory_modes[0]
+
+
+def _pirls_error(theta, iteration: int, reason: str, advice: str) -> PirlsError:
+    """A PirlsError that says where (θ, iteration) and what diverged, and what to try."""
+    theta_text = np.array2string(np.asarray(theta), precision=6, separator=", ")
+    return PirlsError(f"PIRLS failed at theta = {theta_text}, iteration {iteration}: {reason}; {advice}",
+                      theta=np.asarray(theta, dtype=float), iteration=iteration, reason=reason)
+
+
+def _not_positive_definite(eta, mu, w) -> str:
+    """What made the weighted least-squares system not positive definite."""
+    bad_mu = int(np.sum(~np.isfinite(mu)))
+    bad_w = int(np.sum(~np.isfinite(w) | (w <= 0)))
+    eta_range = f"[{np.nanmin(eta):.4g}, {np.nanmax(eta):.4g}]" if np.isfinite(eta).any() else "not finite"
+    return ("the weighted least-squares system is not positive definite (fitted means outside the range the "
+            f"family allows?): {bad_w} working weights not positive and finite, {bad_mu} fitted means not finite, "
+            f"linear predictor in {eta_range}")
 
 
 def _modes_settled(du: float, previous_du: float | None) -> bool:
@@ -436,14 +485,30 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         hess = _reuse_polish_hessian(stage2, scale, obj.ntheta)
         if hess is None:
             hess = _hessian(obj.theta_beta, np.concatenate([theta, beta]), lower)
+        if not is_singular(theta, lower_theta):  # lme4's checkConv, in (θ, β) as lme4 computes it
+            optsum.gradient = _raw_gradient(whitened, stage2, lower, scale, obj.ntheta)
+            optsum.hessian = hess
+            messages += convergence_messages(optsum.gradient, hess, obj.ntheta, crit)
     vcov, source = _glmm_vcov(obj, state, hess)
     if source != "hessian" and nAGQ > 0:
-        warnings.warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
-                      "falling back to the one estimated from RX", stacklevel=3)
+        warn("variance-covariance matrix from the finite-difference Hessian is not positive definite: "
+             "falling back to the one estimated from RX", ConvergenceWarning)
     if not converged:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)
     return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj, optsum)
+
+
+def _raw_gradient(whitened, opt, lower, scale: np.ndarray, ntheta: int) -> np.ndarray | None:
+    """The gradient at the optimum in (θ, β): the polish's if taken there, else afresh, from whitened coordinates."""
+    g = opt.gradient if opt.gradient_at is not None and np.array_equal(opt.gradient_at, opt.x) else None
+    if g is None or not np.all(np.isfinite(g)):
+        g = central_gradient(whitened, opt.x, lower)
+    if g is None:
+        return None
+    raw = np.array(g, dtype=float)
+    raw[ntheta:] = np.linalg.solve(scale.T, g[ntheta:])  # v = S⁻¹(β - β0): ∂/∂β = S⁻ᵀ ∂/∂v
+    return raw
 
 
 def _reuse_polish_hessian(opt, scale: np.ndarray, ntheta: int) -> np.ndarray | None:

@@ -26,6 +26,7 @@ class OptimizeResult:
     hessian_at: np.ndarray | None = None  # the point it was computed at
     hessian_free: np.ndarray | None = None  # mask of the parameters it covers
     gradient: np.ndarray | None = None  # central-difference gradient at the end (NaN where held at a bound)
+    gradient_at: np.ndarray | None = None  # the point it was computed at
 
 
 @dataclass
@@ -94,7 +95,7 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
     polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
     converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
     return OptimizeResult(polish.x, polish.fx, counter.calls, converged, res.message,
-                          polish.hessian, polish.hessian_at, polish.hessian_free, polish.gradient)
+                          polish.hessian, polish.hessian_at, polish.hessian_free, polish.gradient, polish.gradient_at)
 
 
 @dataclass
@@ -169,6 +170,7 @@ class _Polish:
     hessian_at: np.ndarray | None
     hessian_free: np.ndarray | None
     gradient: np.ndarray | None = None
+    gradient_at: np.ndarray | None = None
 
 
 def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
@@ -180,7 +182,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     improved_once = stationary = False
     last_h = last_at = last_free = None
     H = None
-    gradient = None
+    gradient = gradient_at = None
     for _ in range(2 * max_steps):
         free = ~(np.isclose(x, lower, atol=1e-10, rtol=0) | np.isclose(x, upper, atol=1e-10, rtol=0))
         if not free.any():
@@ -197,6 +199,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
                 break
         gradient = np.full(len(x), np.nan)
         gradient[free] = g
+        gradient_at = x.copy()
         try:
             if np.linalg.eigvalsh(H).min() <= 0:
                 break
@@ -226,7 +229,7 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     # the bound may be optimal for a parameter the polish moved towards it: keep best seen
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
-    return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient)
+    return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient, gradient_at)
 
 
 def _stencil_steps(x, idx, lower, upper):
@@ -282,3 +285,109 @@ def _central_derivatives(fun, x, fx, free, lower, upper):
     if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
         return None, None
     return g, H
+
+
+# --- lme4's convergence checks at the optimum (checkConv, checkHess) ----------------------
+
+GRADIENT_TOL = 2e-3  # lme4's check.conv.grad tol
+HESSIAN_TOL = 1e-6  # lme4's check.conv.hess tol
+
+
+def final_derivatives(fun, opt: OptimizeResult, lower, upper=None):
+    """The gradient and Hessian of ``fun`` at ``opt.x`` (all parameters), reusing the polish's when current.
+
+    lme4 computes both afresh at the optimum (deriv12); the polish's Hessian is reused when it
+    covers every parameter and was taken within 1e-3 of the optimum (it barely changes there),
+    its gradient only when taken at the optimum itself.
+    """
+    x = np.asarray(opt.x, dtype=float)
+    lower = np.asarray(lower, dtype=float)
+    upper = np.full_like(x, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    free = np.ones(len(x), bool)
+    hessian = None
+    if opt.hessian is not None and opt.hessian_free is not None and opt.hessian_free.all():
+        if np.max(np.abs(opt.hessian_at - x), initial=0) <= 1e-3:
+            hessian = opt.hessian
+    gradient = None
+    if opt.gradient is not None and opt.gradient_at is not None and np.array_equal(opt.gradient_at, x):
+        gradient = opt.gradient
+    if hessian is None:
+        gradient, hessian = _central_derivatives(fun, x, float(fun(x)), free, lower, upper)
+    elif gradient is None or not np.all(np.isfinite(gradient)):
+        gradient = _central_gradient(fun, x, free, lower, upper)
+    return gradient, hessian
+
+
+SINGULAR_TOL = 1e-4  # lme4's check.conv.singular tol
+
+
+def is_singular(x, lower) -> bool:
+    """lme4's isSingular: a parameter with lower bound 0 (a diagonal θ) within 1e-4 of it."""
+    x, lower = np.asarray(x), np.asarray(lower)
+    return bool(np.any(x[lower == 0] < SINGULAR_TOL))
+
+
+def central_gradient(fun, x, lower, upper=None):
+    """Central-difference gradient of ``fun`` at ``x`` over every parameter (None if not finite)."""
+    x = np.asarray(x, dtype=float)
+    upper = np.full_like(x, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    return _central_gradient(fun, x, np.ones(len(x), bool), np.asarray(lower, dtype=float), upper)
+
+
+def convergence_messages(gradient, hessian, ntheta: int, fmin: float = 0.0) -> list[str]:
+    """lme4's checkConv for a fit that is not singular (lme4 skips these checks for singular fits).
+
+    The scaled gradient: max over parameters of min(|R⁻¹g|, |g|) (H = R'R, lme4's
+    ``solve(chol(H), g)``) above 0.002 means the optimizer stopped short ("failed to converge"); the Hessian (of the
+    fixed effects alone for GLMMs, then of all parameters) with a negative eigenvalue is
+    "degenerate", with a zero one "numerically singular", with a huge eigenvalue ratio
+    "nearly unidentifiable".
+    """
+    if gradient is None or hessian is None:
+        return ["unable to evaluate scaled gradient", "Problem with Hessian check (infinite or missing values?)"]
+    gradient, hessian = np.asarray(gradient, float), np.asarray(hessian, float)
+    if np.isnan(gradient).any():
+        return ["Gradient contains NAs"]
+    messages = []
+    try:
+        scaled = np.linalg.solve(np.linalg.cholesky(hessian).T, gradient)
+        worst = np.minimum(np.abs(scaled), np.abs(gradient))
+        if not np.all(np.isfinite(scaled)):
+            raise np.linalg.LinAlgError
+        if worst.max(initial=0) > GRADIENT_TOL:
+            messages.append(f"Model failed to converge with max|grad| = {worst.max():.6g} (tol = {GRADIENT_TOL:g}, "
+                            f"component {int(np.argmax(worst)) + 1})")
+    except np.linalg.LinAlgError:
+        messages.append("unable to evaluate scaled gradient")
+    # an eigenvalue below the central differences' rounding noise (~100 ε|f|/h², h = 1e-3) is zero:
+    # a criterion that does not depend on a parameter at all gives such noise, not exactly 0
+    tol = max(HESSIAN_TOL, 100 * np.finfo(float).eps * abs(fmin) / 1e-6)
+    if len(gradient) > ntheta:
+        messages += _hessian_messages(hessian[ntheta:, ntheta:], "fixed-effect ", tol)
+    messages += _hessian_messages(hessian, "", tol)
+    return messages
+
+
+def _hessian_messages(H, kind: str, tol: float = HESSIAN_TOL) -> list[str]:
+    """lme4's checkHess (``tol`` for its zero and negative eigenvalues)."""
+    if not np.all(np.isfinite(H)):
+        return ["Problem with Hessian check (infinite or missing values?)"]
+    ev = np.linalg.eigvalsh(0.5 * (H + H.T))
+    negative = int(np.sum(ev < -tol))
+    if negative:
+        return [f"Model failed to converge: degenerate {kind}Hessian with {negative} negative eigenvalue"
+                + ("s" if negative > 1 else "")]
+    try:
+        np.linalg.cholesky(H)
+        positive_definite = True
+    except np.linalg.LinAlgError:
+        positive_definite = False
+    if np.any(np.abs(ev) < tol) or not positive_definite:
+        text = f"{kind}Hessian is numerically singular: parameters are not uniquely determined"
+        return [text[:1].upper() + text[1:]]
+    out = []
+    if ev.max() * HESSIAN_TOL > 1:
+        out.append("Model is nearly unidentifiable: very large eigenvalue - Rescale variables?")
+    if ev.min() / ev.max() < HESSIAN_TOL:
+        out.append("Model is nearly unidentifiable: large eigenvalue ratio - Rescale variables?")
+    return out

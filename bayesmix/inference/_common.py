@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 
 from bayesmix.engine.fit import fit_lmm
+from bayesmix.engine.lmm import ProfiledDeviance
 from bayesmix.errors import InferenceError
 from bayesmix.results.base import MixedModelResult
 from bayesmix.results.builder import build_lmer
@@ -42,7 +43,10 @@ def refit_ml(model):
     with warnings.catch_warnings():
         # the REML fit already reported singularity; the ML refit repeats it
         warnings.filterwarnings("ignore", message="boundary \\(singular\\) fit")
-        ml = build_lmer(model.compiled, fit_lmm(model.compiled, REML=False), data_name=model.data_name)
+        # the REML fit's cross-products serve the ML fit too (a Dask fit has nothing else)
+        deviance = ProfiledDeviance(model.compiled.terms, np.zeros((0, model.compiled.p)), None, None, reml=False,
+                                    cross=model.profiled_deviance.cross)
+        ml = build_lmer(model.compiled, fit_lmm(model.compiled, REML=False, deviance=deviance), data_name=model.data_name)
     _ML_REFITS[model] = ml
     return ml
 
@@ -53,44 +57,39 @@ def message(text: str) -> None:
 
 
 class Progress:
-    """A progress bar: tqdm when installed, else a plain counter on stderr; silent when disabled."""
+    """A tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text in a terminal); silent when disabled.
 
-    def __init__(self, total: int, enabled: bool, desc: str):
+    ``with Progress(n, enabled, "desc") as bar: ... bar.update()`` closes the bar even when the work fails.
+    ``delay``: seconds before the bar appears, so that work that ends sooner prints nothing.
+    """
+
+    def __init__(self, total: int, enabled: bool, desc: str, delay: float = 0.0):
+        from tqdm import TqdmWarning
+
+        with warnings.catch_warnings():
+            # Jupyter without ipywidgets: tqdm falls back to its text bar, after a warning we need not repeat
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
+
         self.total = total
         self.done = 0
-        self._bar = None
-        self._enabled = enabled and total > 0
-        self._desc = desc
-        self._last_shown = -1
-        if self._enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, desc=desc, file=sys.stderr)
+        self._bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=not (enabled and total > 0), delay=delay)
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        if not self._enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        percent = int(100 * self.done / self.total)
-        if percent != self._last_shown and (percent % 5 == 0 or self.done == self.total):
-            self._last_shown = percent
-            sys.stderr.write(f"\r{self._desc}: {self.done}/{self.total} ({percent}%)")
-            sys.stderr.flush()
+        self._bar.update(n)
+
+    def set_postfix_str(self, text: str) -> None:
+        self._bar.set_postfix_str(text, refresh=False)  # shown at the next update (refreshing now would defeat delay)
 
     def close(self) -> None:
-        if not self._enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def column_space_contains(big: np.ndarray, small: np.ndarray, tol: float = 1e-8) -> bool:
@@ -113,7 +112,7 @@ def check_model_objects(models) -> None:
     if len(kinds) > 1:
         raise InferenceError("cannot compare a linear mixed model with a GLMM: their likelihoods are not comparable")
     if not is_lmm(models[0]):
-        families = {(m.family_name, m.link_name) for m in models}
+        families = {(m.family.comparable_name, m.link_name) for m in models}
         if len(families) > 1:
             raise InferenceError(f"the GLMMs have different families/links {sorted(families)}; their likelihoods are not comparable")
         quadrature = {m.nAGQ > 1 for m in models}
@@ -129,17 +128,38 @@ def check_same_data(models, labels) -> None:
                 f"models were not all fitted to the same size of dataset: {labels[0]} has {first.nobs} observations, "
                 f"{label} has {m.nobs} (rows with missing values dropped differently?)"
             )
-        if not (np.allclose(m.compiled.y, first.compiled.y, equal_nan=True)
-                and np.allclose(m.compiled.weights, first.compiled.weights)):
+        if rowless(m) or rowless(first):
+            same = _same_response_statistics(m, first)
+        else:
+            same = (np.allclose(m.compiled.y, first.compiled.y, equal_nan=True)
+                    and np.allclose(m.compiled.weights, first.compiled.weights))
+        if not same:
             raise InferenceError(
                 f"models were not fitted to the same response: {labels[0]} ({first.compiled.formula.response}) "
                 f"and {label} ({m.compiled.formula.response}) differ; likelihoods of different data are not comparable"
             )
 
 
+def rowless(model) -> bool:
+    """A fit to a Dask DataFrame: sufficient statistics, no rows (bayesmix.distributed)."""
+    return bool(getattr(model.compiled, "rowless", False))
+
+
+def _same_response_statistics(a, b) -> bool:
+    """Without rows: the same response text, y'Wy and Σ log w (what the likelihoods' data terms use)."""
+    if not (is_lmm(a) and is_lmm(b)) or a.compiled.formula.response != b.compiled.formula.response:
+        return False
+    ca, cb = a.profiled_deviance.cross, b.profiled_deviance.cross
+    return bool(np.isclose(ca.a_xx[-1, -1], cb.a_xx[-1, -1], rtol=1e-10, atol=0)
+                and np.isclose(ca.sum_log_weights, cb.sum_log_weights, rtol=1e-10, atol=1e-10))
+
+
 def check_nested(small, large, small_label: str, large_label: str) -> None:
     """Small must be a special case of large: its fixed and random columns spanned by large's."""
     hint = " (pass check_nested=False to compare non-nested models by AIC/BIC only)"
+    if rowless(small) or rowless(large):
+        _check_nested_by_names(small, large, small_label, large_label, hint)
+        return
     if not column_space_contains(large.compiled.X, small.compiled.X):
         raise InferenceError(
             f"models are not nested: the fixed effects of {small_label} ({', '.join(small.compiled.fixef_names)}) "
@@ -155,6 +175,22 @@ def check_nested(small, large, small_label: str, large_label: str) -> None:
     if small.df == large.df and not (column_space_contains(small.compiled.X, large.compiled.X)):
         raise InferenceError(f"models {small_label} and {large_label} have the same number of parameters "
                              f"but different fixed effects: they are not nested{hint}")
+
+
+def _check_nested_by_names(small, large, small_label, large_label, hint) -> None:
+    """Nesting without the rows: small's fixed-effect columns among large's, each random term's
+    columns among those of a term of large with the same grouping factor."""
+    extra = [n for n in small.compiled.fixef_names if n not in large.compiled.fixef_names]
+    if extra or (small.df == large.df and set(small.compiled.fixef_names) != set(large.compiled.fixef_names)):
+        raise InferenceError(
+            f"models are not nested: the fixed effects of {small_label} ({', '.join(small.compiled.fixef_names)}) "
+            f"are not contained in those of {large_label} ({', '.join(large.compiled.fixef_names)}){hint}")
+    for term in small.compiled.terms:
+        columns = {c for t in large.compiled.terms if t.group == term.group for c in t.column_names}
+        if not set(term.column_names) <= columns:
+            raise InferenceError(
+                f"models are not nested: the random term ({term.expr} | {term.group}) of {small_label} "
+                f"has no counterpart in {large_label} ({large.formula_display}){hint}")
 
 
 def percent_labels(level: float) -> list[str]:

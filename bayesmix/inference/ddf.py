@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bayesmix.engine import deviance
 from bayesmix.inference._common import InferenceError, require_lmm
 from bayesmix.inference._numderiv import hessian, jacobian
 from bayesmix.inference.lrt import AnovaTable
+from bayesmix.results.display import DisplayTable
 from bayesmix.rformat import print_coefmat, r_zapsmall
 
 _DDF_NAMES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger", "kr": "Kenward-Roger"}
@@ -78,11 +80,9 @@ def satterthwaite_parts(model) -> SatterthwaiteParts:
         f = dev.factorize(np.asarray(varpar[:-1], dtype=float))
         if f is None:
             return np.inf
-        s2 = varpar[-1] ** 2
-        out = f.ldL2 + f.pwrss / s2 + dev.n * np.log(2 * np.pi * s2)
-        if reml:
-            out += f.ldRX2 - p * np.log(2 * np.pi * s2)
-        return out
+        # the log-weights constant is left out: it cannot change a Hessian, and a large
+        # constant would only cost the central differences digits
+        return deviance.at_sigma(f, dev.n, p, varpar[-1], reml)
 
     def covbeta(varpar):
         f = dev.factorize(np.asarray(varpar[:-1], dtype=float))
@@ -311,7 +311,8 @@ def coef_table(model, ddf: str = "Satterthwaite") -> pd.DataFrame:
     _check_model(model, method)
     p = model.compiled.p
     rows = [contrast_t_test(model, np.eye(p)[i], method) for i in range(p)]
-    return pd.DataFrame(rows, index=model.compiled.fixef_names)[["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]]
+    table = pd.DataFrame(rows, index=model.compiled.fixef_names)[["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]]
+    return DisplayTable(table)  # shown rounded, numbers kept whole
 
 
 def format_coef_table(model, ddf: str = "Satterthwaite", digits: int = 4) -> str:
@@ -387,7 +388,7 @@ class _FixedStructure:
         c = model.compiled
         self.X = c.X
         self.names = list(c.fixef_names)
-        self.ev = Evaluator(c.data)
+        self.ev = Evaluator(c.data, state=c.frame_state)  # the training coding and transforms
         self.fixed_text = c.formula.fixed
         full = model_matrix(c.formula.fixed, self.ev)
         owner = dict(zip(full.names, full.term_of_column))

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+import html
 import inspect
-import warnings
+import linecache
 
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
     InferenceError,
     check_model_objects,
     check_same_data,
-    check_nested as require_nested,
     is_lmm,
     message,
     refit_ml,
 )
+from bayesmix.inference._common import (
+    check_nested as require_nested,
+)
+from bayesmix.results.display import html_table, rounded
 from bayesmix.rformat import print_coefmat
 
 
@@ -38,6 +44,11 @@ class AnovaTable(pd.DataFrame):
 
     def __repr__(self) -> str:
         return self.to_r_string()
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the heading, then the table rounded (integers as integers, p-values as R)."""
+        heading = "".join(f"<div>{html.escape(line)}</div>" for line in (getattr(self, "heading", None) or []))
+        return heading + html_table(rounded(pd.DataFrame(self), digits=5))  # print.anova's digits
 
 
 def print_anova(table: pd.DataFrame, heading=(), digits: int = 5) -> str:
@@ -82,7 +93,7 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
         message("refitting model(s) with ML (instead of REML)")
         models = tuple(refit_ml(m) for m in models)
     elif any(reml) and not all(reml):
-        warnings.warn("some models fit with REML = TRUE, some not", stacklevel=2)
+        warn("some models fit with REML = TRUE, some not", BayesmixWarning)
     npar = np.array([m.df for m in models])
     order = np.argsort(npar, kind="stable")
     models = [models[i] for i in order]
@@ -99,7 +110,7 @@ def anova(*models, names=None, refit: bool = True, check_nested: bool = True) ->
         p = np.where(df == 0, np.nan, chi2.sf(chisq, np.where(df == 0, 1, df)))
     p[0] = np.nan
     table = AnovaTable({
-        "npar": npar.astype(float),
+        "npar": npar.astype(int),
         "AIC": -2.0 * loglik + 2.0 * npar,
         "BIC": -2.0 * loglik + npar * np.log(nobs),
         "logLik": loglik,
@@ -129,7 +140,12 @@ def _model_names(models, names) -> list[str]:
 
 
 def _names_in_caller(models) -> list[str] | None:
-    """The caller's variable names for the models (lme4 deparses its call), when unambiguous."""
+    """The caller's names for the models, as lme4 deparses its call's arguments.
+
+    First the text of the arguments in the calling expression (``anova(m0, m1)`` gives
+    ``m0``, ``m1``; works in scripts and in Jupyter, whose cells are in ``linecache``);
+    else a variable bound to each model, the caller's locals before its globals.
+    """
     frame = inspect.currentframe()
     try:
         caller = frame.f_back.f_back.f_back if frame is not None else None
@@ -137,13 +153,41 @@ def _names_in_caller(models) -> list[str] | None:
             caller = caller.f_back
         if caller is None:
             return None
-        scope = {**caller.f_globals, **caller.f_locals}
-        out = []
-        for m in models:
-            hits = [k for k, v in scope.items() if v is m and not k.startswith("_")]
-            if len(hits) != 1:
-                return None
-            out.append(hits[0])
-        return out if len(set(out)) == len(out) else None
+        found = _argument_texts(caller, len(models)) or _bound_names(caller, models)
+        return found if found and len(set(found)) == len(found) else None
     finally:
         del frame
+
+
+def _argument_texts(caller, n: int) -> list[str] | None:
+    """The source text of the positional arguments of the call the caller is executing, if it has ``n``."""
+    try:
+        positions = list(caller.f_code.co_positions())[caller.f_lasti // 2]
+        line, end_line, col, end_col = positions
+        if None in positions:
+            return None
+        lines = [linecache.getline(caller.f_code.co_filename, i) for i in range(line, end_line + 1)]
+        if not all(lines):
+            return None
+        lines[-1] = lines[-1][:end_col]
+        lines[0] = lines[0][col:]
+        node = ast.parse("".join(lines).strip(), mode="eval").body
+    except (SyntaxError, ValueError, IndexError):
+        return None
+    if not isinstance(node, ast.Call) or len(node.args) != n or any(isinstance(a, ast.Starred) for a in node.args):
+        return None
+    return [ast.unparse(a) for a in node.args]
+
+
+def _bound_names(caller, models) -> list[str] | None:
+    """For each model the one name bound to it, looking in the caller's locals, then its globals."""
+    out = []
+    for m in models:
+        for scope in (caller.f_locals, caller.f_globals):
+            hits = [k for k, v in scope.items() if v is m and not k.startswith("_")]
+            if hits:
+                break
+        if len(hits) != 1:
+            return None
+        out.append(hits[0])
+    return out

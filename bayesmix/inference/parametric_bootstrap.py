@@ -29,6 +29,7 @@ from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.glmm import fit_glmm
 from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 from bayesmix.engine.threads import dense_dimension
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import (
     InferenceError,
     Progress,
@@ -42,6 +43,7 @@ from bayesmix.inference._common import (
 from bayesmix.results.builder import build_glmer, build_lmer
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 from bayesmix.rformat import print_coefmat
+from bayesmix.spec.terms import b_from_u, z_times
 
 # --- simulation -------------------------------------------------------------------------------
 
@@ -73,7 +75,7 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
     q = sum(t.q for t in c.terms)
     out = np.empty((c.n, nsim))
     for i in range(nsim):
-        eta = fixed + scale * _z_lambda_u(c.terms, model.theta_values, rng.standard_normal(q))
+        eta = fixed + scale * z_times(c.terms, b_from_u(c.terms, model.theta_values, rng.standard_normal(q)))
         if is_lmm(model):
             out[:, i] = eta + model.sigma / np.sqrt(c.weights) * rng.standard_normal(c.n)
         else:
@@ -81,41 +83,13 @@ def _simulate_matrix(model, nsim: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _z_lambda_u(terms, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``Z Λ(θ) u``, term by term."""
-    out = np.zeros(len(terms[0].factor.codes))
-    t0 = u0 = 0
-    for term in terms:
-        T = term.factor_matrix(theta[t0 : t0 + term.ntheta])
-        b = u[u0 : u0 + term.q].reshape(term.nlevels, term.k) @ T.T
-        out += np.einsum("ij,ij->i", term.columns, b[term.factor.codes])
-        t0 += term.ntheta
-        u0 += term.q
-    return out
-
-
 def _simulate_glmm_response(model, eta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    fam = model.family
-    mu = fam.link.linkinv(eta)
-    w = model.compiled.weights
-    if fam.name == "binomial":
-        if np.any(np.abs(w - np.round(w)) > 1e-8):
-            raise InferenceError("cannot simulate binomial responses with non-integer numbers of trials (weights)")
-        trials = np.round(w).astype(np.int64)
-        return rng.binomial(trials, mu) / np.maximum(trials, 1)
-    if fam.name == "poisson":
-        return rng.poisson(mu).astype(float)
-    # the dispersion φ = σ²/w; lme4 uses shape σ·w (Gamma) and w/σ (inverse Gaussian), which do not give the
-    # fitted variance φ μ² (φ μ³); these use the fitted variance
-    phi = model.sigma**2 / w
-    if fam.name == "Gamma":
-        shape = 1.0 / phi
-        return rng.gamma(shape, mu / shape)
-    if fam.name == "gaussian":
-        return mu + np.sqrt(phi) * rng.standard_normal(mu.shape)
-    if fam.name == "inverse.gaussian":
-        return rng.wald(mu, 1.0 / phi)
-    raise InferenceError(f"simulation is not implemented for the {fam.name} family")
+    """The response given the linear predictor: the family draws it (σ is 1 for families without a scale).
+
+    For Gamma and inverse Gaussian the draws have the fitted variance σ² V(μ)/w; lme4's shapes σ·w and
+    w/σ do not.
+    """
+    return model.family.simulate(model.family.link.linkinv(eta), model.compiled.weights, model.sigma, rng)
 
 
 # --- refitting ---------------------------------------------------------------------------------
@@ -130,8 +104,7 @@ class RefitSpec:
     REML: bool
     theta0: np.ndarray
     data_name: str
-    family_class: type | None = None
-    link_name: str | None = None
+    family: object = None  # the fitted family (picklable), fixed shape parameters included
     nAGQ: int = 1
     _lmm_refitter: object = field(default=None, repr=False, compare=False)
 
@@ -140,7 +113,7 @@ class RefitSpec:
         if is_lmm(model):
             return cls(model.compiled, True, model.REML, model.theta_values.copy(), model.data_name)
         return cls(model.compiled, False, False, model.theta_values.copy(), model.data_name,
-                   type(model.family), model.family.link.name, model.nAGQ)
+                   model.family, model.nAGQ)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -160,7 +133,7 @@ class RefitSpec:
         return self._refit_glmm(y)
 
     def _refit_glmm(self, y):
-        family = self.family_class(self.link_name)
+        family = self.family
         compiled = replace(self.compiled, y=y)
         family.check_response(y, compiled.weights)
         fit = fit_glmm(compiled, family, nAGQ=self.nAGQ)
@@ -255,7 +228,15 @@ class _LrtJob:
 
 
 def _init_worker():
-    """One BLAS thread per worker process: the processes already use the cores."""
+    """One BLAS thread per worker process (the processes already use the cores); Ctrl-C is the parent's.
+
+    A terminal's Ctrl-C reaches every process of the group: workers ignore it, so that it
+    does not abort one refit each and let them carry on with the queue, and the parent
+    stops them all at once (``_stop_workers``).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from threadpoolctl import threadpool_limits
 
@@ -272,8 +253,8 @@ def _run(job, ys: np.ndarray, n_jobs, progress: bool, desc: str, dense_dim: int 
         try:
             pickle.dumps(job)
         except Exception as exc:  # noqa: BLE001 - lambdas/closures cannot go to other processes
-            warnings.warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
-                          "Define it at module level to use all cores.", stacklevel=3)
+            warn(f"the statistic cannot be sent to worker processes ({exc}); running sequentially. "
+                          "Define it at module level to use all cores.", BayesmixWarning)
             workers = 1
     bar = Progress(nsim, progress, desc)
     total = _Outcome([], Counter(), Counter())
@@ -300,17 +281,38 @@ def _run_in_pool(job, ys: np.ndarray, workers: int, total: _Outcome, bar: Progre
     chunk = max(1, min(50, nsim // (4 * workers)))
     tasks = [(job, [ys[:, i] for i in range(s, min(s + chunk, nsim))]) for s in range(0, nsim, chunk)]
     done = 0
+    pool = None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker) as pool:
-                for out in pool.map(_refit_chunk, tasks):
-                    _merge(total, out)
-                    done += len(out.values)
-                    bar.update(len(out.values))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_init_worker)
+            for out in pool.map(_refit_chunk, tasks):
+                _merge(total, out)
+                done += len(out.values)
+                bar.update(len(out.values))
+        pool.shutdown(wait=True)
+    except KeyboardInterrupt:
+        _stop_workers(pool)  # one Ctrl-C stops everything now, leaving no worker behind
+        raise
     except (BrokenProcessPool, OSError, RuntimeError, pickle.PicklingError) as exc:
-        warnings.warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", stacklevel=4)
+        _stop_workers(pool)
+        warn(f"worker processes failed ({type(exc).__name__}: {exc}); finishing sequentially", BayesmixWarning)
     return done
+
+
+def _stop_workers(pool) -> None:
+    """Cancel what is queued and end the worker processes without waiting for their refits."""
+    if pool is None:
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def _merge(total: _Outcome, part: _Outcome) -> None:
@@ -434,7 +436,7 @@ def bootstrap(model, func, nsim: int = 500, seed=None, n_jobs=None, progress: bo
             t[i] = v
     n_failed = sum(v is None for v in out.values)
     if n_failed:
-        warnings.warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", stacklevel=2)
+        warn(f"some bootstrap runs failed ({n_failed}/{nsim}); see .errors", BayesmixWarning)
     return BootResult(pd.Series(t0, index=names), pd.DataFrame(t, columns=names), n_failed,
                       dict(out.warnings), dict(out.errors), seed)
 
@@ -524,7 +526,7 @@ def pb_test(m0, m1, nsim: int = 1000, seed=None, n_jobs=None, progress: bool = T
     ref = np.array([v[0] if v is not None else np.nan for v in out.values])
     n_failed = int(np.isnan(ref).sum())
     if n_failed:
-        warnings.warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", stacklevel=2)
+        warn(f"{n_failed} of {nsim} bootstrap refits failed and are left out", BayesmixWarning)
     positive = ref[ref > 0]
     n_extreme = int(np.sum(tobs < positive))
     p_pb = (1 + n_extreme) / (1 + len(positive))

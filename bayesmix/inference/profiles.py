@@ -19,7 +19,6 @@ interval end.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -27,10 +26,20 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 from scipy.stats import chi2, norm
 
-from bayesmix.inference._common import InferenceError, is_lmm, percent_labels, refit_ml
+from bayesmix.engine import deviance
+from bayesmix.engine.scalar_laplace import ScalarLaplace
+from bayesmix.errors import BayesmixWarning, warn
+from bayesmix.inference._common import (
+    InferenceError,
+    Progress,
+    is_lmm,
+    percent_labels,
+    refit_ml,
+)
 from bayesmix.results.varcorr import sdcor_from_theta, sdcor_names
 
 _MAXPTS = 100
+PROFILE_BAR_DELAY_S = 1.0  # most profiles take well under a second: no bar for those
 _MAXMULT = 10.0
 _DEVTOL = 1e-9
 
@@ -95,7 +104,7 @@ class _LmmProfiler:
         f = self.dev.factorize(theta_from_sdcor(self.terms, vp[:-1], s))
         if f is None:
             return np.inf
-        return f.ldL2 + f.pwrss / s**2 + self.n * np.log(2 * np.pi * s**2) - self.log_w
+        return deviance.at_sigma(f, self.n, 0, s, False, self.log_w)
 
     def beta_at(self, vp: np.ndarray) -> np.ndarray:
         f = self.dev.factorize(theta_from_sdcor(self.terms, vp[:-1], vp[-1]))
@@ -130,7 +139,7 @@ class _GlmmProfiler:
         self.terms = fit.compiled.terms
         self.ntheta = fit.compiled.ntheta
         # Laplace with one scalar term: a vectorized PIRLS; otherwise (AGQ, vector terms) the engine's objective
-        self.fast = _ScalarLaplace(fit.compiled, fit.family) if _ScalarLaplace.applies(fit) else None
+        self.fast = ScalarLaplace(fit.compiled, fit.family) if ScalarLaplace.applies(fit) else None
         self.objective = fit.glmm_fit.objective
 
     def deviance(self, par: np.ndarray) -> float:
@@ -139,62 +148,6 @@ class _GlmmProfiler:
         if self.fast is not None:
             return self.fast(theta, beta)
         return self.objective.theta_beta(np.concatenate([theta, beta]))
-
-
-class _ScalarLaplace:
-    """The Laplace deviance for one scalar random-effects term: the levels decouple, so PIRLS is vectorized Newton."""
-
-    @staticmethod
-    def applies(fit) -> bool:
-        return len(fit.compiled.terms) == 1 and fit.compiled.terms[0].k == 1 and fit.nAGQ == 1
-
-    def __init__(self, compiled, family):
-        term = compiled.terms[0]
-        self.codes = term.factor.codes
-        self.nl = term.nlevels
-        self.z = term.columns[:, 0]
-        self.X = compiled.X
-        self.offset = compiled.offset
-        self.y = compiled.y
-        self.pw = compiled.weights
-        self.trials = compiled.response_trials if compiled.response_trials is not None else np.ones_like(self.y)
-        self.family = family
-        self.u = np.zeros(self.nl)
-
-    def _level_sum(self, values):
-        return np.bincount(self.codes, values, minlength=self.nl)
-
-    def __call__(self, theta, beta) -> float:
-        fam, link = self.family, self.family.link
-        tz = theta[0] * self.z
-        eta0 = self.offset + self.X @ beta
-        u = self.u.copy()
-        mu = link.linkinv(eta0 + tz * u[self.codes])
-        pdev = self._level_sum(fam.dev_resids(self.y, mu, self.pw)) + u**2
-        for _ in range(60):
-            mu_eta = link.mu_eta(eta0 + tz * u[self.codes])
-            w = self.pw * mu_eta**2 / fam.variance(mu)
-            working = tz * u[self.codes] + (self.y - mu) / mu_eta
-            u_new = self._level_sum(w * tz * working) / (1.0 + self._level_sum(w * tz**2))
-            for _halving in range(30):
-                mu_new = link.linkinv(eta0 + tz * u_new[self.codes])
-                pdev_new = self._level_sum(fam.dev_resids(self.y, mu_new, self.pw)) + u_new**2
-                worse = ~(pdev_new <= pdev + 1e-12 * np.abs(pdev))
-                if not worse.any():
-                    break
-                u_new = np.where(worse, 0.5 * (u + u_new), u_new)
-            step = np.max(np.abs(u_new - u))
-            u, mu, pdev = u_new, mu_new, pdev_new
-            if step < 1e-11:
-                break
-        if not np.all(np.isfinite(u)):
-            return np.inf
-        self.u = u
-        mu_eta = link.mu_eta(eta0 + tz * u[self.codes])
-        w = self.pw * mu_eta**2 / fam.variance(mu)
-        ldL2 = np.sum(np.log1p(self._level_sum(w * tz**2)))
-        dev = fam.dev_resids(self.y, mu, self.pw).sum()
-        return float(ldL2 + u @ u + fam.aic(self.y, self.trials, mu, self.pw, dev))
 
 
 # --- the profile ----------------------------------------------------------------------------
@@ -220,11 +173,12 @@ class Profile(pd.DataFrame):
         return plot_profile(self, **kwargs)
 
 
-def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 / 8) -> Profile:
+def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 / 8, progress: bool = True) -> Profile:
     """lme4's ``profile(m)``: the signed root deviance of each parameter, the others re-optimized.
 
     ``which``: parameter names (``sd_...``, ``cor_...``, ``sigma``, fixed-effect names),
     ``"theta_"`` (all variance parameters), ``"beta_"`` (all fixed effects), or None for all.
+    ``progress``: a tqdm bar, one step per parameter (``False``: silent).
     """
     from bayesmix.engine.threads import blas_threads_for, dense_dimension
 
@@ -232,8 +186,8 @@ def profile(model, which=None, alphamax: float = 0.01, delta_cutoff: float = 1 /
     fit = refit_ml(model)
     with blas_threads_for(dense_dimension(fit.compiled)):
         if is_lmm(fit):
-            return _profile_lmm(fit, which, alphamax, delta_cutoff)
-        return _profile_glmm(fit, which, alphamax, delta_cutoff)
+            return _profile_lmm(fit, which, alphamax, delta_cutoff, progress)
+        return _profile_glmm(fit, which, alphamax, delta_cutoff, progress)
 
 
 def _check_profile_supported(model) -> None:
@@ -372,7 +326,7 @@ def _profile_parameter(w: int, opt: np.ndarray, lower: np.ndarray, upper: np.nda
     return rows
 
 
-def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
+def _profile_lmm(fit, which, alphamax, delta_cutoff, progress: bool = False) -> Profile:
     prof = _LmmProfiler(fit)
     sigma_ml = np.sqrt(fit.factorization.pwrss / prof.n)
     vp_opt = np.concatenate([sdcor_from_theta(prof.terms, fit.theta_values, sigma_ml), [sigma_ml]])
@@ -388,13 +342,16 @@ def _profile_lmm(fit, which, alphamax, delta_cutoff) -> Profile:
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     chosen = _select(which, names, nvp)
     records = []
-    for w in chosen:
-        if w < nvp:
-            rows = _profile_parameter(w, vp_opt, lower, upper, nvp, prof.varpar_deviance, base, stepper,
-                                      extra=prof.beta_at)
-        else:
-            rows = _profile_fixed_effect(prof, fit, w - nvp, opt, base, stepper)
-        records.append((names[w], rows))
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
+        for w in chosen:
+            bar.set_postfix_str(names[w])
+            if w < nvp:
+                rows = _profile_parameter(w, vp_opt, lower, upper, nvp, prof.varpar_deviance, base, stepper,
+                                          extra=prof.beta_at)
+            else:
+                rows = _profile_fixed_effect(prof, fit, w - nvp, opt, base, stepper)
+            records.append((names[w], rows))
+            bar.update()
     bounds = {n: (lower[i], upper[i]) if i < nvp else (np.nan, np.nan) for i, n in enumerate(names)}
     return _as_profile(records, names, bounds)
 
@@ -433,7 +390,7 @@ def _profile_fixed_effect(prof: _LmmProfiler, fit, j: int, opt: np.ndarray, base
     return rows
 
 
-def _profile_glmm(fit, which, alphamax, delta_cutoff) -> Profile:
+def _profile_glmm(fit, which, alphamax, delta_cutoff, progress: bool = False) -> Profile:
     prof = _GlmmProfiler(fit)
     sd_opt = sdcor_from_theta(prof.terms, fit.theta_values)
     opt = np.concatenate([sd_opt, fit.beta_values])
@@ -448,9 +405,13 @@ def _profile_glmm(fit, which, alphamax, delta_cutoff) -> Profile:
     cutoff = math.sqrt(chi2.ppf(1 - alphamax, len(opt)))
     stepper = _Stepper(cutoff, cutoff * delta_cutoff)
     records = []
-    for w in _select(which, names, len(sd_opt)):
-        rows = _profile_parameter(w, opt, lower, upper, len(opt), prof.deviance, base, stepper)
-        records.append((names[w], rows))
+    chosen = _select(which, names, len(sd_opt))
+    with Progress(len(chosen), progress, "profile", delay=PROFILE_BAR_DELAY_S) as bar:
+        for w in chosen:
+            bar.set_postfix_str(names[w])
+            rows = _profile_parameter(w, opt, lower, upper, len(opt), prof.deviance, base, stepper)
+            records.append((names[w], rows))
+            bar.update()
     bounds = {n: (lower[i], upper[i]) for i, n in enumerate(names)}
     return _as_profile(records, names, bounds)
 
@@ -546,9 +507,9 @@ def _interval_ends(part: pd.DataFrame, zeta_levels: np.ndarray, name: str) -> np
         return _predict_poly_spline(knots, coef, zeta_levels)
     except (ValueError, np.linalg.LinAlgError):
         if np.any(np.diff(z) < -0.01):
-            warnings.warn(f"non-monotonic profile for {name}", stacklevel=4)
+            warn(f"non-monotonic profile for {name}", BayesmixWarning)
             return np.full(len(zeta_levels), np.nan)
-        warnings.warn(f"bad spline fit for {name}: falling back to linear interpolation", stacklevel=4)
+        warn(f"bad spline fit for {name}: falling back to linear interpolation", BayesmixWarning)
         return np.interp(zeta_levels, z, x, left=np.nan, right=np.nan)
 
 
@@ -611,7 +572,7 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", nsim
     if key == "wald":
         table = wald_confint(model, level)
     elif key == "profile":
-        table = profile(model, which=parm).confint(level)
+        table = profile(model, which=parm, progress=progress).confint(level)
     elif key == "boot":
         from bayesmix.inference.parametric_bootstrap import bootstrap, sdcor_and_fixef
 

@@ -20,12 +20,13 @@ components (``m_alt``, ``m0`` given) it is an approximation that simulation stud
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
+from bayesmix.errors import BayesmixWarning, warn
 from bayesmix.inference._common import InferenceError, message, require_lmm
+from bayesmix.results.varcorr import sd_and_corr
 
 
 @dataclass
@@ -78,7 +79,7 @@ def exact_rlrt(m, m_alt=None, m0=None, nsim: int = 10000, seed=None, log_grid_hi
         return RLRTResult(0.0, 1.0, np.zeros(0), int(nsim))
     sample = rlrt_null_sample(m, nsim, seed, log_grid_hi, log_grid_lo, gridlength)
     if np.quantile(sample, 0.9) == 0:
-        warnings.warn(f"Null distribution has mass {np.mean(sample == 0):.3g} at zero.", stacklevel=2)
+        warn(f"Null distribution has mass {np.mean(sample == 0):.3g} at zero.", BayesmixWarning)
     return RLRTResult(observed, float(np.mean(observed < sample)), sample, int(nsim))
 
 
@@ -132,8 +133,9 @@ def _eigenvalues(m) -> np.ndarray:
     term = c.terms[0]
     Z = term.z_matrix().toarray()
     cov = m.term_covariances()[0]
-    sd = np.sqrt(np.diag(cov))
-    corr = cov / np.outer(sd, sd) if np.all(sd > 0) else np.eye(term.k)
+    sd, corr = sd_and_corr(cov)
+    if not np.all(sd > 0):  # a zero SD leaves the correlation undefined; RLRsim takes it as none
+        corr = np.eye(term.k)
     sqrt_sigma = np.kron(np.eye(term.nlevels), np.linalg.cholesky(corr).T)  # R's chol(): upper triangular
     q, _ = np.linalg.qr(c.X)
     resid = Z - q @ (q.T @ Z)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from bayesmix.engine.families import Gaussian
+from bayesmix.engine.response import residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results import methods
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.predict import linear_predictor
 from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_frame
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
+
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
 
 
 class MixedModelResult:
@@ -62,7 +66,8 @@ class MixedModelResult:
     @property
     def coef_table(self) -> pd.DataFrame:
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        table = pd.DataFrame({"Estimate": est, "Std. Error": se, "t value": est / se}, index=self.compiled.fixef_names)
+        return DisplayTable(table)  # shown rounded, numbers kept whole
 
     @property
     def theta(self) -> pd.Series:
@@ -118,6 +123,32 @@ class MixedModelResult:
                     frame[col] = re[col]
             out[group] = frame
         return out
+
+    def tidy(self, effects: str = "ran_vals", post=None):
+        """broom.mixed's ``tidy(m, effects="ran_vals")``: level, term, estimate, std.error (from
+        ``ranef_condvar``); ``effects="fixed"`` for β; with ``post`` the posterior's mean and SD."""
+        if post is not None:
+            return methods.tidy_posterior(self, post, effects=effects)
+        from bayesmix.results.tables import tidy
+
+        return tidy(self, effects=effects)
+
+    def icc(self, post=None):
+        """performance's ``icc()``: adjusted and conditional ICC, overall and per grouping factor;
+        with ``post``, their posterior draws (see :mod:`bayesmix.results.icc_r2`)."""
+        if post is not None:
+            return methods.posterior_variance(self, post, "icc")
+        from bayesmix.results.icc_r2 import icc
+
+        return icc(self)
+
+    def r2(self, post=None):
+        """performance's ``r2_nakagawa()``: marginal and conditional R²; with ``post``, their posterior draws."""
+        if post is not None:
+            return methods.posterior_variance(self, post, "r2")
+        from bayesmix.results.icc_r2 import r2
+
+        return r2(self)
 
     # --- fit statistics -----------------------------------------------------------------
 
@@ -178,13 +209,38 @@ class MixedModelResult:
         """Conditional fitted values on the response scale."""
         return self.linear_predictor()
 
-    def predict(self, newdata: pd.DataFrame | None = None, re_form=None, type: str = "response") -> np.ndarray:
-        """Predictions as lme4's ``predict``: ``re_form=None`` uses every random term,
-        ``re_form="~0"`` (or ``NA``) none, a formula of random terms just those.
-        Levels not seen in fitting get the population-level prediction.
+    def predict(self, source=None, /, newdata=None, re_form=None, type: str = "response", *, kind: str = "mean",
+                sample_new_groups: bool = False, interval: str | None = None, level: float = 0.95, nsim: int = 1000,
+                random_seed=None):
+        """Predictions as lme4's ``predict``: ``m.predict(newdata, re_form, type)``.
+
+        ``re_form=None`` uses every random term, ``re_form="~0"`` (or ``NA``) none, a formula of
+        random terms just those.  Levels not seen in fitting, and missing grouping values, get the
+        population-level prediction (lme4's ``allow.new.levels = TRUE``).
+
+        * ``interval="confidence"`` or ``"prediction"`` (with ``level``): a DataFrame ``fit``,
+          ``lwr``, ``upr`` — Wald from vcov(β), or simulation (``nsim``, ``random_seed``); see
+          :mod:`bayesmix.results.intervals`.
+        * ``m.predict(post, newdata=None, kind="mean", re_form=None, sample_new_groups=False)``
+          with a posterior from :meth:`sample`: draws (chain, draw, obs) as an ``xarray.DataArray``;
+          ``kind`` "link", "mean" or "response" (see :func:`bayesmix.bayes.predictive.predict`).
         """
+        if methods.is_posterior(source):
+            return methods.posterior_predict(self, source, newdata=newdata, kind=kind, re_form=re_form,
+                                             sample_new_groups=sample_new_groups, random_seed=random_seed)
+        if source is not None:
+            if newdata is not None and isinstance(newdata, pd.DataFrame):
+                raise ArgumentError("give newdata once: m.predict(newdata) or m.predict(newdata=...)")
+            if newdata is not None:  # today's positional order m.predict(newdata, re_form, type)
+                re_form, type = newdata, re_form if re_form is not None else type
+            newdata = source
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
+        if interval is not None:
+            from bayesmix.results.intervals import predict_interval
+
+            return predict_interval(self, newdata, re_form=re_form, type=type, interval=interval, level=level,
+                                    nsim=nsim, seed=random_seed)
         eta = linear_predictor(self, newdata, re_form)
         return self._inverse_link(eta) if type == "response" else eta
 
@@ -192,20 +248,18 @@ class MixedModelResult:
         return eta
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
-        y, mu = self.compiled.y, self.fitted()
-        # lme4's residuals.lmerMod: "working" residuals of an LMM are response residuals
-        # (the working response is y itself); prior weights enter Pearson and deviance ones.
-        if type in ("response", "working"):
-            r = y - mu
-        elif type in ("pearson", "deviance"):
-            r = (y - mu) * np.sqrt(self.compiled.weights)
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'response', 'pearson', 'deviance' or 'working'")
+        """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
+        Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
+        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property
     def scaled_residuals(self) -> np.ndarray:
         return self.residuals(type="pearson", scaled=True)
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the scaled residuals, as summary prints them (a Dask fit computes them on the cluster)."""
+        return np.quantile(np.asarray(self.scaled_residuals, dtype=float), [0, 0.25, 0.5, 0.75, 1])
 
     # --- display ------------------------------------------------------------------------
 
@@ -251,21 +305,55 @@ class MixedModelResult:
         return f"<{kind} fit by {self.method}: {self.formula_display}, {self.nobs} obs>"
 
     def _repr_html_(self) -> str:
-        return "<pre>" + html.escape(self.summary()) + "</pre>"
+        """Jupyter's view: fit statistics, random and fixed effects as tables; lme4's text in a ``<details>``."""
+        from bayesmix.results.display import fit_html
+
+        return fit_html(self, self.summary())
 
     # --- the Bayesian model (bayesmix.bayes.pymc_model, bayesmix.bayes.sampling) -------------------------
 
-    @cached_property
+    @property
     def pymc_model(self):
-        """This model in PyMC with bayesmix's default priors, for users to inspect or extend."""
+        """This model in PyMC with bayesmix's default priors: a new ``pymc.Model`` at every access
+        (see :meth:`to_pymc`)."""
         return methods.pymc_model(self)
+
+    def to_pymc(self, priors: dict | None = None):
+        """This model in PyMC (default priors, or ``priors``), new at every call, to inspect or extend.
+
+        Extending it never changes :meth:`sample`, which builds its own; sample an extended model
+        with ``pymc.sample(model=...)``.  It holds the covariates as ``pm.Data`` (``X``, ``offset``,
+        ``Z_<term>``, ``idx_<term>``) and names the linear predictor ``eta`` and the mean ``mu``.
+        """
+        return methods.pymc_model(self, priors=priors)
 
     def sample(self, draws: int = 1000, tune: int = 1000, chains: int = 4, random_seed=None, sampler: str = "nutpie",
                progressbar: bool = True, priors: dict | None = None, collapse: bool | None = None,
-               target_accept: float = 0.9):
+               target_accept: float = 0.9, log_likelihood: bool = False):
         """Posterior draws of this model under near-flat priors (or ``priors``): an ArviZ ``DataTree``.
 
         See :func:`bayesmix.bayes.sample`; ``bm.compare(m, post)`` sets them beside the estimates.
+        The posterior holds every free variable of :meth:`to_pymc`'s model under its PyMC name, so
+        ``pm.sample_posterior_predictive(post, model=m.pymc_model)`` resamples only ``y``.
+        ``log_likelihood=True`` adds the pointwise log-likelihood (see :meth:`log_likelihood`).
         """
-        return methods.sample(self, draws=draws, tune=tune, chains=chains, random_seed=random_seed, sampler=sampler,
-                      progressbar=progressbar, priors=priors, collapse=collapse, target_accept=target_accept)
+        post = methods.sample(self, draws=draws, tune=tune, chains=chains, random_seed=random_seed, sampler=sampler,
+                              progressbar=progressbar, priors=priors, collapse=collapse, target_accept=target_accept)
+        return methods.log_likelihood(self, post) if log_likelihood else post
+
+    def log_likelihood(self, post, group: str | None = None):
+        """Add the pointwise log-likelihood group to ``post`` (for ``az.loo``, ``az.compare``) and return it.
+
+        One value per observation, conditional on the random effects; ``group="Subject"`` sums them
+        per level (leave-one-group-out; see :mod:`bayesmix.bayes.predictive`).
+        """
+        return methods.log_likelihood(self, post, group=group)
+
+    def sample_prior_predictive(self, draws: int = 500, priors=None, random_seed=None):
+        """Prior and prior-predictive draws (``prior``, ``prior_predictive`` groups) under the default
+        priors, ``priors`` (a dict) or the preset ``priors="weakly_informative"``."""
+        return methods.sample_prior_predictive(self, draws=draws, priors=priors, random_seed=random_seed)
+
+    def sample_posterior_predictive(self, post, random_seed=None):
+        """Add a ``posterior_predictive`` group (``y`` per draw and row, as ``observed_data``) to ``post``."""
+        return methods.sample_posterior_predictive(self, post, random_seed=random_seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bayesmix.engine.response import sigma_ml
 from bayesmix.errors import (
     ConvergenceWarning,
     FitError,
@@ -24,11 +25,11 @@ SINGULAR_MESSAGE = "boundary (singular) fit: see help('isSingular')"
 SINGULAR_TOL = 1e-4
 
 
-def build_lmer(compiled, fit, *, data_name: str = "df", diagnose: bool = True) -> LmerResult:
-    """An LmerResult from an ``engine.fit.LmmFit``."""
+def build_lmer(compiled, fit, *, data_name: str = "df", diagnose: bool = True, result_class=LmerResult) -> LmerResult:
+    """An LmerResult from an ``engine.fit.LmmFit`` (``result_class``: a subclass, e.g. a Dask fit's)."""
     _require_finite(fit.criterion, fit.theta, fit.beta, fit.sigma)
     messages = _optimizer_messages(fit.optsum, compiled, fit.theta)
-    result = LmerResult(
+    result = result_class(
         compiled, fit.theta, fit.beta, fit.b, fit.sigma, fit.vcov, fit.criterion,
         method="REML" if fit.reml else "ML", optimizer_messages=messages, converged=fit.optsum.converged,
         data_name=data_name, deviance_obj=fit.deviance, factorization=fit.factorization, optsum=fit.optsum,
@@ -43,10 +44,7 @@ def build_glmer(compiled, family, fit, *, data_name: str = "df", diagnose: bool 
     _require_finite(fit.criterion, fit.theta, fit.beta)
     sigma = 1.0
     if family.has_scale:
-        # lme4's sigmaML for GLMMs: sqrt(pwrss / n), pwrss = Pearson RSS + ||u||^2
-        state = fit.state
-        pearson = (compiled.y - state.mu) ** 2 * compiled.weights / family.variance(state.mu)
-        sigma = float(np.sqrt((pearson.sum() + state.u @ state.u) / compiled.n))
+        sigma = sigma_ml(family, compiled.y, fit.state.mu, compiled.weights, fit.state.u)
     b = b_from_u(compiled.terms, fit.theta, fit.state.u)
     method = "Laplace" if fit.objective.nAGQ == 1 else "AGQ"
     # the RX fallback is unscaled: lme4's vcov is sigma² (RX'RX)⁻¹ then, as vcov_rx() gives
@@ -80,9 +78,11 @@ def _optimizer_messages(optsum, compiled, theta) -> list[str]:
     messages = []
     if not optsum.converged:
         messages.append(f"optimizer ({optsum.optimizer}) convergence code: 1 (did not converge)")
+    checks = [m for m in optsum.messages if not m.startswith("optimizer (")]  # lme4's checkConv findings
+    if (checks or _is_singular(compiled, theta)) and not messages:
+        messages.append(f"optimizer ({optsum.optimizer}) convergence code: 0 (OK)")
+    messages += checks
     if _is_singular(compiled, theta):
-        if not messages:
-            messages.append(f"optimizer ({optsum.optimizer}) convergence code: 0 (OK)")
         messages.append(SINGULAR_MESSAGE)
     return messages
 

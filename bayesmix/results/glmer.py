@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from bayesmix.errors import ArgumentError
+from bayesmix.engine.response import residuals
 from bayesmix.results.base import MixedModelResult
+from bayesmix.results.display import DisplayTable
 from bayesmix.results.varcorr import term_covariances
 
 
@@ -33,6 +34,11 @@ class GlmerResult(MixedModelResult):
     def has_scale(self) -> bool:
         return bool(self.family.has_scale)
 
+    @property
+    def df(self) -> int:
+        """``attr(logLik(m), "df")``: lme4 also counts the family's shape (the negative binomial's θ, even fixed)."""
+        return super().df + self.family.extra_df
+
     def term_covariances(self) -> list[np.ndarray]:
         return term_covariances(self.compiled.terms, self.theta_values, self.sigma if self.has_scale else 1.0)
 
@@ -41,7 +47,7 @@ class GlmerResult(MixedModelResult):
         est, se = self.beta_values, np.sqrt(np.diag(self.vcov_values))
         stat = est / se
         label = "t value" if self.has_scale else "z value"
-        return pd.DataFrame({"Estimate": est, "Std. Error": se, label: stat, "Pr(>|z|)": 2 * ndtr(-np.abs(stat))},
+        return DisplayTable({"Estimate": est, "Std. Error": se, label: stat, "Pr(>|z|)": 2 * ndtr(-np.abs(stat))},
                             index=self.compiled.fixef_names)
 
     @property
@@ -61,6 +67,14 @@ class GlmerResult(MixedModelResult):
         v = rx_vcov(self.glmm_fit.objective, self.glmm_fit.state) * (self.sigma**2 if self.has_scale else 1.0)
         return pd.DataFrame(v, index=self.compiled.fixef_names, columns=self.compiled.fixef_names)
 
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional variances of the random effects (lme4's ``condVar``) from the PIRLS factorization
+        at the estimates; keyed by term, each (levels, k, k)."""
+        from bayesmix.results.lmer import conditional_variances
+
+        return conditional_variances(self.glmm_fit.state.factorization, self.compiled.terms, self.group_labels(),
+                                     self.relative_factors(), self.sigma**2 if self.has_scale else 1.0)
+
     def _inverse_link(self, eta):
         return self.family.link.linkinv(eta)
 
@@ -68,15 +82,6 @@ class GlmerResult(MixedModelResult):
         return self.family.link.linkinv(self.linear_predictor())
 
     def residuals(self, type: str = "deviance", scaled: bool = False) -> np.ndarray:
-        y, mu, wt = self.compiled.y, self.fitted(), self.compiled.weights
-        if type == "response":
-            r = y - mu
-        elif type == "pearson":
-            r = (y - mu) * np.sqrt(wt) / np.sqrt(self.family.variance(mu))
-        elif type == "deviance":
-            r = np.sign(y - mu) * np.sqrt(np.maximum(self.family.dev_resids(y, mu, wt), 0.0))
-        elif type == "working":
-            r = (y - mu) / self.family.link.mu_eta(self.linear_predictor())
-        else:
-            raise ArgumentError(f"unknown residual type {type!r}; use 'deviance', 'pearson', 'response' or 'working'")
+        """lme4's ``residuals(m, type)`` (deviance by default, as for glmerMod)."""
+        r = residuals(self.family, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r

@@ -62,3 +62,49 @@ def sample(result, **kwargs):
     from bayesmix.bayes.sampling import sample as _sample
 
     return _sample(result, **kwargs)
+
+
+def is_posterior(value) -> bool:
+    """A posterior from ``m.sample()`` (an ArviZ DataTree / InferenceData with a posterior group)."""
+    children = getattr(value, "children", None)
+    return children is not None and "posterior" in children
+
+
+def posterior_predict(result, post, **kwargs):
+    from bayesmix.bayes.predictive import predict
+
+    return predict(result, post, **kwargs)
+
+
+def log_likelihood(result, post, **kwargs):
+    from bayesmix.bayes.predictive import log_likelihood as _log_likelihood
+
+    return _log_likelihood(result, post, **kwargs)
+
+
+def sample_posterior_predictive(result, post, **kwargs):
+    from bayesmix.bayes.predictive import (
+        sample_posterior_predictive as _sample_posterior_predictive,
+    )
+
+    return _sample_posterior_predictive(result, post, **kwargs)
+
+
+def tidy_posterior(result, post, **kwargs):
+    from bayesmix.bayes.compare import tidy_posterior as _tidy_posterior
+
+    return _tidy_posterior(result, post, **kwargs)
+
+
+def posterior_variance(result, post, which: str):
+    from bayesmix.bayes.variance import posterior_icc, posterior_r2
+
+    return posterior_icc(result, post) if which == "icc" else posterior_r2(result, post)
+
+
+def sample_prior_predictive(result, **kwargs):
+    from bayesmix.bayes.predictive import (
+        sample_prior_predictive as _sample_prior_predictive,
+    )
+
+    return _sample_prior_predictive(result, **kwargs)

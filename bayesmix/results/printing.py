@@ -16,13 +16,13 @@ from bayesmix.rformat import (
     print_named_vector,
     r_abbreviate,
     r_cat_fill,
-    r_deparse_lines,
     r_format,
     r_format_number,
     r_round,
     r_strwrap,
     r_zapsmall,
 )
+from bayesmix.spec.rexpr import deparse_lines
 
 SUMMARY_DIGITS = max(3, R_DIGITS - 3)  # print.summary.merMod's default digits
 COR_MAX = 12  # getOption("lme4.summary.cor.max")
@@ -79,7 +79,6 @@ def summary_parts(result) -> SummaryParts:
     for label, term, cov in zip(result.group_labels(), result.compiled.terms, result.term_covariances()):
         sd, corr = sd_and_corr(cov)
         blocks.append(RandomEffectBlock(label, list(term.column_names), sd, corr))
-    residuals = np.asarray(result.scaled_residuals, dtype=float)
     return SummaryParts(
         is_lmm=result.is_lmm,
         reml=bool(result.is_lmm and result.REML),
@@ -95,7 +94,7 @@ def summary_parts(result) -> SummaryParts:
         bic=float(result.bic),
         loglik=float(result.loglik),
         df_resid=int(result.df_resid),
-        residual_quantiles=list(np.quantile(residuals, [0, 0.25, 0.5, 0.75, 1])),
+        residual_quantiles=list(result.scaled_residual_quantiles()),
         random_effects=blocks,
         residual_sd=float(result.sigma) if result.has_scale else None,
         nobs=int(result.nobs),
@@ -159,7 +158,7 @@ def _family_lines(parts: SummaryParts) -> list[str]:
 
 
 def _call_lines(parts: SummaryParts) -> list[str]:
-    lines = r_cat_fill(["Formula:"] + r_deparse_lines(parts.formula))
+    lines = r_cat_fill(["Formula:"] + deparse_lines(parts.formula))
     if parts.data_name:
         lines += r_cat_fill(["   Data:", str(parts.data_name)])
     if parts.weights_name:

@@ -6,22 +6,26 @@ here, before any fitting, and rows with missing values are dropped and counted.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from bayesmix.errors import DataWarning, warn
+from bayesmix.spec import checks
 from bayesmix.spec.design import (
     DataError,
     Evaluator,
+    FrameState,
     as_factor,
     drop_rank_deficient,
-    interaction_factor,
+    factor_of,
     is_categorical,
     model_matrix,
 )
 from bayesmix.spec.formula import ParsedFormula, cbind_arguments, parse_formula
+from bayesmix.spec.rexpr import Name, Node, parse
+from bayesmix.spec.termalgebra import expand_terms
 from bayesmix.spec.terms import RandomEffectsTerm, order_terms
 
 
@@ -43,6 +47,7 @@ class CompiledModel:
     offset_name: str | None = None  # the offset= argument as lme4 prints it (formula offsets are not)
     response_trials: np.ndarray | None = None  # binomial: trials per row (cbind or weights)
     raw_weights: np.ndarray | None = None  # the prior weights as given (before trials)
+    frame_state: FrameState = field(default_factory=FrameState)  # what rebuilds X and Z for new rows
 
     @property
     def n(self) -> int:
@@ -81,29 +86,46 @@ def compile_model(
     offset=None,
     binomial_response: bool = False,
     check_levels_vs_nobs: bool = True,
+    frame_state: FrameState | None = None,
 ) -> CompiledModel:
-    """Parse, check and build the model's matrices (lme4's ``lFormula``)."""
+    """Parse, check and build the model's matrices (lme4's ``lFormula``).
+
+    ``frame_state``: the model-frame state of a larger data set these rows are a piece of
+    (bayesmix.distributed): factors get its levels and ``scale()`` its parameters, and no
+    column is dropped for rank deficiency here, where only all rows can tell.
+    """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise DataError("data has no rows")
-    parsed = parse_formula(formula)
-    ev_all = Evaluator(data)
-    _check_names(parsed, ev_all, weights)
+    parsed = parse_formula(formula, columns=data.columns)
+    data = checks.check_columns(data, checks.used_columns(data, formula, weights, offset))
+    expressions = _model_expressions(parsed, weights, offset)
+    ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)
+    # every name checked, scale() and poly() learned on all rows (as R), missing values found
+    values = {node.deparse(): (node, ev_all.evaluate(node)) for node in expressions}
 
     weights_name = weights if isinstance(weights, str) else ("weights" if weights is not None else None)
-    data, n_dropped = _drop_missing(parsed, data, ev_all, weights, offset)
+    data, n_dropped = _drop_missing(values, data, ev_all, weights, offset)
     if len(data) == 0:
         raise DataError("no rows left after removing rows with missing values")
-    ev = Evaluator(data)
+    ev = Evaluator(data, state=ev_all.state, learning=frame_state is None)
 
     y, trials = _response(parsed.response, ev, binomial_response)
-    prior = _prior_weights(weights, data)
+    prior = _prior_weights(weights, data, ev)
     offset_vec = _offset(parsed, ev, offset, data)
 
     fixed = model_matrix(parsed.fixed, ev)
-    X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
     terms = order_terms([_random_term(spec, ev) for spec in parsed.random])
+    made_nan = checks.nonfinite_rows(_evaluated_columns(parsed, y, trials, prior, offset_vec, fixed, terms))
+    if made_nan is not None:  # NaN made past the model frame (e.g. by a contrast): drop those rows, start again
+        return _without_rows(made_nan, formula, data, weights, offset, n_dropped,
+                             binomial_response=binomial_response, check_levels_vs_nobs=check_levels_vs_nobs)
+    checks.check_weights(prior)
+    if frame_state is None:
+        X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
+    else:  # a partition of data fitted elsewhere (bayesmix.distributed): the columns the state fixed
+        X, names, dropped = fixed.matrix, list(fixed.names), []
     _check_terms(terms, len(y), check_levels_vs_nobs)
 
     return CompiledModel(
@@ -121,38 +143,65 @@ def compile_model(
         offset_name=offset if isinstance(offset, str) else ("offset" if offset is not None else None),
         response_trials=trials,
         raw_weights=prior,
+        frame_state=ev.state,
     )
 
 
-def _check_names(parsed: ParsedFormula, ev: Evaluator, weights) -> None:
-    pieces = [parsed.response, parsed.fixed, *parsed.offsets]
-    for term in parsed.random:
-        pieces += [term.expr, term.group]
-    missing = []
-    for piece in pieces:
-        missing += [m for m in ev.unknown_names(piece) if m not in missing]
-    if isinstance(weights, str) and weights not in ev.data.columns:
-        missing.append(weights)
-    if missing:
-        cols = ", ".join(map(repr, ev.data.columns))
-        raise DataError(f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found in data (columns: {cols})")
+def _evaluated_columns(parsed, y, trials, prior, offset_vec, fixed, terms) -> dict:
+    """What spec.checks.nonfinite_rows inspects, keyed by the names the user wrote."""
+    named = {parsed.response: y, "weights": prior, "offset": offset_vec}
+    if trials is not None:
+        named[parsed.response] = np.column_stack([y, trials])
+    named.update(zip(fixed.names, fixed.matrix.T))
+    for t in terms:
+        named.update({f"{name} (in ({t.expr} | {t.group}))": col for name, col in zip(t.column_names, t.columns.T)})
+    return named
 
 
-def _drop_missing(parsed, data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
-    text = " ".join([parsed.response, parsed.fixed, *parsed.offsets] + [f"{t.expr} {t.group}" for t in parsed.random])
-    used = ev.referenced_columns(text)
-    if isinstance(weights, str):
-        used.append(weights)
-    mask = ~data[used].isna().any(axis=1).to_numpy() if used else np.ones(len(data), bool)
+def _without_rows(drop, formula, data, weights, offset, n_dropped, **kwargs) -> CompiledModel:
+    """compile_model again on the rows kept (arrays given for weights/offset cut to match)."""
+    keep = ~drop
+    extras = {}
+    for name, given in (("weights", weights), ("offset", offset)):
+        if given is None or isinstance(given, str):
+            extras[name] = given
+        else:
+            extras[name] = np.asarray(data[f"({name})"] if f"({name})" in data else given, dtype=float)[keep]
+    rows = data.loc[keep].drop(columns=[c for c in ("(weights)", "(offset)") if c in data]).reset_index(drop=True)
+    compiled = compile_model(formula, rows, **extras, **kwargs)
+    compiled.n_dropped += n_dropped + int(drop.sum())
+    return compiled
+
+
+def _model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:
+    """Every expression the model frame evaluates: response, variables, offsets, groups, weights."""
+    nodes = [parse(parsed.response)]
+    for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]:
+        nodes += [v for term in expand_terms(rhs).terms for v in term]
+    nodes += [parse(text) for text in [*parsed.offsets, *(t.group for t in parsed.random)]]
+    nodes += [parse(extra) for extra in (weights, offset) if isinstance(extra, str)]
+    return nodes
+
+
+def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
+    """R's ``na.omit`` on the model frame: rows missing a used column or an evaluated variable go."""
+    used = list(dict.fromkeys(col for node, _ in values.values() for col in ev.referenced_columns(node)))
+    column_missing = data[used].isna().to_numpy() if used else np.zeros((len(data), 0), bool)
+    mask = ~column_missing.any(axis=1)
+    counts = [f"{col}: {int(k)}" for col, k in zip(used, column_missing.sum(axis=0)) if k]
+    for key, (node, value) in values.items():  # e.g. log(-1), or a value outside factor(x, levels =)
+        gone = _missing_rows(value) & mask
+        if gone.any() and not isinstance(node, Name):
+            counts.append(f"{key}: {int(gone.sum())}")
+            mask &= ~gone
     for extra in (weights, offset):
         if extra is not None and not isinstance(extra, str):
             mask &= ~np.isnan(np.asarray(extra, dtype=float))
     n_dropped = int((~mask).sum())
     if n_dropped:
-        per_column = data[used].isna().sum() if used else pd.Series(dtype=int)
-        where = ", ".join(f"{col}: {int(k)}" for col, k in per_column.items() if k)
-        warnings.warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
-                      + (f" (missing in {where})" if where else ""), stacklevel=4)
+        where = ", ".join(counts)
+        warn(f"{n_dropped} row{'s' if n_dropped > 1 else ''} with missing values removed"
+             + (f" (missing in {where})" if where else ""), DataWarning)
         data = data.loc[mask]
         if weights is not None and not isinstance(weights, str):
             data = data.assign(**{"(weights)": np.asarray(weights, dtype=float)[mask]})
@@ -161,13 +210,23 @@ def _drop_missing(parsed, data, ev, weights, offset) -> tuple[pd.DataFrame, int]
     return data.reset_index(drop=True), n_dropped
 
 
+def _missing_rows(value) -> np.ndarray:
+    if is_categorical(value) and not isinstance(value, np.ndarray):
+        return np.asarray(value.codes) < 0
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return np.zeros(len(arr), bool)
+    missing = np.isnan(arr.astype(float))
+    return missing.any(axis=1) if missing.ndim == 2 else missing
+
+
 def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.ndarray | None]:
     pair = cbind_arguments(text)
     if pair is not None:
         if not binomial:
             raise DataError("cbind(successes, failures) responses are for binomial glmer models")
-        succ = np.asarray(ev.evaluate(pair[0]), dtype=float)
-        fail = np.asarray(ev.evaluate(pair[1]), dtype=float)
+        succ = _numeric(ev, pair[0], "the successes in the response")
+        fail = _numeric(ev, pair[1], "the failures in the response")
         if np.any(succ < 0) or np.any(fail < 0):
             raise DataError(f"negative counts in the response {text}")
         trials = succ + fail
@@ -175,6 +234,8 @@ def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.
             y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
         return y, trials
     values = ev.evaluate(text)
+    if isinstance(values, np.ndarray) and values.dtype == bool:  # a logical response counts TRUE as 1, as R
+        return values.astype(float), None
     if is_categorical(values):
         if not binomial:
             raise DataError(f"the response {text!r} is not numeric (it is categorical)")
@@ -190,13 +251,26 @@ def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.
     return y, None
 
 
-def _prior_weights(weights, data: pd.DataFrame) -> np.ndarray:
+def _numeric(ev: Evaluator, text: str, what: str) -> np.ndarray:
+    values = ev.evaluate(text)
+    if is_categorical(values) and not isinstance(values, np.ndarray):
+        raise DataError(f"{what} {text!r} must be numeric, not categorical")
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1:
+        raise DataError(f"{what} {text!r} must be a single column")
+    return values
+
+
+def _prior_weights(weights, data: pd.DataFrame, ev: Evaluator) -> np.ndarray:
     if weights is None:
         return np.ones(len(data))
-    w = data["(weights)"] if not isinstance(weights, str) and "(weights)" in data else (
-        data[weights] if isinstance(weights, str) else weights
-    )
-    w = np.asarray(w, dtype=float)
+    if isinstance(weights, str):  # a column or an expression, read by the formula evaluator
+        values = ev.evaluate(weights)
+        if is_categorical(values):
+            raise DataError(f"weights {weights!r} must be numeric, not categorical")
+        w = np.asarray(values, dtype=float)
+    else:
+        w = np.asarray(data.get("(weights)", weights), dtype=float)
     if w.shape != (len(data),):
         raise DataError(f"weights has {w.size} values for {len(data)} rows")
     if np.any(w < 0):
@@ -207,10 +281,10 @@ def _prior_weights(weights, data: pd.DataFrame) -> np.ndarray:
 def _offset(parsed: ParsedFormula, ev: Evaluator, offset, data: pd.DataFrame) -> np.ndarray:
     total = np.zeros(len(data))
     for text in parsed.offsets:
-        total = total + np.asarray(ev.evaluate(text), dtype=float)
+        total = total + _numeric(ev, text, "the offset")
     if offset is not None:
         if isinstance(offset, str):
-            total = total + np.asarray(ev.evaluate(offset), dtype=float)
+            total = total + _numeric(ev, offset, "the offset")
         else:
             values = data["(offset)"] if "(offset)" in data else offset
             values = np.asarray(values, dtype=float)
@@ -221,10 +295,11 @@ def _offset(parsed: ParsedFormula, ev: Evaluator, offset, data: pd.DataFrame) ->
 
 
 def grouping_factor(group: str, ev: Evaluator):
-    """Evaluate a grouping factor; ``a:b`` is the interaction of factors, as R's ``:``."""
-    parts = [p.strip() for p in group.split(":")]
-    factors = [as_factor(ev.evaluate(p), p) for p in parts]
-    return factors[0] if len(factors) == 1 else interaction_factor(factors)
+    """Evaluate a grouping factor (``a:b`` is the interaction, as R's ``:``) with the model frame's levels."""
+    values = ev.evaluate(group)
+    if not is_categorical(values) and np.ndim(values) != 1:
+        raise DataError(f"the grouping factor {group!r} must be a single column")
+    return factor_of(values, group, ev)
 
 
 def _random_term(spec, ev: Evaluator) -> RandomEffectsTerm:

@@ -22,7 +22,7 @@ import pandas as pd
 from bayesmix.errors import ArgumentError
 from bayesmix.spec.design import Evaluator, FrameState, as_factor, is_categorical
 from bayesmix.spec.formula import parse_formula
-from bayesmix.spec.model import _missing_rows, _model_expressions
+from bayesmix.spec.model import missing_rows, model_expressions
 from bayesmix.spec.rexpr import Call, Literal, Name, Node, parse
 from bayesmix.spec.rfuncs import FUNCTIONS, bind_arguments
 
@@ -43,7 +43,7 @@ class ModelSpec:
 
     def expressions(self) -> list[Node]:
         """Every expression the model frame evaluates (as ``spec.model.compile_model`` lists them)."""
-        return _model_expressions(self.parsed(), self.weights, self.offset)
+        return model_expressions(self.parsed(), self.weights, self.offset)
 
     def check(self) -> None:
         for node in self.expressions():
@@ -132,7 +132,7 @@ def model_rows(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, dict]:
     mask = ~column_missing.any(axis=1)
     missing = {str(col): int(k) for col, k in zip(used, column_missing.sum(axis=0))}
     for key, (node, value) in values.items():
-        gone = _missing_rows(value) & mask
+        gone = missing_rows(value) & mask
         if not isinstance(node, Name):
             missing[key] = missing.get(key, 0) + int(gone.sum())
             mask &= ~gone

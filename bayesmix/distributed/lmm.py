@@ -16,7 +16,6 @@ import pandas as pd
 
 from bayesmix.distributed import is_dask_collection
 from bayesmix.distributed.model import RowlessModel
-from bayesmix.distributed.quantiles import exact_quantiles
 from bayesmix.distributed.passes import (
     ModelSpec,
     compile_partition,
@@ -24,6 +23,7 @@ from bayesmix.distributed.passes import (
     learn_frame,
     model_rows,
 )
+from bayesmix.distributed.quantiles import exact_quantiles
 from bayesmix.engine.fit import fit_lmm
 from bayesmix.engine.lmm import CrossProducts, ProfiledDeviance
 from bayesmix.errors import ArgumentError, DataError, DataWarning, warn
@@ -31,7 +31,7 @@ from bayesmix.results.builder import build_lmer
 from bayesmix.results.lmer import LmerResult
 from bayesmix.results.predict import terms_in
 from bayesmix.spec.design import Evaluator, FrameState, drop_rank_deficient
-from bayesmix.spec.model import _check_terms
+from bayesmix.spec.model import check_terms
 from bayesmix.spec.terms import z_times
 
 
@@ -96,7 +96,7 @@ def rowless_model(spec: ModelSpec, record, sums, state: FrameState) -> tuple[Row
     nobs = record.rows - record.dropped
     _, names, dropped = drop_rank_deficient(sums.r_x, sums.fixef_names)
     keep = [sums.fixef_names.index(n) for n in names]
-    _check_terms(sums.terms, nobs, True)
+    check_terms(sums.terms, nobs, True)
     model = RowlessModel(
         spec.parsed(), names, sums.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
         dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state,

@@ -100,7 +100,7 @@ def compile_model(
         raise DataError("data has no rows")
     parsed = parse_formula(formula, columns=data.columns)
     data = checks.check_columns(data, checks.used_columns(data, formula, weights, offset))
-    expressions = _model_expressions(parsed, weights, offset)
+    expressions = model_expressions(parsed, weights, offset)
     ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)
     # every name checked, scale() and poly() learned on all rows (as R), missing values found
     values = {node.deparse(): (node, ev_all.evaluate(node)) for node in expressions}
@@ -126,7 +126,7 @@ def compile_model(
         X, names, dropped = drop_rank_deficient(fixed.matrix, fixed.names)
     else:  # a partition of data fitted elsewhere (bayesmix.distributed): the columns the state fixed
         X, names, dropped = fixed.matrix, list(fixed.names), []
-    _check_terms(terms, len(y), check_levels_vs_nobs)
+    check_terms(terms, len(y), check_levels_vs_nobs)
 
     return CompiledModel(
         formula=parsed,
@@ -173,7 +173,7 @@ def _without_rows(drop, formula, data, weights, offset, n_dropped, **kwargs) -> 
     return compiled
 
 
-def _model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:
+def model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:
     """Every expression the model frame evaluates: response, variables, offsets, groups, weights."""
     nodes = [parse(parsed.response)]
     for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]:
@@ -190,7 +190,7 @@ def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame
     mask = ~column_missing.any(axis=1)
     counts = [f"{col}: {int(k)}" for col, k in zip(used, column_missing.sum(axis=0)) if k]
     for key, (node, value) in values.items():  # e.g. log(-1), or a value outside factor(x, levels =)
-        gone = _missing_rows(value) & mask
+        gone = missing_rows(value) & mask
         if gone.any() and not isinstance(node, Name):
             counts.append(f"{key}: {int(gone.sum())}")
             mask &= ~gone
@@ -210,7 +210,7 @@ def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame
     return data.reset_index(drop=True), n_dropped
 
 
-def _missing_rows(value) -> np.ndarray:
+def missing_rows(value) -> np.ndarray:
     if is_categorical(value) and not isinstance(value, np.ndarray):
         return np.asarray(value.codes) < 0
     arr = np.asarray(value)
@@ -310,7 +310,7 @@ def _random_term(spec, ev: Evaluator) -> RandomEffectsTerm:
     return RandomEffectsTerm(spec.group, factor, lhs.matrix, tuple(lhs.names), spec.expr)
 
 
-def _check_terms(terms: list[RandomEffectsTerm], n: int, check_levels_vs_nobs: bool) -> None:
+def check_terms(terms: list[RandomEffectsTerm], n: int, check_levels_vs_nobs: bool) -> None:
     for t in terms:
         if t.nlevels < 2:
             raise DataError(

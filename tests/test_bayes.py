@@ -644,6 +644,7 @@ def test_sampling_a_failed_fit_is_refused():
     ({"sampler": "stan"}, "unknown sampler 'stan'"),
     ({"draws": 0}, "draws must be a positive integer"),
     ({"chains": 1.5}, "chains must be a positive integer"),
+    ({"draws": True}, "draws must be a positive integer, got True"),
     ({"collapse": True, "sampler": "pymc"}, "collapse=True is available with sampler='nutpie'"),
 ])
 def test_bad_sampling_arguments(kwargs, match):

@@ -74,7 +74,8 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
     if sampler not in SAMPLERS:
         raise ArgumentError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
     for name, value in (("draws", draws), ("tune", tune), ("chains", chains)):
-        if not isinstance(value, int | np.integer) or value < (0 if name == "tune" else 1):
+        # a bool is an int to Python, but draws=True is a mistake, not one draw
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < (0 if name == "tune" else 1):
             raise ArgumentError(f"{name} must be a {'non-negative' if name == 'tune' else 'positive'} integer, got {value!r}")
     spec = resolve_priors(result, priors)
     seed = int(np.random.SeedSequence(random_seed).generate_state(1)[0] >> 1) if not isinstance(random_seed, int | np.integer) else int(random_seed)

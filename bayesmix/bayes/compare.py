@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.bayes.pymc_model import (
-    response_family,
     term_infos,
 )
 from bayesmix.bayes.sampling import check_posterior_belongs, summary_var_names
@@ -80,7 +79,7 @@ def frequentist_table(result) -> pd.DataFrame:
             rows.append((f"corr_{info.label}[{pair}]", "corr", corr, np.nan))
     if result.has_scale:
         rows.append(("sigma", "sigma", result.sigma, np.nan))
-    rows += [(name, "family", value, np.nan) for name, value in response_family(result).parameter_estimates().items()]
+    rows += [(name, "family", value, np.nan) for name, value in result.response_family.parameter_estimates().items()]
     frame = pd.DataFrame(rows, columns=["parameter", "kind", "estimate", "se"]).set_index("parameter")
     return frame
 

@@ -16,7 +16,6 @@ from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     filled_params,
-    response_family,
 )
 
 # random effects up to which an LMM is sampled with them integrated out by a dense Cholesky; beyond, by
@@ -395,7 +394,7 @@ class FullModel:
                           for t, codes in zip(c.terms, self.codes)]
         self.blocks = _Blocks(c.terms)
         self.q = self.blocks.q
-        self.family = response_family(result)
+        self.family = result.response_family
         self.normal = self.family.fast_route() == "normal"
         y, w = c.y[keep], c.weights[keep]
         if self.normal:

@@ -17,7 +17,6 @@ from bayesmix.bayes.densities import (
 from bayesmix.bayes.pymc_model import (
     ModelPriors,
     filled_params,
-    response_family,
     term_infos,
 )
 
@@ -26,7 +25,7 @@ _H = 1e-20  # complex-step size (as bayesmix.bayes.densities'): derivatives exac
 
 def fast_route_reason(result, priors: ModelPriors) -> str | None:
     """Why the fast route cannot take this model (None when it can)."""
-    family = response_family(result)
+    family = result.response_family
     if family.fast_route() is None:
         return f"the {family.name} family with the {family.link.name} link"
     if family.response_is_probability:
@@ -63,7 +62,7 @@ class FastPosterior:
         self.q = 0 if collapsed else self.lik.q
         self.variance = VarianceBlock(self.infos, priors)
         self.beta_prior = BetaPrior([] if self.integrate_beta else priors.beta)
-        self.family = FamilyBlock(response_family(result), priors.family)
+        self.family = FamilyBlock(result.response_family, priors.family)
         if self.family.size and collapsed:
             raise ValueError("the family's sampled parameters need the random effects kept (collapse=False)")
         self.dim = self.p + self.q + self.variance.size + self.family.size

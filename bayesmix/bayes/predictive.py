@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesmix.bayes.pymc_model import response_family, term_infos
+from bayesmix.bayes.pymc_model import term_infos
 from bayesmix.bayes.sampling import observed_response
 from bayesmix.errors import ArgumentError
 from bayesmix.results.intervals import simulate_response as simulate
@@ -72,14 +72,14 @@ def _new_level_effects(post, info, labels, z, rng) -> np.ndarray:
 
 
 def inverse_link(result, eta: np.ndarray) -> np.ndarray:
-    return eta if result.is_lmm else result.family.link.linkinv(eta)
+    return result.response_family.link.linkinv(eta)
 
 
 def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.ndarray, families=None) -> np.ndarray:
     """log p(y_i | μ_i, σ) per draw and row, as the PyMC model's likelihood (lme4's use of prior
     weights): the family's own ``loglik``, ``y`` on the response's scale (binomial: proportions).
     ``families``: one per draw for families with sampled parameters (a glmer_nb posterior's θ; no σ then)."""
-    family = response_family(result)
+    family = result.response_family
     scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
     if families is not None:
         return np.stack([f.loglik(y, m, weights, 1.0) for f, m in zip(families, mu)])
@@ -88,7 +88,7 @@ def pointwise_loglik(result, mu: np.ndarray, sigma, y: np.ndarray, weights: np.n
 
 def draw_families(result, post):
     """The family at each draw when it has sampled parameters (glmer_nb's ``nb_theta``), else None."""
-    family = response_family(result)
+    family = result.response_family
     names = list(family.bayes_parameters())
     if not names:
         return None
@@ -182,7 +182,7 @@ def predict(result, post, newdata=None, kind: str = "mean", re_form=None, sample
     if kind == "response":
         weights = result.compiled.weights if newdata is None else np.ones(len(design.index))
         values = simulate(result, values, _sigma(result, post), weights, rng, draw_families(result, post))
-        if response_family(result).response_is_probability:  # counts back to proportions, as y is modelled
+        if result.response_family.response_is_probability:  # counts back to proportions, as y is modelled
             values = values / np.where(weights > 0, np.round(weights), 1.0)
     name = {"link": "eta", "mean": "mu", "response": "y"}[kind]
     p = post["posterior"]

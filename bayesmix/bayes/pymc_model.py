@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bayesmix.engine.families import Family as GlmFamily
-from bayesmix.engine.families import Gaussian
 from bayesmix.errors import PriorError
 
 
@@ -264,15 +262,10 @@ class ModelPriors:
         return json.dumps(self.describe(result))
 
 
-def response_family(result) -> GlmFamily:
-    """The family of the response: the fit's, or the identity-link gaussian of an LMM."""
-    return Gaussian() if result.is_lmm else result.family
-
-
 def response_scale(result) -> tuple[float, float]:
     """(ȳ, s_y): the response's location and scale on the link scale, the unit of the default priors."""
     c = result.compiled
-    family = response_family(result)
+    family = result.response_family
     if family.link.identity:
         y = c.y - c.offset
         return float(abs(np.mean(y))), float(np.std(y, ddof=1)) if len(y) > 1 else 1.0
@@ -302,7 +295,7 @@ def default_priors(result) -> ModelPriors:
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
     sigma = Prior("HalfNormal", sigma=100.0 * sy) if result.has_scale else None
-    family = {name: Prior(dist, **params) for name, (dist, params) in response_family(result).bayes_parameters().items()}
+    family = {name: Prior(dist, **params) for name, (dist, params) in result.response_family.bayes_parameters().items()}
     return ModelPriors(beta, sd, corr, sigma, family=family)
 
 
@@ -318,7 +311,7 @@ def prior_names(result) -> list[str]:
     if any(info.k > 1 for info in infos):
         names.append("corr")
         names += [f"corr_{info.label}" for info in infos if info.k > 1]
-    return names + list(response_family(result).bayes_parameters())
+    return names + list(result.response_family.bayes_parameters())
 
 
 _KEY = re.compile(r"^(?P<base>[^\[]+?)(?:\[(?P<item>.*)\])?$")
@@ -338,7 +331,7 @@ def weakly_informative_priors(result) -> ModelPriors:
     """
     c = result.compiled
     _, sy = response_scale(result)
-    family = response_family(result)
+    family = result.response_family
     if family.link.identity:
         centre = float(np.mean(c.y - c.offset))
     else:
@@ -354,7 +347,7 @@ def weakly_informative_priors(result) -> ModelPriors:
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
     sigma = Prior("Exponential", lam=1.0 / sy) if result.has_scale else None
-    family = {name: Prior(dist, **params) for name, (dist, params) in response_family(result).bayes_parameters().items()}
+    family = {name: Prior(dist, **params) for name, (dist, params) in result.response_family.bayes_parameters().items()}
     return ModelPriors(beta, sd, corr, sigma, user={"preset": "weakly_informative"}, family=family)
 
 
@@ -377,7 +370,7 @@ def resolve_priors(result, priors: dict | str | None) -> ModelPriors:
         raise PriorError(f"unknown prior name{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"this model's names are: {', '.join(valid)}")
     given = {k: Prior.coerce(v, k) for k, v in priors.items()}
-    family_names = set(response_family(result).bayes_parameters())
+    family_names = set(result.response_family.bayes_parameters())
     for name, prior in given.items():
         positive = name.startswith(("sd", "sigma")) or name in family_names
         support = "corr" if name.startswith("corr") else ("positive" if positive else "real")
@@ -485,7 +478,7 @@ def build_pymc_model(result, priors: dict | ModelPriors | None = None):
         pm.Deterministic("theta", pt.concatenate(theta_parts), dims="theta_name")
         family_rvs = {name: _scalar_rv(name, prior) for name, prior in spec.family.items()}
         eta = pm.Deterministic("eta", eta, dims="obs")
-        pm.Deterministic("mu", response_family(result).link.pytensor_inverse(pt, eta), dims="obs")
+        pm.Deterministic("mu", result.response_family.link.pytensor_inverse(pt, eta), dims="obs")
         _likelihood(result, eta, sigma, family_rvs)
     if "y" in model.named_vars and np.all(result.compiled.weights > 0):
         model.named_vars_to_dims["y"] = ("obs",)  # one observed value per row: label it as eta and mu
@@ -553,6 +546,6 @@ def _likelihood(result, eta, sigma, family_rvs: dict) -> None:
     keep = c.weights > 0  # lme4 drops zero-weight observations from the likelihood
     y, w = c.y[keep], c.weights[keep]
     eta = eta[np.flatnonzero(keep)] if not keep.all() else eta
-    family = response_family(result)
+    family = result.response_family
     mu = family.link.pytensor_inverse(pt, eta)
     family.pymc_likelihood(pm, pt, "y", mu, y, w, sigma if sigma is not None else 1.0, family_rvs)

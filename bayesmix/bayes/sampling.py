@@ -47,7 +47,6 @@ from bayesmix.bayes.pymc_model import (
     ModelPriors,
     TermInfo,
     resolve_priors,
-    response_family,
     term_infos,
 )
 from bayesmix.engine.threads import blas_threads_for
@@ -98,7 +97,7 @@ def sample(result, draws: int = 1000, tune: int = 1000, chains: int = 4, random_
 def collapsible(result) -> bool:
     """LMMs, and GLMMs with one scalar random-effects term, can be sampled with the random effects integrated out."""
     terms = result.compiled.terms
-    if response_family(result).bayes_parameters():  # a sampled family parameter (glmer_nb's θ) keeps u
+    if result.response_family.bayes_parameters():  # a sampled family parameter (glmer_nb's θ) keeps u
         return False
     return result.is_lmm or (len(terms) == 1 and terms[0].k == 1)
 
@@ -305,7 +304,7 @@ def posterior_var_names(result) -> list[str]:
         if info.k > 1:
             names += [f"corr_{info.label}", f"corr_chol_{info.label}"]
         names += [f"b_{info.label}", f"u_{info.label}"]
-    return names + ["theta", *response_family(result).bayes_parameters()]
+    return names + ["theta", *result.response_family.bayes_parameters()]
 
 
 def summary_var_names(result) -> list[str]:
@@ -400,7 +399,7 @@ def _pymc_initvals(result, model) -> dict:
     put("beta", r.beta_values, r.compiled.fixef_names)
     if "sigma" in free:
         values["sigma"] = float(r.sigma)
-    values.update({name: float(v) for name, v in response_family(r).parameter_estimates().items() if name in free})
+    values.update({name: float(v) for name, v in r.response_family.parameter_estimates().items() if name in free})
     factors = starting_factors(r)
     spherical = spherical_effects(r, [sd[:, None] * corr_chol for sd, corr_chol in factors])
     for info, (sd, _), u in zip(term_infos(r), factors, spherical):
@@ -437,7 +436,7 @@ def observed_response(result) -> tuple[np.ndarray, np.ndarray]:
     c = result.compiled
     rows = np.flatnonzero(c.weights > 0)
     y = c.y[rows]
-    if response_family(result).response_is_probability:
+    if result.response_family.response_is_probability:
         y = np.round(y * c.weights[rows])
     return rows, y
 

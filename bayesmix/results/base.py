@@ -17,7 +17,7 @@ from bayesmix.results.varcorr import group_labels, term_covariances, varcorr_fra
 from bayesmix.spec.model import CompiledModel
 from bayesmix.spec.terms import effect_blocks, theta_blocks, z_times
 
-_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function
+_GAUSSIAN = Gaussian()  # an LMM's response: identity link, unit variance function, σ
 _UNSET = object()  # an argument not given (predict's positional and keyword forms differ)
 
 
@@ -255,13 +255,18 @@ class MixedModelResult:
         eta = linear_predictor(self, newdata, re_form)
         return self._inverse_link(eta) if type == "response" else eta
 
+    @property
+    def response_family(self):
+        """The family of the response: an LMM's is the identity-link gaussian (a GLMM's, its own)."""
+        return _GAUSSIAN
+
     def _inverse_link(self, eta):
-        return eta
+        return self.response_family.link.linkinv(eta)
 
     def residuals(self, type: str = "response", scaled: bool = False) -> np.ndarray:
         """lme4's ``residuals(m, type)`` (response by default, as for lmerMod; prior weights enter
         Pearson and deviance residuals, and "working" residuals of an LMM are response residuals)."""
-        r = residuals(_GAUSSIAN, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
+        r = residuals(self.response_family, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)
         return r / self.sigma if scaled else r
 
     @property

@@ -75,8 +75,9 @@ class GlmerResult(MixedModelResult):
         return conditional_variances(self.glmm_fit.state.factorization, self.compiled.terms, self.group_labels(),
                                      self.relative_factors(), self.sigma**2 if self.has_scale else 1.0)
 
-    def _inverse_link(self, eta):
-        return self.family.link.linkinv(eta)
+    @property
+    def response_family(self):
+        return self.family
 
     def fitted(self) -> np.ndarray:
         return self.family.link.linkinv(self.linear_predictor())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayesmix.engine.families import Gaussian
 from bayesmix.errors import ArgumentError
 from bayesmix.results.newdesign import new_design, training_design
 from bayesmix.results.predict import terms_in
@@ -25,7 +24,7 @@ def simulate_response(result, mu: np.ndarray, sigma, weights: np.ndarray, rng, f
     """Responses drawn from the family given the mean ``mu`` (draws, rows) and σ (per draw, or None);
     binomial ones as success counts out of ``weights`` trials (the family draws proportions).
     ``families``: one family per draw, for families with sampled parameters (a glmer_nb posterior's θ)."""
-    family = Gaussian() if result.is_lmm else result.family
+    family = result.response_family
     scale = 1.0 if sigma is None else np.asarray(sigma, dtype=float)[:, None]
     if families is None:
         y = family.simulate(mu, weights, scale, rng)
@@ -86,7 +85,7 @@ def _simulated_responses(result, design, wanted: set[int], nsim: int, seed) -> n
             chol = np.linalg.cholesky(cov + 1e-12 * np.eye(term.k))
             new = np.einsum("ab,dlb->dla", chol, rng.standard_normal((nsim, len(levels), term.k)))
             eta[:, unseen] += np.einsum("dnk,nk->dn", new[:, which], z[unseen])
-    mu = eta if result.is_lmm else result.family.link.linkinv(eta)
+    mu = result.response_family.link.linkinv(eta)
     weights = np.ones(eta.shape[1])
     sigma = np.full(nsim, result.sigma) if result.has_scale else None
     return simulate_response(result, mu, sigma, weights, rng)

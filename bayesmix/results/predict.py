@@ -19,7 +19,7 @@ def linear_predictor(result, newdata: pd.DataFrame | None = None, re_form=None) 
     c = result.compiled
     if newdata is None:
         return c.X @ result.beta_values + c.offset + z_times(c.terms, result.b, keep=wanted)
-    return _predict_new(result, checks.check_newdata(newdata, c, wanted), wanted)
+    return _predict_new(result, checks.check_newdata(newdata, c), wanted)
 
 
 def terms_in(terms, re_form) -> set[int]:

@@ -137,7 +137,7 @@ def nonfinite_rows(named: dict[str, np.ndarray]) -> np.ndarray | None:
     return bad
 
 
-def check_newdata(newdata, compiled, wanted=None) -> pd.DataFrame:
+def check_newdata(newdata, compiled) -> pd.DataFrame:
     """predict()'s new rows: a data frame with rows and usable columns.
 
     A missing grouping value gets the population-level prediction, as an unseen level does

@@ -70,12 +70,6 @@ class CompiledModel:
     def theta_names(self) -> list[str]:
         return [name for t in self.terms for name in t.theta_names()]
 
-    def split_theta(self, theta: np.ndarray) -> list[np.ndarray]:
-        out, start = [], 0
-        for t in self.terms:
-            out.append(theta[start : start + t.ntheta])
-            start += t.ntheta
-        return out
 
 
 def compile_model(

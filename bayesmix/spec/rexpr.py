@@ -299,13 +299,6 @@ class Binary(Node):
         return f"{self.left.deparse()} {self.op} {self.right.deparse()}"
 
 
-def strip_parens(node: Node) -> Node:
-    """The node inside any number of enclosing parentheses."""
-    while isinstance(node, Paren):
-        node = node.inner
-    return node
-
-
 # --- the parser ------------------------------------------------------------------------------
 
 # Binary operators by precedence (R's ?Syntax, lowest first) and whether they associate right.

@@ -357,3 +357,16 @@ def check_statistics_follow_criterion(m, case: dict) -> None:
     assert abs((m.loglik - case["loglik"]) + shift / 2) <= scale
     assert abs((m.aic - case["aic"]) - shift) <= scale
     assert abs((m.bic - case["bic"]) - shift) <= scale
+
+
+def small_poisson_glmm():
+    """A scalar-term Poisson GLMM on 12 simulated groups of 5 (seed 8): the quadrature-collapsed route's test
+    case; returns the fit and the generator, which goes on where the data left it."""
+    rng = np.random.default_rng(8)
+    group = np.repeat(np.arange(12), 5)
+    x = rng.normal(size=group.size)
+    y = rng.poisson(np.exp(0.3 + 0.5 * x + 0.6 * rng.normal(size=12)[group]))
+    data = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{i}" for i in group])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bm.glmer("y ~ x + (1 | g)", data, family="poisson"), rng

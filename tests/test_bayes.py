@@ -14,7 +14,6 @@ import sys
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import cached_fit, load_case
 from scipy.optimize import minimize
@@ -308,14 +307,9 @@ def test_compiled_density_and_gradient_are_the_numpy_ones(case_id, priors):
 
 
 def test_compiled_poisson_quadrature_density_is_the_numpy_one():
-    rng = np.random.default_rng(8)
-    group = np.repeat(np.arange(12), 5)
-    x = rng.normal(size=group.size)
-    y = rng.poisson(np.exp(0.3 + 0.5 * x + 0.6 * rng.normal(size=12)[group]))
-    data = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{i}" for i in group])})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        g = bm.glmer("y ~ x + (1 | g)", data, family="poisson")
+    from conftest import small_poisson_glmm
+
+    g, rng = small_poisson_glmm()
     post = FastPosterior(g, resolve_priors(g, None), collapsed=True)
     assert post.kernel is not None
     for _ in range(5):

@@ -268,20 +268,12 @@ def test_collapsed_poisson_sampling_draws_the_random_effects():
     """ScalarTermGlmm.draw_u_batch evaluates the family's terms for (draws × observations): on main before
     the families refactor this broke for every family but binomial-logit (a broadcasting error)."""
     pytest.importorskip("nutpie")
-    import warnings
 
-    import pandas as pd
 
-    import bayesmix as bm
 
-    rng = np.random.default_rng(8)
-    group = np.repeat(np.arange(12), 5)
-    x = rng.normal(size=group.size)
-    y = rng.poisson(np.exp(0.3 + 0.5 * x + 0.6 * rng.normal(size=12)[group]))
-    data = pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{i}" for i in group])})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        g = bm.glmer("y ~ x + (1 | g)", data, family="poisson")
+    from conftest import small_poisson_glmm
+
+    g, _ = small_poisson_glmm()
     post = g.sample(draws=100, tune=100, chains=1, random_seed=1, progressbar=False)
     p = post["posterior"]
     assert "quadrature" in p.attrs["route"]

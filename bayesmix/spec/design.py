@@ -219,9 +219,11 @@ def _rank_revealing(X: np.ndarray, tol: float):
     kept: set[int] = set()
     for j in range(X.shape[1]):
         col = X[:, j].astype(float)
-        norm0 = np.linalg.norm(col)
-        if norm0 == 0:
+        largest = np.max(np.abs(col), initial=0.0)
+        if largest == 0:
             continue
+        col = col / largest  # the test below is scale-free; unscaled, a column of 1e300 overflows the norm
+        norm0 = np.linalg.norm(col)
         resid = col - basis @ (basis.T @ col)
         resid -= basis @ (basis.T @ resid)
         norm = np.linalg.norm(resid)

@@ -104,3 +104,15 @@ def test_small_lmm_fits_take_the_gradient_path_and_few_evaluations():
     m = bm.lmer("Reaction ~ Days + (Days | Subject)", bm.load_dataset("sleepstudy"))
     assert m.optsum.optimizer == "L-BFGS-B" and m.optsum.feval < 45
     assert m.criterion_value <= 1743.62827195995 + 1e-9
+
+
+def test_blocked_gradient_of_a_single_term_equals_the_dense_one():
+    """No terms after the first (no Schur rows for other random effects): both paths agree."""
+    c = compile_model("Reaction ~ Days + (Days | Subject)", bm.load_dataset("sleepstudy"))
+    theta = np.array([0.9, -0.2, 0.3])
+    for reml in (True, False):
+        dense, blocked = _deviances(c, reml)
+        v1, g1 = dense.value_and_gradient(theta)
+        v2, g2 = blocked.value_and_gradient(theta)
+        assert v2 == pytest.approx(v1, rel=1e-12)
+        np.testing.assert_allclose(g2, g1, rtol=1e-9)

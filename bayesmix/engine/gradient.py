@@ -50,54 +50,103 @@ def blocked_gradient(deviance, f, theta: np.ndarray) -> np.ndarray:
     cp = deviance.cross
     first = deviance.terms[0]
     k, levels, q1 = first.k, first.nlevels, first.q
-    q2, p = deviance.q2, deviance.p
+    q2 = deviance.q2
     m2 = f.l_s.shape[0]
-    w2 = _schur_weights(m2, q2, p, deviance.n, deviance.reml)
+    w2 = _schur_weights(m2, q2, deviance.p, deviance.n, deviance.reml)
     ls_inv, info = dtrtri(f.l_s, lower=1)
     if info != 0:
         return np.full(len(theta), np.nan)
     ls_inv = np.tril(ls_inv)
+    w22 = (ls_inv.T * w2) @ ls_inv
     l1_inv = np.linalg.inv(f.l1)
-    # G = Ls⁻¹ L21 L1⁻¹, with L21 L1⁻¹ level by level (batched k x k products)
-    l21 = _dense_l21(f, q1).reshape(m2, levels, k).transpose(1, 0, 2)
-    G3 = np.matmul(ls_inv, (l21 @ l1_inv).transpose(1, 0, 2).reshape(m2, q1)).reshape(m2, levels, k)
-    G_levels = G3.transpose(1, 0, 2)  # (levels, m2, k)
-    w11 = l1_inv.transpose(0, 2, 1) @ l1_inv + (G_levels.transpose(0, 2, 1) * w2) @ G_levels
-    # W12 D_rest' = -G' (diag(w2) Ls⁻¹ D_rest'): the small factor first
-    v = _times_rest_d_transpose(ls_inv * w2[:, None], f.lambda_rest, q2)
-    x = -(G3.reshape(m2, q1).T @ v)  # (q1, m2)
+    h_rest, h_x = _l21_times_l1_inverse(f, l1_inv, q1)
+    # E' = (W22 H)', (q1, m2), row-major: the sparse products below then read contiguous rows
+    et = _h_transpose_times_w22(h_rest, h_x, w22, q2)
     T1 = first.factor_matrix(theta[: first.ntheta])
 
     grad = np.zeros(len(theta))
-    # the first term: Σ_ℓ (W D'A)_ℓℓ = Σ_ℓ W11_ℓℓ T1' A11_ℓ + Σ_ℓ (W12 D_rest')_ℓ A_rest,ℓ
+    # the first term: Σ_ℓ (W D'A)_ℓℓ = Σ_ℓ W11_ℓℓ T1' A11_ℓ + Σ_ℓ (W12 D_rest')_ℓ A_rest,ℓ, W12 = -H'W22 = -E'
+    w11 = l1_inv.transpose(0, 2, 1) @ l1_inv + _level_blocks_of_h_times_e(h_rest, h_x, et, levels, k, q2)
     s = ((w11 @ T1.T) @ cp.a11).sum(axis=0)
-    s += _sum_level_products(x.reshape(levels, k, m2), cp, q2, k)
+    et_d = et.copy()
+    et_d[:, :q2] = _lambda_rows(f.lambda_rest, et[:, :q2].T).T  # E' D_rest' = (D_rest E)'
+    s -= _sum_level_products(et_d.reshape(levels, k, m2), cp, q2, k)
     r1, c1 = first.theta_rows_cols
     grad[: first.ntheta] = 2.0 * s[c1, r1]
     if q2:
         # the other terms: (W D'A) on the u2 rows and columns = (W21 Λ1') A_1,u2 + (W22 D_rest') A_rest,u2,
-        # with W21 Λ1' = -Ls⁻ᵀ diag(w2) (G Λ1') and W22 D_rest' = Ls⁻ᵀ v
-        g_l1 = (G3 @ T1.T).reshape(m2, q1)
-        y = -(ls_inv[:, :q2].T * w2) @ _times_a_r1_transpose(cp.a_r1, g_l1)
-        w22_d = ls_inv[:, :q2].T @ v
+        # W21 Λ1' = -E Λ1' = -(Λ1 E')'
+        l1_et = np.ascontiguousarray((T1 @ et[:, :q2].reshape(levels, k, q2)).reshape(q1, q2))
+        y = -_a_r1_times(cp.a_r1, l1_et).T
+        d_w22 = w22.copy()
+        d_w22[:q2] = _lambda_rows(f.lambda_rest, w22[:q2])
+        w22_d = d_w22[:, :q2].T  # (W22 D_rest')[:q2] = ((D_rest W22)[:, :q2])'
         y += w22_d[:, :q2] @ cp.a_rr + w22_d[:, q2:] @ cp.a_xr
         rows, cols, index = deviance.rest_theta_pattern
         grad += 2.0 * np.bincount(index, y[cols, rows], minlength=len(theta))
     return grad
 
 
-def _times_rest_d_transpose(x: np.ndarray, lam, q2: int) -> np.ndarray:
-    """``x @ blockdiag(Λ_rest, I)'`` without forming it: Λ_rest's diagonal or its per-term k x k blocks."""
-    out = x.copy()
-    if not q2:
+def _l21_times_l1_inverse(f, l1_inv: np.ndarray, q1: int):
+    """H = L21 L1⁻¹ as (rest rows: sparse or dense, X and y rows: dense); level blocks times l1_ℓ⁻¹."""
+    levels, k, _ = l1_inv.shape
+    h_x = (f.c_x.reshape(-1, levels, k).transpose(1, 0, 2) @ l1_inv).transpose(1, 0, 2).reshape(-1, q1)
+    if not f.q2:
+        return None, h_x
+    c_r = f.c_r
+    if isinstance(c_r, np.ndarray):
+        return (c_r.reshape(-1, levels, k).transpose(1, 0, 2) @ l1_inv).transpose(1, 0, 2).reshape(-1, q1), h_x
+    rows, cols, values = _coo(c_r)
+    return sp.csr_matrix(sp.csr_matrix((values, (rows, cols)), shape=(f.q2, q1)) @ _block_diag(l1_inv)), h_x
+
+
+def _block_diag(blocks: np.ndarray) -> sp.csr_matrix:
+    levels, k, _ = blocks.shape
+    indices = np.tile(np.arange(k), levels * k) + np.repeat(np.arange(levels) * k, k * k)
+    return sp.csr_matrix((blocks.ravel(), indices, np.arange(0, levels * k * k + 1, k)), shape=(levels * k, levels * k))
+
+
+def _h_transpose_times_w22(h_rest, h_x: np.ndarray, w22: np.ndarray, q2: int) -> np.ndarray:
+    """``H' W22`` (q1, m2) with H's rest rows sparse or dense."""
+    out = h_x.T @ w22[q2:]
+    if h_rest is None:
         return out
+    if isinstance(h_rest, np.ndarray):
+        return out + h_rest.T @ w22[:q2]
+    return out + sp.csr_matrix(h_rest.T) @ np.ascontiguousarray(w22[:q2])  # CSR rows times contiguous rows
+
+
+def _level_blocks_of_h_times_e(h_rest, h_x, et, levels: int, k: int, q2: int) -> np.ndarray:
+    """``H_ℓ' E_ℓ`` per level ℓ (levels, k, k): the level blocks of H' W22 H, from E' = (W22 H)'."""
+    e3 = et.reshape(levels, k, -1)  # (levels, k, m2)
+
+    def dense_part(h, rows):
+        return h.reshape(-1, levels, k).transpose(1, 2, 0) @ e3[:, :, rows].transpose(0, 2, 1)
+
+    out = dense_part(h_x, slice(q2, None))
+    if h_rest is None:
+        return out
+    if isinstance(h_rest, np.ndarray):
+        return out + dense_part(h_rest, slice(0, q2))
+    coo = h_rest.tocoo()
+    level, a = coo.col // k, coo.col % k
+    flat = np.zeros(levels * k * k)
+    for b in range(k):
+        flat += np.bincount((level * k + a) * k + b, coo.data * e3[level, b, coo.row], minlength=levels * k * k)
+    return out + flat.reshape(levels, k, k)
+
+
+def _lambda_rows(lam, m: np.ndarray) -> np.ndarray:
+    """``Λ_rest m`` for a dense m with Λ_rest's columns as rows: its diagonal or per-term k x k blocks."""
+    if lam is None:  # no terms after the first
+        return m
     if isinstance(lam, np.ndarray):
-        out[:, :q2] *= lam
-        return out
+        return lam[:, None] * m
+    out = np.empty(m.shape)
     start = 0
     for nlevels, T in lam.blocks:
         end = start + nlevels * T.shape[0]
-        out[:, start:end] = (x[:, start:end].reshape(len(x), nlevels, -1) @ T.T).reshape(len(x), -1)
+        out[start:end] = (T @ m[start:end].reshape(nlevels, T.shape[0], -1)).reshape(end - start, -1)
         start = end
     return out
 
@@ -112,15 +161,6 @@ def _schur_weights(m2: int, q2: int, p: int, n: int, reml: bool) -> np.ndarray:
     else:
         w[-1] = n
     return w
-
-
-def _dense_l21(f, q1: int) -> np.ndarray:
-    """L21 = [rest rows; X and y rows] as one dense (m2, q1) array."""
-    if not f.q2:
-        return f.c_x
-    c_r = f.c_r
-    c_r = c_r if isinstance(c_r, np.ndarray) else (c_r.toarray() if hasattr(c_r, "toarray") else np.asarray(c_r))
-    return np.vstack([c_r.reshape(f.q2, q1), f.c_x])
 
 
 def _coo(a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,14 +187,9 @@ def _sum_level_products(x3: np.ndarray, cp, q2: int, k: int) -> np.ndarray:
     return out
 
 
-def _times_a_r1_transpose(a_r1, dense: np.ndarray) -> np.ndarray:
-    """``dense @ Zrest'WZ1'`` for a dense (rows, q1) matrix."""
-    if isinstance(a_r1, np.ndarray):
-        return dense @ a_r1.T
-    if hasattr(a_r1, "toarray") and not sp.issparse(a_r1):  # PatternMatrix
-        rows, cols, values = _coo(a_r1)
-        out = np.zeros((dense.shape[0], a_r1.shape[0]))
-        for i in range(dense.shape[0]):
-            out[i] = np.bincount(rows, dense[i, cols] * values, minlength=a_r1.shape[0])
-        return out
-    return np.asarray((a_r1 @ dense.T).T)
+def _a_r1_times(a_r1, dense: np.ndarray) -> np.ndarray:
+    """``Zrest'WZ1 @ dense`` for a dense (q1, cols) matrix, in any representation of Zrest'WZ1."""
+    if isinstance(a_r1, np.ndarray) or sp.issparse(a_r1):
+        return np.asarray(a_r1 @ dense)
+    rows, cols, values = _coo(a_r1)  # PatternMatrix
+    return np.asarray(sp.csr_matrix((values, (rows, cols)), shape=a_r1.shape) @ dense)

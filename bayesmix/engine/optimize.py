@@ -110,6 +110,8 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
             break
         res, x, fx = again, counter.best_x.copy(), counter.best_f
     polish = _newton_polish(counter, x, fx, lower, upper, max_newton, derivatives)
+    if value_and_gradient is not None and polish.hessian is not None:
+        _refine_on_gradient(counter, polish, lower, upper)
     converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
     return OptimizeResult(polish.x, polish.fx, counter.calls, converged, res.message,
                           polish.hessian, polish.hessian_at, polish.hessian_free, polish.gradient, polish.gradient_at)
@@ -323,6 +325,37 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
     return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient, gradient_at)
+
+
+def _refine_on_gradient(counter, polish: _Polish, lower, upper, steps: int = 3) -> None:
+    """Newton steps on the exact gradient past the criterion's rounding floor (in place).
+
+    The polish stops once a step gains less than 1e-10 of the criterion: θ is then right
+    to about the square root of that.  The exact gradient keeps shrinking where the
+    criterion's values no longer resolve the difference, so a step is kept when the
+    gradient's norm falls and the criterion stays within rounding; the same data summed in
+    another order (a Dask fit) then lands on the same θ to ~1e-10, not ~1e-7.
+    """
+    x, free, H = polish.x, polish.hessian_free, polish.hessian
+    if free is None or not free.any():
+        return
+    fx, g = counter.value_and_gradient(x)
+    for _ in range(steps):
+        try:
+            step = -np.linalg.solve(H, g[free])
+        except np.linalg.LinAlgError:
+            return
+        if np.max(np.abs(step)) <= 1e-12 * max(1.0, np.max(np.abs(x))):
+            return
+        trial = x.copy()
+        trial[free] = np.clip(x[free] + step, lower[free], upper[free])
+        ft, gt = counter.value_and_gradient(trial)
+        if not (np.isfinite(ft) and ft <= fx + 1e-13 * max(1.0, abs(fx))
+                and np.linalg.norm(gt[free]) < np.linalg.norm(g[free])):
+            return
+        x, fx, g = trial, ft, gt
+        polish.x, polish.fx = x, fx
+        polish.gradient, polish.gradient_at = np.where(free, g, np.nan), x.copy()
 
 
 @dataclass

@@ -215,8 +215,11 @@ def drop_rank_deficient(X: np.ndarray, names: list[str], tol: float = 1e-7) -> t
 
 def _rank_revealing(X: np.ndarray, tol: float):
     """Sequential Gram-Schmidt with re-orthogonalisation; returns kept column indices."""
-    basis = np.zeros((X.shape[0], 0))
+    # the kept directions as rows of one preallocated array: growing it column by column
+    # copied O(n p²) numbers (InstEval, 73k x 28: a fifth of the fit)
+    rows = np.empty((X.shape[1], X.shape[0]))
     kept: set[int] = set()
+    r = 0
     for j in range(X.shape[1]):
         col = X[:, j].astype(float)
         largest = np.max(np.abs(col), initial=0.0)
@@ -224,10 +227,12 @@ def _rank_revealing(X: np.ndarray, tol: float):
             continue
         col = col / largest  # the test below is scale-free; unscaled, a column of 1e300 overflows the norm
         norm0 = np.linalg.norm(col)
-        resid = col - basis @ (basis.T @ col)
-        resid -= basis @ (basis.T @ resid)
+        basis = rows[:r]
+        resid = col - (basis @ col) @ basis
+        resid -= (basis @ resid) @ basis
         norm = np.linalg.norm(resid)
         if norm > tol * norm0:
-            basis = np.column_stack([basis, resid / norm])
+            rows[r] = resid / norm
+            r += 1
             kept.add(j)
-    return basis, kept, None
+    return rows[:r].T, kept, None

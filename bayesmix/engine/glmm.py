@@ -184,8 +184,10 @@ class GlmmObjective:
         self._beta_warm = None
         self._no_columns = np.zeros((compiled.n, 0))
         self._structure: dict = {}  # Schur-block structure, learned once for all PIRLS systems
-        self._memory_pars: list[np.ndarray] = []
-        self._memory_modes: list[np.ndarray] = []
+        self._newton_rate = NewtonRate()
+        # modes (and β for nAGQ = 0) at the points evaluated, to predict the next PIRLS start
+        self.memory_theta = ModeMemory(np.ones(compiled.ntheta))
+        self.memory_joint = ModeMemory(np.ones(compiled.ntheta + compiled.p))
         self.ntheta = compiled.ntheta
         self.p = compiled.p
         if nAGQ > 1:
@@ -193,19 +195,21 @@ class GlmmObjective:
 
     # --- PIRLS ------------------------------------------------------------------------
 
-    def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None, u0: np.ndarray | None = None) -> PirlsState:
+    def pirls(self, theta: np.ndarray, beta: np.ndarray | None = None, u0: np.ndarray | None = None,
+              beta0: np.ndarray | None = None) -> PirlsState:
         """Conditional modes of u (and of β too when ``beta`` is None: lme4's nAGQ = 0 step).
 
-        PIRLS starts from the warm modes (the last success, or ``u0``); when that fails it
-        retries once from a cold start (u = 0, β from the family's initialize) before the
-        evaluation counts as failed: one bad warm start must not fail every later evaluation.
-        Only a success becomes the next warm start.
+        PIRLS starts from the warm modes (the last success, or ``u0`` and ``beta0``); when
+        that fails it retries once from a cold start (u = 0, β from the family's initialize)
+        before the evaluation counts as failed: one bad warm start must not fail every later
+        evaluation.  Only a success becomes the next warm start.
         """
         theta = np.asarray(theta, dtype=float)
         warm_u = self._u_warm if u0 is None else u0
-        warm_is_cold = not np.any(warm_u) and (beta is not None or self._beta_warm is None)
+        warm_beta = self._beta_warm if beta0 is None else beta0
+        warm_is_cold = not np.any(warm_u) and (beta is not None or warm_beta is None)
         try:
-            state = self._pirls_from(theta, beta, warm_u.copy(), cold=False)
+            state = self._pirls_from(theta, beta, warm_u.copy(), cold=False, beta0=warm_beta)
         except PirlsError as warm_failure:
             if warm_is_cold:
                 raise
@@ -220,21 +224,24 @@ class GlmmObjective:
             self._beta_warm = state.beta
         return state
 
-    def _pirls_from(self, theta, beta, u, cold: bool) -> PirlsState:
-        """PIRLS iterations from the modes ``u`` (warm, or zero with β from initialize when ``cold``)."""
+    def _pirls_from(self, theta, beta, u, cold: bool, beta0=None) -> PirlsState:
+        """PIRLS iterations from the modes ``u`` and (nAGQ = 0) ``beta0``, or from zero with β from initialize when ``cold``."""
         c = self.compiled
         u_only = beta is not None
         if u_only:
             eta = c.offset + c.X @ beta + self.system.z_lambda_u(theta, u)
-        elif self._beta_warm is not None and not cold:
-            beta = self._beta_warm.copy()
+        elif beta0 is not None and not cold:
+            beta = np.array(beta0, dtype=float)
             eta = c.offset + c.X @ beta + self.system.z_lambda_u(theta, u)
         else:
             eta = self.eta_start.copy()
             u = np.zeros_like(u)
             beta = np.zeros(self.p)
         mu = self.family.link.linkinv(eta)
-        old_pdev = np.inf
+        # a warm start has a penalized deviance to compare the first step with (a cold start's
+        # η comes from the family's initialize, matching no (u, β)): then PIRLS can stop after
+        # one step, which is all a well-predicted start needs
+        old_pdev = np.inf if (cold or not np.any(u)) else self._pdev(mu, u)
         previous_du = None
         for iteration in range(1, self.maxit + 1):
             w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
@@ -245,10 +252,13 @@ class GlmmObjective:
             beta_new, u_new = dev.solve(f)
             if u_only:
                 beta_new = beta
+            full_step = u_new
             pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(
                 theta, dev, u, beta, u_new, beta_new, old_pdev, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
-            converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and _modes_settled(du, previous_du)
+            self._newton_rate.observe(previous_du, du, full_step is u_new)
+            converged = abs(old_pdev - pdev) <= self.tol * abs(pdev) and (
+                _modes_settled(du, previous_du) or self._newton_rate.settled(du))
             previous_du = du
             u, beta, eta, mu, old_pdev = u_new, beta_new, eta_new, mu_new, pdev
             if converged:
@@ -289,7 +299,7 @@ class GlmmObjective:
         for _ in range(12):
             eta = self.compiled.offset + self.compiled.X @ beta_new + self.system.z_lambda_u(theta, u_new)
             mu = self.family.link.linkinv(eta)
-            pdev = float(self.family.dev_resids(self.y, mu, self.prior_weights).sum() + u_new @ u_new)
+            pdev = self._pdev(mu, u_new)
             if np.isfinite(pdev) and pdev <= old_pdev + 1e-10 * abs(old_pdev if np.isfinite(old_pdev) else 0):
                 return pdev, eta, mu, u_new, beta_new
             u_new = 0.5 * (u + u_new)
@@ -298,6 +308,10 @@ class GlmmObjective:
             theta, iteration,
             f"step-halvings failed to reduce the penalized deviance below {old_pdev:.6g} "
             f"(last trial: {pdev:.6g})", "try rescaling covariates or nAGQ=0")
+
+    def _pdev(self, mu, u) -> float:
+        """The penalized deviance: deviance residuals plus ``||u||²``."""
+        return float(self.family.dev_resids(self.y, mu, self.prior_weights).sum() + u @ u)
 
     def _deviance(self, X_used, cross: CrossProducts) -> ProfiledDeviance:
         return ProfiledDeviance(self.compiled.terms, X_used, None, None, reml=False, cross=cross,
@@ -339,46 +353,64 @@ class GlmmObjective:
 
     def theta_only(self, theta: np.ndarray) -> float:
         """nAGQ = 0: β from PIRLS together with u."""
+        theta = np.asarray(theta, dtype=float)
+        predicted = self.memory_theta.predict(theta)
         try:
-            return self.laplace(self.pirls(np.asarray(theta, dtype=float)))
+            if predicted is None:
+                state = self.pirls(theta)
+            else:
+                state = self.pirls(theta, u0=predicted[self.p :], beta0=predicted[: self.p])
         except PirlsError:
             return np.inf
+        self.memory_theta.remember(theta, np.concatenate([state.beta, state.u]))
+        return self.laplace(state)
 
     def theta_beta(self, par: np.ndarray) -> float:
         par = np.asarray(par, dtype=float)
         try:
-            state = self.pirls(par[: self.ntheta], par[self.ntheta :], u0=self._predicted_modes(par))
+            state = self.pirls(par[: self.ntheta], par[self.ntheta :], u0=self.memory_joint.predict(par))
         except PirlsError:
             return np.inf
-        self._remember_modes(par, state.u)
+        self.memory_joint.remember(par, state.u)
         return self.objective(state)
 
-    # Optimizers and finite differences revisit neighbourhoods: starting PIRLS from the
-    # modes of the nearest point evaluated so far saves iterations over the last point's.
-    _MEMORY = 16
 
-    def _predicted_modes(self, par: np.ndarray) -> np.ndarray | None:
-        """Predicted modes at ``par``: a local linear fit over the nearest points evaluated."""
-        if not self._memory_pars:
+class ModeMemory:
+    """The PIRLS solutions at the last points evaluated, to predict a good start at the next.
+
+    Optimizers and finite differences revisit neighbourhoods: a linear fit over the points
+    remembered, weighted by inverse squared distance, predicts the modes far better than
+    the last point's (one PIRLS step then often suffices).  Distances are in ``metric``
+    units, so that parameters of different scales count alike.  Central-difference
+    Hessians need their centre and 2m axis points remembered to predict their m(m-1)
+    cross points well, hence the size.
+    """
+
+    def __init__(self, metric: np.ndarray):
+        self.metric = np.asarray(metric, dtype=float)
+        self.size = max(16, 3 * len(self.metric) + 4)
+        self.pars: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def predict(self, par: np.ndarray) -> np.ndarray | None:
+        if not self.pars:
             return None
-        pars = np.asarray(self._memory_pars)
-        dist = np.abs(pars - par).max(axis=1)
-        order = np.argsort(dist)
-        nearest = self._memory_modes[order[0]]
-        k = len(par) + 2
-        if len(order) < k:
+        offsets = (np.asarray(self.pars) - par) * self.metric
+        dist = np.sqrt((offsets**2).sum(axis=1))
+        nearest = self.values[int(np.argmin(dist))]
+        if len(self.pars) < len(par) + 2:
             return nearest
-        use = order[:k]
-        design = np.column_stack([np.ones(k), pars[use] - par])
-        coef, *_ = np.linalg.lstsq(design, np.asarray([self._memory_modes[i] for i in use]), rcond=None)
+        weights = 1.0 / np.maximum(dist, 1e-12 * max(dist.max(), 1e-300)) ** 2
+        weights /= weights.max()
+        design = np.column_stack([np.ones(len(dist)), offsets]) * weights[:, None]
+        coef, *_ = np.linalg.lstsq(design, np.asarray(self.values) * weights[:, None], rcond=None)
         predicted = coef[0]
         return predicted if np.all(np.isfinite(predicted)) else nearest
 
-    def _remember_modes(self, par: np.ndarray, u: np.ndarray) -> None:
-        self._memory_pars.append(par.copy())
-        self._memory_modes.append(u)
-        if len(self._memory_pars) > self._MEMORY:
-            del self._memory_pars[0], self._memory_modes[0]
+    def remember(self, par: np.ndarray, value: np.ndarray) -> None:
+        self.pars.append(np.array(par, dtype=float))
+        self.values.append(value)
+        del self.pars[: -self.size], self.values[: -self.size]
 
 
 def _pirls_error(theta, iteration: int, reason: str, advice: str) -> PirlsError:
@@ -412,6 +444,34 @@ def _modes_settled(du: float, previous_du: float | None) -> bool:
         return False
     rate = du / previous_du
     return rate < 0.1 and rate * du < 1e-9
+
+
+class NewtonRate:
+    """PIRLS's observed quadratic convergence constant C (step_{i+1} ≈ C step_i²), for stopping early.
+
+    PIRLS is Newton's method, so once a step du is small the next one is about C du²;
+    C is a property of the model near its modes, learned from the full (not halved)
+    steps of recent PIRLS runs (the largest of them, to be safe).  With it PIRLS can stop
+    after a single step from a well-predicted start, where the linear-rate test of
+    :func:`_modes_settled` needs a second step to measure a rate.
+    """
+
+    _WINDOW = 24
+    TOL = 1e-11  # predicted size of the step not taken (the linear-rate test allows 1e-9)
+
+    def __init__(self):
+        self.observed: list[float] = []
+
+    def observe(self, previous_du: float | None, du: float, full_step: bool) -> None:
+        # steps below ~1e-7 are at the noise floor of the next one: their ratio says nothing
+        if full_step and previous_du is not None and 1e-7 < previous_du < 1e-1:
+            self.observed.append(du / previous_du**2)
+            del self.observed[: -self._WINDOW]
+
+    def settled(self, du: float) -> bool:
+        if len(self.observed) < 4:
+            return False
+        return max(self.observed) * du * du < self.TOL
 
 
 def gauss_hermite_rule(n: int):
@@ -464,6 +524,7 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         # optimize (θ, β) with β whitened by its stage-1 covariance, so every direction has unit scale
         unscaled = state0.deviance_obj.fixef_covariance_unscaled(state0.factorization)
         scale = np.linalg.cholesky(unscaled + 1e-12 * np.eye(len(unscaled)) * np.trace(unscaled))
+        obj.memory_joint.metric = np.concatenate([np.ones(obj.ntheta), 1.0 / np.sqrt(np.diag(unscaled))])
         beta0 = state0.beta
 
         def whitened(par):

@@ -23,6 +23,7 @@ from bayesmix.engine.lmm import (
     PatternMatrix,
     ProfiledDeviance,
 )
+from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.optimize import (
     OptSummary,
     central_gradient,
@@ -535,7 +536,8 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         # the search only needs to reach the Newton polish's basin; the polish finishes the job
         # stage 1 leaves (θ, β) within a few hundredths (θ units; SEs for whitened β) of the
         # optimum: a small first trust region saves BOBYQA a third of its evaluations
-        stage2 = minimize_bounded(whitened, x0, lower, ftol=1e-8, initial_step=0.05)
+        stage2 = minimize_bounded(whitened, x0, lower, ftol=1e-8, initial_step=0.05, max_newton=0)
+        stage2 = newton_polish(whitened, stage2, lower)
         # the record speaks of (θ, whitened β); evaluations of both stages are counted
         optsum = OptSummary.from_result(stage2, x0, lower, optimizer="bobyqa")
         optsum.feval += stage1.nfev

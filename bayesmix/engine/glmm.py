@@ -185,6 +185,7 @@ class GlmmObjective:
         # R's binomial family: n (trials) is 1 for proportions given with weights, or cbind counts.
         self.n_trials = compiled.response_trials if compiled.response_trials is not None else np.ones_like(y)
         self.eta_start = family.link.linkfun(family.initialize(y, wt)[2])
+        self._aic_offset = self._constant_aic_offset(family.initialize(y, wt)[2])
         self._u_warm = np.zeros(sum(t.q for t in compiled.terms))
         self._beta_warm = None
         self._no_columns = np.zeros((compiled.n, 0))
@@ -197,6 +198,24 @@ class GlmmObjective:
         self.p = compiled.p
         if nAGQ > 1:
             self.gh_z, self.gh_w, self.gh_ldnorm = gauss_hermite_rule(nAGQ)
+
+    def _constant_aic_offset(self, mu_start: np.ndarray) -> float | None:
+        """``aic - deviance`` when it does not depend on μ (binomial with whole successes, Poisson), else None.
+
+        The family's aic recomputes its normalizing constants (log-gamma functions of the
+        data) at every evaluation: 2.4 ms of a 20k-row binomial Laplace evaluation.  Where
+        the aic is the deviance plus a constant of the data, that constant is found once;
+        it is checked at two different means, so families whose aic involves μ otherwise
+        (a dispersion estimated from the deviance) keep computing it in full.
+        """
+        fam, y, n, wt = self.family, self.y, self.n_trials, self.prior_weights
+        offsets = []
+        for mu in (mu_start, 0.5 * (mu_start + mu_start.mean())):
+            dev = float(fam.dev_resids(y, mu, wt).sum())
+            offsets.append(fam.aic(y, n, mu, wt, dev) - dev)
+        if not np.all(np.isfinite(offsets)) or abs(offsets[0] - offsets[1]) > 1e-9 * max(1.0, abs(offsets[0])):
+            return None
+        return offsets[0]
 
     # --- PIRLS ------------------------------------------------------------------------
 
@@ -328,7 +347,8 @@ class GlmmObjective:
     def laplace(self, state: PirlsState) -> float:
         fam = self.family
         dev = fam.dev_resids(self.y, state.mu, self.prior_weights).sum()
-        aic = fam.aic(self.y, self.n_trials, state.mu, self.prior_weights, dev)
+        aic = dev + self._aic_offset if self._aic_offset is not None else fam.aic(
+            self.y, self.n_trials, state.mu, self.prior_weights, dev)
         return float(state.factorization.ldL2 + state.u @ state.u + aic)
 
     def agq(self, state: PirlsState) -> float:

@@ -575,10 +575,7 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         # β alone, β within a few hundredths of an SE: a small first trust region saves
         # BOBYQA evaluations (0.02 saved a few more, but then missed a singular optimum
         # that test_trust's unidentifiable Poisson case finds with 0.05)
-        start, stepped = _beta_newton_step(whitened, x0, obj.ntheta)
-        stage2 = minimize_bounded(whitened, start, lower, ftol=1e-8, initial_step=0.05, max_newton=0)
-        stage2.nfev += stepped
-        stage2 = newton_polish(whitened, stage2, lower)
+        stage2 = _joint_stage(obj, whitened, x0, lower)
         # the record speaks of (θ, whitened β); evaluations of both stages are counted
         optsum = OptSummary.from_result(stage2, x0, lower, optimizer="bobyqa")
         optsum.feval += stage1.nfev
@@ -602,6 +599,20 @@ def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)
     return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj, optsum)
+
+
+def _joint_stage(obj: GlmmObjective, whitened, x0: np.ndarray, lower: np.ndarray):
+    """Stage 2 over (θ, whitened β): see :func:`fit_glmm`.
+
+    Adaptive quadrature (nAGQ > 1: one scalar term, cheap evaluations) keeps the search
+    it had before the β step and this polish, so that its estimates stay as they were.
+    """
+    if obj.nAGQ > 1:
+        return minimize_bounded(whitened, x0, lower, ftol=1e-8, initial_step=0.05)
+    start, stepped = _beta_newton_step(whitened, x0, obj.ntheta)
+    stage2 = minimize_bounded(whitened, start, lower, ftol=1e-8, initial_step=0.05, max_newton=0)
+    stage2.nfev += stepped
+    return newton_polish(whitened, stage2, lower)
 
 
 def _beta_newton_step(fun, x0: np.ndarray, ntheta: int, h: float = 0.5) -> tuple[np.ndarray, int]:

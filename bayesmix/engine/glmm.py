@@ -429,8 +429,9 @@ class ModeMemory:
         weights = 1.0 / np.maximum(dist, 1e-12 * max(dist.max(), 1e-300)) ** 2
         weights /= weights.max()
         design = np.column_stack([np.ones(len(dist)), offsets]) * weights[:, None]
-        coef, *_ = np.linalg.lstsq(design, np.asarray(self.values) * weights[:, None], rcond=None)
-        predicted = coef[0]
+        # only the intercept of the least-squares fit is wanted: one row of the pseudo-inverse
+        # applied to the values (lstsq with every mode as a right-hand side cost 2 ms)
+        predicted = (np.linalg.pinv(design)[0] * weights) @ np.asarray(self.values)
         return predicted if np.all(np.isfinite(predicted)) else nearest
 
     def remember(self, par: np.ndarray, value: np.ndarray) -> None:

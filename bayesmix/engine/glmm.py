@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
+from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.lmm import (
     _DENSE_LIMIT,
     CrossProducts,
@@ -23,7 +24,6 @@ from bayesmix.engine.lmm import (
     PatternMatrix,
     ProfiledDeviance,
 )
-from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.optimize import (
     OptSummary,
     central_gradient,
@@ -32,6 +32,7 @@ from bayesmix.engine.optimize import (
     minimize_bounded,
     stencil_derivatives,
 )
+from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate, modes_settled
 from bayesmix.errors import ConvergenceWarning, FitError, PirlsError, warn
 from bayesmix.spec.terms import b_from_u
 
@@ -210,9 +211,11 @@ class GlmmObjective:
         """
         fam, y, n, wt = self.family, self.y, self.n_trials, self.prior_weights
         offsets = []
-        for mu in (mu_start, 0.5 * (mu_start + mu_start.mean())):
-            dev = float(fam.dev_resids(y, mu, wt).sum())
-            offsets.append(fam.aic(y, n, mu, wt, dev) - dev)
+        for share in (0.5, 0.25):  # means between the start's and their average: valid, and not y itself
+            mu = share * mu_start + (1.0 - share) * mu_start.mean()
+            with np.errstate(all="ignore"):
+                dev = float(fam.dev_resids(y, mu, wt).sum())
+                offsets.append(fam.aic(y, n, mu, wt, dev) - dev)
         if not np.all(np.isfinite(offsets)) or abs(offsets[0] - offsets[1]) > 1e-9 * max(1.0, abs(offsets[0])):
             return None
         return offsets[0]
@@ -283,7 +286,7 @@ class GlmmObjective:
             self._newton_rate.observe(previous_du, du, full_step is u_new)
             loose = self.rough_factor
             converged = abs(old_pdev - pdev) <= loose * self.tol * abs(pdev) and (
-                _modes_settled(du, previous_du, loose * 1e-9) or self._newton_rate.settled(du, loose))
+                modes_settled(du, previous_du, loose * 1e-9) or self._newton_rate.settled(du, loose))
             previous_du = du
             u, beta, eta, mu, old_pdev = u_new, beta_new, eta_new, mu_new, pdev
             if converged:
@@ -346,7 +349,7 @@ class GlmmObjective:
 
     def laplace(self, state: PirlsState) -> float:
         fam = self.family
-        dev = fam.dev_resids(self.y, state.mu, self.prior_weights).sum()
+        dev = state.pdev - state.u @ state.u  # PIRLS's last step summed the deviance residuals at μ
         aic = dev + self._aic_offset if self._aic_offset is not None else fam.aic(
             self.y, self.n_trials, state.mu, self.prior_weights, dev)
         return float(state.factorization.ldL2 + state.u @ state.u + aic)
@@ -401,45 +404,6 @@ class GlmmObjective:
         return self.objective(state)
 
 
-class ModeMemory:
-    """The PIRLS solutions at the last points evaluated, to predict a good start at the next.
-
-    Optimizers and finite differences revisit neighbourhoods: a linear fit over the points
-    remembered, weighted by inverse squared distance, predicts the modes far better than
-    the last point's (one PIRLS step then often suffices).  Distances are in ``metric``
-    units, so that parameters of different scales count alike.  Central-difference
-    Hessians need their centre and 2m axis points remembered to predict their m(m-1)
-    cross points well, hence the size.
-    """
-
-    def __init__(self, metric: np.ndarray):
-        self.metric = np.asarray(metric, dtype=float)
-        self.size = max(16, 3 * len(self.metric) + 4)
-        self.pars: list[np.ndarray] = []
-        self.values: list[np.ndarray] = []
-
-    def predict(self, par: np.ndarray) -> np.ndarray | None:
-        if not self.pars:
-            return None
-        offsets = (np.asarray(self.pars) - par) * self.metric
-        dist = np.sqrt((offsets**2).sum(axis=1))
-        nearest = self.values[int(np.argmin(dist))]
-        if len(self.pars) < len(par) + 2:
-            return nearest
-        weights = 1.0 / np.maximum(dist, 1e-12 * max(dist.max(), 1e-300)) ** 2
-        weights /= weights.max()
-        design = np.column_stack([np.ones(len(dist)), offsets]) * weights[:, None]
-        # only the intercept of the least-squares fit is wanted: one row of the pseudo-inverse
-        # applied to the values (lstsq with every mode as a right-hand side cost 2 ms)
-        predicted = (np.linalg.pinv(design)[0] * weights) @ np.asarray(self.values)
-        return predicted if np.all(np.isfinite(predicted)) else nearest
-
-    def remember(self, par: np.ndarray, value: np.ndarray) -> None:
-        self.pars.append(np.array(par, dtype=float))
-        self.values.append(value)
-        del self.pars[: -self.size], self.values[: -self.size]
-
-
 def _pirls_error(theta, iteration: int, reason: str, advice: str) -> PirlsError:
     """A PirlsError that says where (θ, iteration) and what diverged, and what to try."""
     theta_text = np.array2string(np.asarray(theta), precision=6, separator=", ")
@@ -455,50 +419,6 @@ def _not_positive_definite(eta, mu, w) -> str:
     return ("the weighted least-squares system is not positive definite (fitted means outside the range the "
             f"family allows?): {bad_w} working weights not positive and finite, {bad_mu} fitted means not finite, "
             f"linear predictor in {eta_range}")
-
-
-def _modes_settled(du: float, previous_du: float | None, tol: float = 1e-9) -> bool:
-    """Whether the modes are within ~1e-9 of converged after a PIRLS step of size ``du``.
-
-    Converging at least linearly with the observed rate ρ = du/previous_du, the next step
-    would be about ρ·du; with PIRLS's Newton (quadratic) convergence it is far smaller.
-    Stopping here rather than after one more confirming step saves a factorization per
-    evaluation; the objective is then computed from a refactorization at these modes.
-    """
-    if du < tol:
-        return True
-    if previous_du is None or previous_du == 0:
-        return False
-    rate = du / previous_du
-    return rate < 0.1 and rate * du < tol
-
-
-class NewtonRate:
-    """PIRLS's observed quadratic convergence constant C (step_{i+1} ≈ C step_i²), for stopping early.
-
-    PIRLS is Newton's method, so once a step du is small the next one is about C du²;
-    C is a property of the model near its modes, learned from the full (not halved)
-    steps of recent PIRLS runs (the largest of them, to be safe).  With it PIRLS can stop
-    after a single step from a well-predicted start, where the linear-rate test of
-    :func:`_modes_settled` needs a second step to measure a rate.
-    """
-
-    _WINDOW = 24
-    TOL = 1e-11  # predicted size of the step not taken (the linear-rate test allows 1e-9)
-
-    def __init__(self):
-        self.observed: list[float] = []
-
-    def observe(self, previous_du: float | None, du: float, full_step: bool) -> None:
-        # steps below ~1e-7 are at the noise floor of the next one: their ratio says nothing
-        if full_step and previous_du is not None and 1e-7 < previous_du < 1e-1:
-            self.observed.append(du / previous_du**2)
-            del self.observed[: -self._WINDOW]
-
-    def settled(self, du: float, loose: float = 1.0) -> bool:
-        if len(self.observed) < 4:
-            return False
-        return max(self.observed) * du * du < loose * self.TOL
 
 
 def gauss_hermite_rule(n: int):

@@ -467,8 +467,10 @@ def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
 def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
     obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
     lower_theta = compiled.theta_lower()
-    # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do
-    rough = {"max_newton": 0, "ftol": 1e-6} if nAGQ > 0 else {}
+    # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do, and
+    # BOBYQA's first trust region is lme4's rhobeg (0.2 max|θ0|) rather than NLopt's 0.75
+    # (glmm_20k 45 -> 35 evaluations; the joint stage's search then also ends closer)
+    rough = {"max_newton": 0, "ftol": 1e-6, "initial_step": 0.2} if nAGQ > 0 else {}
     obj.rough_factor = 100.0 if nAGQ > 0 else 1.0
     stage1 = minimize_bounded(obj.theta_only, compiled.theta_start(), lower_theta, **rough)
     obj.rough_factor = 1.0

@@ -51,7 +51,7 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
     best = _Best(fun, x.copy(), fx)
     free = ~np.isclose(x, lower, atol=1e-10, rtol=0)
     idx = np.flatnonzero(free)
-    out = dict(hessian=None, hessian_at=None, hessian_free=free, gradient=None, gradient_at=None)
+    out = {"hessian": None, "hessian_at": None, "hessian_free": free, "gradient": None, "gradient_at": None}
     improved = stationary = False
     H = g = None
     for _ in range(max_steps if len(idx) else 0):

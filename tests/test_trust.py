@@ -124,7 +124,7 @@ def test_a_failed_evaluation_never_becomes_the_warm_start(monkeypatch):
     obj.pirls(np.array([0.8]))
     warm_u, warm_beta = obj._u_warm.copy(), obj._beta_warm.copy()
 
-    def always_fails(theta, beta, u, cold):
+    def always_fails(theta, beta, u, cold, beta0=None):
         raise PirlsError("diverged", theta=theta, iteration=3, reason="diverged")
 
     monkeypatch.setattr(obj, "_pirls_from", always_fails)

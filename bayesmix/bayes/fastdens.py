@@ -13,8 +13,53 @@ from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
 _FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
 MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
 # cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
-# at the extreme points NUTS visits while tuning
+# at the extreme points NUTS visits while tuning.
+# Compile time is the first sample()'s cost, so the kernels are plain loops over C-ordered float64/int64 arrays
+# (one signature each): numba's array expressions, `@` and slice assignment each compile a generic
+# implementation first (an array slice assignment alone took 2-4 s), and the loops are no slower at these sizes.
 _jit = njit(cache=True, error_model="numpy")
+
+
+# --- small loops in place of NumPy expressions (see above) ----------------------------------------
+
+@_jit
+def _dot(a, b):
+    total = 0.0
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@_jit
+def _matvec(A, x):
+    """A @ x."""
+    out = np.zeros(A.shape[0])
+    for i in range(A.shape[0]):
+        acc = 0.0
+        for j in range(A.shape[1]):
+            acc += A[i, j] * x[j]
+        out[i] = acc
+    return out
+
+
+@_jit
+def _tmatvec(A, x):
+    """A.T @ x."""
+    out = np.zeros(A.shape[1])
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[j] += A[i, j] * x[i]
+    return out
+
+
+@_jit
+def _all_finite(total, grad):
+    if not np.isfinite(total):
+        return False
+    for j in range(grad.shape[0]):
+        if not np.isfinite(grad[j]):
+            return False
+    return True
 
 
 # --- pieces shared by both likelihoods -----------------------------------------------------------
@@ -60,7 +105,9 @@ def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, ter
 
     Terms have k ≤ 2: L = sd (k = 1) or [[sd₀, 0], [sd₁ z, sd₁ √(1 - z²)]] with z = tanh(y) (k = 2).
     """
-    scales = np.exp(v[:n_scales])
+    scales = np.empty(n_scales)
+    for j in range(n_scales):
+        scales[j] = np.exp(v[j])
     dprior = np.empty(n_scales)
     lp = _priors(scales, codes, pars, consts, dprior)
     for j in range(n_scales):
@@ -82,7 +129,7 @@ def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, ter
 
 @_jit
 def _chain_factor(v, term_k, sd_start, corr_start, L, dL, grad):
-    """Adds ∂/∂v of the terms' factors, given ∂logp/∂L per term (dL, (terms, 2, 2)), into grad."""
+    """Adds ∂/∂v of the terms' factors, given ∂logp/∂L per term (dL[t, :2, :2] for term t), into grad."""
     for t in range(term_k.shape[0]):
         a = sd_start[t]
         grad[a] += dL[t, 0, 0] * L[t, 0, 0]
@@ -197,7 +244,11 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
     col_blk, col_first, col_pos = cols
     q = zty.shape[0]
     s2 = sigma * sigma
-    s = zty - ztx @ beta if beta.shape[0] > 0 else zty.copy()
+    s = zty.copy()
+    if beta.shape[0] > 0:
+        xb = _matvec(ztx, beta)
+        for i in range(q):
+            s[i] -= xb[i]
     MLt = np.zeros((q, q))  # Λ'M, built by rows (M is symmetric), then M Λ its transpose
     for j in range(q):
         b, f, c = col_blk[j], col_first[j], col_pos[j]
@@ -206,7 +257,10 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
             if w != 0.0:
                 for r in range(q):
                     MLt[j, r] += ztz[f + a, r] * w
-    ML = np.ascontiguousarray(MLt.T)
+    ML = np.empty((q, q))
+    for i in range(q):
+        for j in range(q):
+            ML[i, j] = MLt[j, i]
     A = np.empty((q, q))
     cvec = np.empty(q)
     for i in range(q):
@@ -244,13 +298,13 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
     for i in range(q):
         half_logdet += np.log(A[i, i])
     u = _cho_solve(A, cvec, first)
-    c_u = cvec @ u
+    c_u = _dot(cvec, u)
     bvec = np.zeros(q)
     for i in range(q):
         b, f, c = col_blk[i], col_first[i], col_pos[i]
         for a in range(c + 1):
             bvec[i] += BL[b, c, a] * u[f + a]
-    mb = ztz @ bvec
+    mb = _matvec(ztz, bvec)
     a_inv = _cho_inverse(A, first)
     trace = 0.0
     for i in range(q):
@@ -267,10 +321,14 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
             dL[b, a, c] += ((s[i] - mb[i]) * u[jc] - e) / s2
     rwr = yty
     if p > 0:
-        rwr += beta @ (xtx @ beta) - 2.0 * beta @ xty
+        rwr += _dot(beta, _matvec(xtx, beta)) - 2.0 * _dot(beta, xty)
     value = const - n * np.log(sigma) - half_logdet - 0.5 * (rwr / s2 - c_u)
-    d_beta = (xty - xtx @ beta - ztx.T @ bvec) / s2 if p > 0 else np.zeros(0)
-    resid2 = rwr - 2.0 * (s @ bvec) + bvec @ mb
+    d_beta = np.zeros(p)
+    if p > 0:
+        xb, zb = _matvec(xtx, beta), _tmatvec(ztx, bvec)
+        for j in range(p):
+            d_beta[j] = (xty[j] - xb[j] - zb[j]) / s2
+    resid2 = rwr - 2.0 * _dot(s, bvec) + _dot(bvec, mb)
     d_sigma = -n / sigma + (resid2 + s2 * (q - trace)) / (sigma * s2)
     return True, value, d_beta, d_sigma
 
@@ -282,9 +340,13 @@ def _block_factors(L, beta_factor):
     pb = beta_factor.shape[0]
     kmax = max(2, pb)
     BL = np.zeros((nt + (1 if pb > 0 else 0), kmax, kmax))
-    BL[:nt, :2, :2] = L
-    if pb > 0:
-        BL[nt, :pb, :pb] = beta_factor
+    for t in range(nt):
+        for a in range(2):
+            for b in range(2):
+                BL[t, a, b] = L[t, a, b]
+    for a in range(pb):
+        for b in range(pb):
+            BL[nt, a, b] = beta_factor[a, b]
     return BL
 
 
@@ -307,7 +369,8 @@ def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, blk_start, blk_nle
             for m in range(i + 1, q):
                 acc -= A[m, i] * y[m]
             y[i] = acc / A[i, i]
-        out[d] = mean + y
+        for i in range(q):
+            out[d, i] = mean[i] + y[i]
     return out
 
 
@@ -326,20 +389,22 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
     sigma, lp_v = _variance(v, n_scales, True, codes, pars, consts, term_k, term_eta, term_const, sd_start,
                             corr_start, L, gv)
     BL = _block_factors(L, beta_factor)
-    dBL = np.zeros_like(BL)
+    dBL = np.zeros(BL.shape)
     ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx,
                                                 xtx, xty, yty, n, const, dBL)
     if not ok:
         return -np.inf, grad
     gv[0] += d_sigma * sigma
-    _chain_factor(v, term_k, sd_start, corr_start, L, dBL[:nt, :2, :2].copy(), gv)
+    _chain_factor(v, term_k, sd_start, corr_start, L, dBL, gv)  # reads dBL's first nt blocks only
     total = value + lp_v
     if p > 0:
         dprior = np.empty(p)
         total += _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
-        grad[:p] = d_beta + dprior
-    grad[p:] = gv
-    if not np.isfinite(total) or not np.all(np.isfinite(grad)):
+        for j in range(p):
+            grad[j] = d_beta[j] + dprior[j]
+    for j in range(gv.shape[0]):
+        grad[p + j] = gv[j]
+    if not _all_finite(total, grad):
         return -np.inf, np.zeros(dim)
     return total, grad
 

@@ -18,6 +18,7 @@ MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LA
 # (one signature each): numba's array expressions, `@` and slice assignment each compile a generic
 # implementation first (an array slice assignment alone took 2-4 s), and the loops are no slower at these sizes.
 _jit = njit(cache=True, error_model="numpy")
+_inline = njit(cache=True, error_model="numpy", inline="always")
 
 
 # --- small loops in place of NumPy expressions (see above) ----------------------------------------
@@ -99,7 +100,7 @@ def _priors(values, codes, pars, consts, grad):
     return total
 
 
-@_jit
+@_inline
 def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start, L, grad):
     """σ, the terms' factors (into L, (terms, 2, 2)) and log prior + log-Jacobian; their derivatives in v into grad.
 
@@ -280,7 +281,7 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
     return s, ML, A, cvec
 
 
-@_jit
+@_inline
 def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
     """CollapsedLmm.value_and_grad with Λ block diagonal (block b: nlev levels of BL[b]'s k x k factor).
 

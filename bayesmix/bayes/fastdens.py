@@ -444,12 +444,19 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
     log_sd = x[p]
     sd = np.exp(log_sd)
     dsd_prior = np.empty(1)
-    lp = _priors(np.array([sd]), codes, pars, consts, dsd_prior) + log_sd
+    sd_value = np.empty(1)
+    sd_value[0] = sd
+    lp = _priors(sd_value, codes, pars, consts, dsd_prior) + log_sd
     nobs = X.shape[0]
-    base = offset + X @ beta
-    sz = sd * z
+    base = _matvec(X, beta)
+    sz = np.empty(nobs)
+    for i in range(nobs):
+        base[i] += offset[i]
+        sz[i] = sd * z[i]
     # each level's conditional mode and curvature (Fisher scoring from the fit's modes), as ScalarTermGlmm._mode
-    u = b_hat / sd
+    u = np.empty(nlevels)
+    for lvl in range(nlevels):
+        u[lvl] = b_hat[lvl] / sd
     curv = np.ones(nlevels)
     gsum = np.empty(nlevels)
     for _ in range(50):
@@ -468,7 +475,9 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
         if biggest < 1e-9:
             break
     nodes = t.shape[0]
-    scale = 1.0 / np.sqrt(curv)
+    scale = np.empty(nlevels)
+    for lvl in range(nlevels):
+        scale[lvl] = 1.0 / np.sqrt(curv[lvl])
     unode = np.empty((nlevels, nodes))
     log_f = np.empty((nlevels, nodes))
     for lvl in range(nlevels):
@@ -485,12 +494,15 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
     value = const
     post = np.empty((nlevels, nodes))
     for lvl in range(nlevels):
-        top = log_f[lvl].max()
+        top = log_f[lvl, 0]
+        for m in range(1, nodes):
+            top = max(top, log_f[lvl, m])
         total = 0.0
         for m in range(nodes):
             post[lvl, m] = np.exp(log_f[lvl, m] - top)
             total += post[lvl, m]
-        post[lvl] /= total
+        for m in range(nodes):
+            post[lvl, m] /= total
         value += np.log(scale[lvl]) + top + np.log(total)
     d_s = 0.0
     for i in range(nobs):
@@ -505,9 +517,10 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
         d_s += z[i] * e1u
     dprior = np.empty(p)
     total_lp = value + lp + _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
-    grad[:p] += dprior
+    for j in range(p):
+        grad[j] += dprior[j]
     grad[p] = d_s * sd + dsd_prior[0] * sd + 1.0
-    if not np.isfinite(total_lp) or not np.all(np.isfinite(grad)):
+    if not _all_finite(total_lp, grad):
         return -np.inf, np.zeros(dim)
     return total_lp, grad
 

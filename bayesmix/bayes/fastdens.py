@@ -223,23 +223,6 @@ def _cho_inverse(C, first):
 # --- collapsed LMM ------------------------------------------------------------------------------
 
 @_jit
-def _columns(blk_start, blk_nlev, blk_k, q):
-    """Per column of u: its block, the first column of its level, its position within the level."""
-    col_blk = np.empty(q, np.int64)
-    col_first = np.empty(q, np.int64)
-    col_pos = np.empty(q, np.int64)
-    for b in range(blk_start.shape[0]):
-        k = blk_k[b]
-        for lvl in range(blk_nlev[b]):
-            level_start = blk_start[b] + lvl * k
-            for a in range(k):
-                col_blk[level_start + a] = b
-                col_first[level_start + a] = level_start
-                col_pos[level_start + a] = a
-    return col_blk, col_first, col_pos
-
-
-@_jit
 def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
     """s = Z'W(y - Xβ), MΛ, A = Λ'MΛ/σ² + I (lower triangle) and c = Λ's/σ²."""
     col_blk, col_first, col_pos = cols
@@ -282,7 +265,7 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
 
 
 @_inline
-def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
+def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
     """CollapsedLmm.value_and_grad with Λ block diagonal (block b: nlev levels of BL[b]'s k x k factor).
 
     Returns ok (False for a numerically singular A), value, ∂/∂β, ∂/∂σ; ∂/∂L per block goes into dL.
@@ -290,7 +273,6 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
     q = zty.shape[0]
     p = beta.shape[0]
     s2 = sigma * sigma
-    cols = _columns(blk_start, blk_nlev, blk_k, q)
     col_blk, col_first, col_pos = cols
     s, ML, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
     if not _cholesky(A, first):
@@ -352,10 +334,10 @@ def _block_factors(L, beta_factor):
 
 
 @_jit
-def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, blk_start, blk_nlev, blk_k, first):
+def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, col_blk, col_first, col_pos, blk_k, first):
     """Per draw, u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹): the mean plus C'⁻¹z (A = CC')."""
     draws, q = z.shape
-    cols = _columns(blk_start, blk_nlev, blk_k, q)
+    cols = (col_blk, col_first, col_pos)
     out = np.empty((draws, q))
     for d in range(draws):
         BL = _block_factors(L[d], beta_factor)
@@ -378,7 +360,7 @@ def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, blk_start, blk_nle
 @_jit
 def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start,
                   beta_codes, beta_pars, beta_consts, beta_factor, ztz, zty, ztx, xtx, xty, yty, n, const,
-                  blk_start, blk_nlev, blk_k, first):
+                  col_blk, col_first, col_pos, blk_k, first):
     """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated)."""
     dim = x.shape[0]
     grad = np.zeros(dim)
@@ -391,8 +373,8 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
                             corr_start, L, gv)
     BL = _block_factors(L, beta_factor)
     dBL = np.zeros(BL.shape)
-    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx,
-                                                xtx, xty, yty, n, const, dBL)
+    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, (col_blk, col_first, col_pos), blk_k, first, ztz,
+                                                zty, ztx, xtx, xty, yty, n, const, dBL)
     if not ok:
         return -np.inf, grad
     gv[0] += d_sigma * sigma
@@ -551,7 +533,7 @@ def _prior_arrays(priors):
         for slot, name in enumerate(names):
             pars[j, slot] = 0.0 if name is None else name if isinstance(name, float) else float(params[name])
         at_one = float(np.asarray(prior_logp(prior.dist, {k: np.float64(v) for k, v in params.items()}, 1.0)))
-        consts[j] = at_one - _prior_part(code, pars[j], 1.0)[0]
+        consts[j] = at_one - _prior_part.py_func(code, pars[j], 1.0)[0]  # in Python: no compile for one call
     return codes, pars, consts
 
 
@@ -605,7 +587,7 @@ def _lmm_posterior(post, priors):
     ztz = np.ascontiguousarray((lik.ztz if not lik.single else _dense_ztz(lik))[np.ix_(order, order)], dtype=float)
     system = (factor, ztz, np.ascontiguousarray(lik.zty[order], dtype=float),
               np.ascontiguousarray(lik.ztx[order], dtype=float))
-    layout = (blk_start, blk_nlev, blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
+    layout = (*_columns(blk_nlev, blk_k), blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
     args = (np.int64(post.p), np.int64(var.n_scales), codes, pars, consts, term_k, term_eta, term_const,
             sd_start, corr_start, bcodes, bpars, bconsts, *system,
             np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
@@ -660,6 +642,14 @@ def _dense_ztz(lik) -> np.ndarray:
     for lvl in range(ix.shape[0]):
         out[np.ix_(ix[lvl], ix[lvl])] = lik.ztz_blocks[lvl]
     return out
+
+
+def _columns(blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of u (kernel order): its block, the first column of its level, its position within the level."""
+    blk = np.concatenate([np.full(n * k, b) for b, (n, k) in enumerate(zip(blk_nlev, blk_k))]).astype(np.int64)
+    pos = np.concatenate([np.tile(np.arange(k), n) for n, k in zip(blk_nlev, blk_k)]).astype(np.int64)
+    first = np.arange(len(pos), dtype=np.int64) - pos
+    return blk, first, pos
 
 
 def _envelope(ztz, blk_start, blk_nlev, blk_k) -> np.ndarray:

@@ -13,12 +13,12 @@ from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
 _FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
 MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
 # cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
-# at the extreme points NUTS visits while tuning.
+# at the extreme points NUTS visits while tuning; nogil, so that nutpie runs chains in parallel threads.
 # Compile time is the first sample()'s cost, so the kernels are plain loops over C-ordered float64/int64 arrays
 # (one signature each): numba's array expressions, `@` and slice assignment each compile a generic
 # implementation first (an array slice assignment alone took 2-4 s), and the loops are no slower at these sizes.
-_jit = njit(cache=True, error_model="numpy")
-_inline = njit(cache=True, error_model="numpy", inline="always")
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+_inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
 
 
 # --- small loops in place of NumPy expressions (see above) ----------------------------------------

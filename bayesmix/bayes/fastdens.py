@@ -333,38 +333,44 @@ def _block_factors(L, beta_factor):
     return BL
 
 
-@_jit
-def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, col_blk, col_first, col_pos, blk_k, first):
-    """Per draw, u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹): the mean plus C'⁻¹z (A = CC')."""
-    draws, q = z.shape
-    cols = (col_blk, col_first, col_pos)
-    out = np.empty((draws, q))
-    for d in range(draws):
-        BL = _block_factors(L[d], beta_factor)
-        _, _, A, cvec = _system(beta[d].copy(), sigma[d], BL, blk_k, cols, first, ztz, zty, ztx)
-        if not _cholesky(A, first):
-            out[d] = np.nan
-            continue
-        mean = _cho_solve(A, cvec, first)
-        y = z[d].copy()
-        for i in range(q - 1, -1, -1):
-            acc = y[i]
-            for m in range(i + 1, q):
-                acc -= A[m, i] * y[m]
-            y[i] = acc / A[i, i]
+@_inline
+def _draw_u(beta, sigma, L, beta_factor, cols, blk_k, first, ztz, zty, ztx, z, out):
+    """One draw of u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹) into out: the mean plus C'⁻¹z (A = CC')."""
+    q = z.shape[0]
+    BL = _block_factors(L, beta_factor)
+    _, _, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
+    if not _cholesky(A, first):
         for i in range(q):
-            out[d, i] = mean[i] + y[i]
-    return out
+            out[i] = np.nan
+        return
+    mean = _cho_solve(A, cvec, first)
+    y = z.copy()
+    for i in range(q - 1, -1, -1):
+        acc = y[i]
+        for m in range(i + 1, q):
+            acc -= A[m, i] * y[m]
+        y[i] = acc / A[i, i]
+    for i in range(q):
+        out[i] = mean[i] + y[i]
 
 
 @_jit
 def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start,
                   beta_codes, beta_pars, beta_consts, beta_factor, ztz, zty, ztx, xtx, xty, yty, n, const,
-                  col_blk, col_first, col_pos, blk_k, first):
-    """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated)."""
+                  col_blk, col_first, col_pos, blk_k, first, draw_sigma, draw_L, z, out):
+    """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated).
+
+    With z non-empty, instead one draw of u given β = x[:p], σ = draw_sigma and the terms' factors draw_L into
+    out (returned with 0.0): the draws share this one compiled function (a second entry point, compiled
+    separately, re-optimizes everything it calls once more: about 1 s of the first sample()).
+    """
     dim = x.shape[0]
     grad = np.zeros(dim)
     beta = x[:p].copy()
+    if z.shape[0] > 0:
+        _draw_u(beta, draw_sigma, draw_L, beta_factor, (col_blk, col_first, col_pos), blk_k, first, ztz, zty, ztx,
+                z, out)
+        return 0.0, out
     v = x[p:]
     nt = term_k.shape[0]
     L = np.zeros((nt, 2, 2))
@@ -592,7 +598,7 @@ def _lmm_posterior(post, priors):
             sd_start, corr_start, bcodes, bpars, bconsts, *system,
             np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
             float(lik.yty), float(lik.n), float(lik.const), *layout)
-    return CompiledPosterior(lmm_posterior, args, (*system, *layout), order)
+    return CompiledPosterior(lmm_posterior, args, order, len(post.infos))
 
 
 def _glmm_posterior(post, priors):
@@ -610,16 +616,17 @@ def _glmm_posterior(post, priors):
 class CompiledPosterior:
     """A kernel with its model's arrays: called on x gives (log posterior, gradient); LMMs also draw u."""
 
-    def __init__(self, kernel, args, draw_args=None, order=None):
-        self.kernel, self.args = kernel, args
-        self.draw_args, self.order = draw_args, order
+    def __init__(self, kernel, args, order=None, n_terms=0):
+        self.kernel, self.args, self.order = kernel, args, order
+        # the LMM kernel's draw arguments, empty: evaluate the density
+        self.no_draw = (0.0, np.zeros((n_terms, 2, 2)), np.zeros(0), np.zeros(0)) if order is not None else ()
 
     def __call__(self, x):
-        return self.kernel(np.ascontiguousarray(x, dtype=np.float64), *self.args)
+        return self.kernel(np.ascontiguousarray(x, dtype=np.float64), *self.args, *self.no_draw)
 
     @property
     def draws_u(self) -> bool:
-        return self.draw_args is not None
+        return self.order is not None
 
     def draw_u_batch(self, beta, sigma, Ls, rng) -> np.ndarray:
         """u per draw (β̃ first when β is integrated, as CollapsedLmm.draw_u); beta (D, p), sigma (D,), Ls [(D, k, k)]."""
@@ -628,8 +635,11 @@ class CompiledPosterior:
         for t, Lt in enumerate(Ls):
             L[:, t, : Lt.shape[1], : Lt.shape[2]] = Lt
         z = rng.standard_normal((draws, len(self.order)))
-        u = lmm_draw_u(np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(sigma, dtype=float), L, z,
-                       *self.draw_args)
+        beta = np.ascontiguousarray(beta, dtype=np.float64)
+        sigma = np.ascontiguousarray(sigma, dtype=np.float64)
+        u = np.empty_like(z)
+        for d in range(draws):
+            self.kernel(beta[d], *self.args, sigma[d], L[d], z[d], u[d])
         out = np.empty_like(u)
         out[:, self.order] = u
         return out

@@ -5,7 +5,9 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.bayes.pymc_mode
 * the fast route (default, ``sampler="nutpie"``): nutpie's NUTS on a log density that
   bayesmix evaluates itself, with analytic gradients: in NumPy, or for the common collapsed
   models (terms of up to two coefficients; scalar-term binomial-logit and Poisson GLMMs) by
-  :mod:`bayesmix.bayes.fastdens`'s numba kernels, compiled once per machine (disk cache).  For
+  :mod:`bayesmix.bayes.fastdens`'s numba kernels, compiled once per machine (numba's disk cache:
+  ``NUMBA_CACHE_DIR`` when set, else the package's ``__pycache__``, else ``~/.cache/numba`` where
+  the package cannot be written to).  For
   LMMs the random effects — and the fixed effects too when their priors are Normal, as
   by default — are integrated out analytically (a Cholesky per evaluation: dense up to 300
   random effects, beyond that :mod:`bayesmix.bayes.blockedlmm`'s blocked one) and drawn

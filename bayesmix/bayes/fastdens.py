@@ -1,8 +1,9 @@
 """Numba-compiled log posterior and gradient (and u draws) of the fast route's common collapsed models.
 
-The kernels (entry points ``lmm_posterior``, which also draws u, and ``glmm_posterior``) are cached on
-disk (``cache=True``); numba's cache directory is ``NUMBA_CACHE_DIR`` when set, else this package's ``__pycache__``, else the user's
-cache directory (``~/.cache/numba``) when the installed package cannot be written to.
+The kernels (entry points ``lmm_posterior``, which also draws u, and ``glmm_posterior``) are cached
+on disk (``cache=True``); numba's cache directory is ``NUMBA_CACHE_DIR`` when set, else this
+package's ``__pycache__``, else the user's cache directory (``~/.cache/numba``) when the installed
+package cannot be written to.
 """
 
 from __future__ import annotations

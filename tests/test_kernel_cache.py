@@ -51,9 +51,9 @@ def _run(site: Path, home: Path) -> dict:
     if os.geteuid() == 0:  # root writes through file modes: make the copy a read-only mount instead
         if shutil.which("unshare") is None:
             pytest.skip("running as root without unshare(1): cannot make the package copy read-only")
-        command = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" '
-                   '|| exit 97; exec "$@"', str(site), *command]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=home)
+        script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" || exit 97; exec "$@"'
+        command = ["unshare", "-m", "sh", "-c", script, str(site), *command]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=home, check=False)
     if proc.returncode == 97 or (os.geteuid() == 0 and "unshare:" in proc.stderr):
         pytest.skip(f"running as root and cannot mount the package copy read-only: {proc.stderr.strip()[-200:]}")
     if proc.returncode != 0:

@@ -1,5 +1,4 @@
-"""The compiled kernels' on-disk cache (where it goes when the installed package cannot be written to), and
-the warm-up thread that compiles them while sample() imports nutpie.
+"""The compiled kernels' on-disk cache: where it goes when the installed package cannot be written to.
 
 bayes/'s numba kernels are compiled with ``cache=True``.  numba looks for a cache directory in this
 order: ``NUMBA_CACHE_DIR`` when set, the package's own ``__pycache__`` when writable, else the user's
@@ -77,31 +76,3 @@ def test_a_read_only_install_caches_the_kernels_in_the_user_cache_directory(tmp_
     second = _run(site, home)
     assert second["value"] == 5.0
     assert second["hits"] == 1 and second["misses"] == 0  # the next process loads it from the user's cache
-
-
-class _FakePosterior:
-    """What _KernelWarmUp uses of a FastPosterior: kernel(start())."""
-
-    def __init__(self, kernel):
-        self.kernel = kernel
-
-    def start(self):
-        return [0.0]
-
-
-def test_the_kernel_warm_up_runs_beside_the_caller_and_raises_in_its_thread():
-    import threading
-
-    from bayesmix.bayes.sampling import _KernelWarmUp
-
-    seen = []
-    post = _FakePosterior(lambda x: seen.append((threading.current_thread().name, x)))
-    _KernelWarmUp(post).finish()
-    assert seen == [("bayesmix-kernel-warm-up", [0.0])]
-
-    def broken(x):
-        raise ZeroDivisionError("in the kernel")
-
-    with pytest.raises(ZeroDivisionError, match="in the kernel"):
-        _KernelWarmUp(_FakePosterior(broken)).finish()
-    _KernelWarmUp(_FakePosterior(None)).finish()  # no kernel (the NumPy density): nothing to warm up

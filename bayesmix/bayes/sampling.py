@@ -124,12 +124,10 @@ def _require(module: str, what: str) -> None:
 
 
 def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed, target_accept):
-    post = FastPosterior(result, spec, collapsed)
-    warming = _KernelWarmUp(post)
     import nutpie
     from nutpie.compiled_pyfunc import from_pyfunc
 
-    warming.finish()
+    post = FastPosterior(result, spec, collapsed)
     start, scale = post.start(), post.jitter_scale()
 
     def make_logp():
@@ -167,36 +165,6 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
                  "drawn exactly from their conditional (rejection sampling)")
     stats = trace.sample_stats.to_dataset() if hasattr(trace.sample_stats, "to_dataset") else trace.sample_stats
     return _datatree(result, spec, posterior, stats, route, elapsed, sampler="nutpie")
-
-
-class _KernelWarmUp:
-    """Compiles (or loads from numba's cache) the posterior's kernel in a thread while nutpie imports.
-
-    The first sample() after an install spends seconds compiling and ~1 s importing nutpie (with ArviZ,
-    matplotlib, scipy.stats); numba's LLVM work and the imports' file reads release the GIL, so on two
-    cores the two overlap instead of running one after the other.  The kernel's numbers are the same
-    whichever thread compiled it.
-    """
-
-    def __init__(self, post: FastPosterior):
-        import threading
-
-        self.post, self.error = post, None
-        self.thread = threading.Thread(target=self._run, name="bayesmix-kernel-warm-up", daemon=True)
-        if post.kernel is not None:
-            self.thread.start()
-
-    def _run(self):
-        try:
-            self.post.kernel(self.post.start())
-        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread by finish()
-            self.error = exc
-
-    def finish(self) -> None:
-        if self.thread.ident is not None:  # started
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def _wait_or_stop(sampler):

@@ -239,25 +239,11 @@ def bench_cold(design: Design, repeats: int, with_r: bool) -> dict:
     return out
 
 
-def sample_cold() -> None:
-    """First ``m.sample()`` of sleepstudy in fresh processes: an empty numba cache (a fresh install), then a warm one."""
-    code = ("import time, warnings; warnings.simplefilter('ignore'); t0 = time.perf_counter(); import bayesmix as bm; "
-            "m = bm.lmer('Reaction ~ Days + (Days | Subject)', bm.load_dataset('sleepstudy')); t1 = time.perf_counter(); "
-            "m.sample(random_seed=1, progressbar=False); t2 = time.perf_counter(); "
-            "m.sample(random_seed=2, progressbar=False); t3 = time.perf_counter(); "
-            "print(f'{t1 - t0:.2f} {t2 - t1:.2f} {t3 - t2:.2f}')")
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        rows = [("process", "import+fit s", "first sample() s", "second sample() s")]
-        for label in ("fresh cache", "warm cache"):
-            proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-2000:])
-            rows.append((label, *proc.stdout.split()[-3:]))
-    print("\nsleepstudy m.sample() (4 chains x 1000+1000, nutpie) in fresh processes; NUMBA_CACHE_DIR emptied first "
-          "(goal: first sample() <= 8 s with a fresh cache, <= 2 s after)")
-    for row in rows:
-        print("  ".join(f"{cell:>18}" for cell in row))
+def sample_cold(repeats: int = 1) -> None:
+    """First ``m.sample()`` of sleepstudy in fresh processes, empty then warm numba cache, with its phases (bench_coldsample.py)."""
+    import bench_coldsample
+
+    bench_coldsample.main(repeats)
 
 
 def main() -> None:
@@ -299,7 +285,7 @@ def main() -> None:
         report(results, "designs of issue 14: bayesmix vs lme4, warm fit (median after one warm-up)",
                time.perf_counter() - t_start, load_start)
     if "sample_cold" in names:
-        sample_cold()
+        sample_cold(args.repeats or 1)
     if args.json:
         args.json.write_text(json.dumps([{"case": r.case.name, "formula": r.case.formula, "bayesmix": r.bm,
                                           "lme4": r.r, "cold": r.cold} for r in results], indent=1))

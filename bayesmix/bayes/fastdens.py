@@ -1,4 +1,10 @@
-"""Numba-compiled log posterior and gradient (and u draws) of the fast route's common collapsed models."""
+"""Numba-compiled log posterior and gradient (and u draws) of the fast route's common collapsed models.
+
+The kernels (entry points ``lmm_posterior``, which also draws u, and ``glmm_posterior``) are cached
+on disk (``cache=True``); numba's cache directory is ``NUMBA_CACHE_DIR`` when set, else this
+package's ``__pycache__``, else the user's cache directory (``~/.cache/numba``) when the installed
+package cannot be written to.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,54 @@ from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
 _FLAT, _NORMAL, _STUDENT, _EXPONENTIAL, _GAMMA, _INVGAMMA, _LOGNORMAL = range(7)
 MAX_Q = 300  # the kernel's plain loops measured faster than the NumPy route (LAPACK) up to q = 302; beyond, untried
 # cached on disk: compiled once per machine; numpy's error model gives inf/nan (then -inf density), not exceptions,
-# at the extreme points NUTS visits while tuning
-_jit = njit(cache=True, error_model="numpy")
+# at the extreme points NUTS visits while tuning; nogil, so that nutpie runs chains in parallel threads.
+# Compile time is the first sample()'s cost, so the kernels are plain loops over C-ordered float64/int64 arrays
+# (one signature each): numba's array expressions, `@` and slice assignment each compile a generic
+# implementation first (an array slice assignment alone took 2-4 s), and the loops are no slower at these sizes.
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+_inline = njit(cache=True, error_model="numpy", nogil=True, inline="always")
+
+
+# --- small loops in place of NumPy expressions (see above) ----------------------------------------
+
+@_jit
+def _dot(a, b):
+    total = 0.0
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@_jit
+def _matvec(A, x):
+    """A @ x."""
+    out = np.zeros(A.shape[0])
+    for i in range(A.shape[0]):
+        acc = 0.0
+        for j in range(A.shape[1]):
+            acc += A[i, j] * x[j]
+        out[i] = acc
+    return out
+
+
+@_jit
+def _tmatvec(A, x):
+    """A.T @ x."""
+    out = np.zeros(A.shape[1])
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[j] += A[i, j] * x[i]
+    return out
+
+
+@_jit
+def _all_finite(total, grad):
+    if not np.isfinite(total):
+        return False
+    for j in range(grad.shape[0]):
+        if not np.isfinite(grad[j]):
+            return False
+    return True
 
 
 # --- pieces shared by both likelihoods -----------------------------------------------------------
@@ -54,13 +106,15 @@ def _priors(values, codes, pars, consts, grad):
     return total
 
 
-@_jit
+@_inline
 def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start, L, grad):
     """σ, the terms' factors (into L, (terms, 2, 2)) and log prior + log-Jacobian; their derivatives in v into grad.
 
     Terms have k ≤ 2: L = sd (k = 1) or [[sd₀, 0], [sd₁ z, sd₁ √(1 - z²)]] with z = tanh(y) (k = 2).
     """
-    scales = np.exp(v[:n_scales])
+    scales = np.empty(n_scales)
+    for j in range(n_scales):
+        scales[j] = np.exp(v[j])
     dprior = np.empty(n_scales)
     lp = _priors(scales, codes, pars, consts, dprior)
     for j in range(n_scales):
@@ -82,7 +136,7 @@ def _variance(v, n_scales, has_sigma, codes, pars, consts, term_k, term_eta, ter
 
 @_jit
 def _chain_factor(v, term_k, sd_start, corr_start, L, dL, grad):
-    """Adds ∂/∂v of the terms' factors, given ∂logp/∂L per term (dL, (terms, 2, 2)), into grad."""
+    """Adds ∂/∂v of the terms' factors, given ∂logp/∂L per term (dL[t, :2, :2] for term t), into grad."""
     for t in range(term_k.shape[0]):
         a = sd_start[t]
         grad[a] += dL[t, 0, 0] * L[t, 0, 0]
@@ -175,29 +229,16 @@ def _cho_inverse(C, first):
 # --- collapsed LMM ------------------------------------------------------------------------------
 
 @_jit
-def _columns(blk_start, blk_nlev, blk_k, q):
-    """Per column of u: its block, the first column of its level, its position within the level."""
-    col_blk = np.empty(q, np.int64)
-    col_first = np.empty(q, np.int64)
-    col_pos = np.empty(q, np.int64)
-    for b in range(blk_start.shape[0]):
-        k = blk_k[b]
-        for lvl in range(blk_nlev[b]):
-            level_start = blk_start[b] + lvl * k
-            for a in range(k):
-                col_blk[level_start + a] = b
-                col_first[level_start + a] = level_start
-                col_pos[level_start + a] = a
-    return col_blk, col_first, col_pos
-
-
-@_jit
 def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
     """s = Z'W(y - Xβ), MΛ, A = Λ'MΛ/σ² + I (lower triangle) and c = Λ's/σ²."""
     col_blk, col_first, col_pos = cols
     q = zty.shape[0]
     s2 = sigma * sigma
-    s = zty - ztx @ beta if beta.shape[0] > 0 else zty.copy()
+    s = zty.copy()
+    if beta.shape[0] > 0:
+        xb = _matvec(ztx, beta)
+        for i in range(q):
+            s[i] -= xb[i]
     MLt = np.zeros((q, q))  # Λ'M, built by rows (M is symmetric), then M Λ its transpose
     for j in range(q):
         b, f, c = col_blk[j], col_first[j], col_pos[j]
@@ -206,7 +247,10 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
             if w != 0.0:
                 for r in range(q):
                     MLt[j, r] += ztz[f + a, r] * w
-    ML = np.ascontiguousarray(MLt.T)
+    ML = np.empty((q, q))
+    for i in range(q):
+        for j in range(q):
+            ML[i, j] = MLt[j, i]
     A = np.empty((q, q))
     cvec = np.empty(q)
     for i in range(q):
@@ -226,8 +270,8 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
     return s, ML, A, cvec
 
 
-@_jit
-def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
+@_inline
+def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
     """CollapsedLmm.value_and_grad with Λ block diagonal (block b: nlev levels of BL[b]'s k x k factor).
 
     Returns ok (False for a numerically singular A), value, ∂/∂β, ∂/∂σ; ∂/∂L per block goes into dL.
@@ -235,7 +279,6 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
     q = zty.shape[0]
     p = beta.shape[0]
     s2 = sigma * sigma
-    cols = _columns(blk_start, blk_nlev, blk_k, q)
     col_blk, col_first, col_pos = cols
     s, ML, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
     if not _cholesky(A, first):
@@ -244,13 +287,13 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
     for i in range(q):
         half_logdet += np.log(A[i, i])
     u = _cho_solve(A, cvec, first)
-    c_u = cvec @ u
+    c_u = _dot(cvec, u)
     bvec = np.zeros(q)
     for i in range(q):
         b, f, c = col_blk[i], col_first[i], col_pos[i]
         for a in range(c + 1):
             bvec[i] += BL[b, c, a] * u[f + a]
-    mb = ztz @ bvec
+    mb = _matvec(ztz, bvec)
     a_inv = _cho_inverse(A, first)
     trace = 0.0
     for i in range(q):
@@ -267,10 +310,14 @@ def _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty,
             dL[b, a, c] += ((s[i] - mb[i]) * u[jc] - e) / s2
     rwr = yty
     if p > 0:
-        rwr += beta @ (xtx @ beta) - 2.0 * beta @ xty
+        rwr += _dot(beta, _matvec(xtx, beta)) - 2.0 * _dot(beta, xty)
     value = const - n * np.log(sigma) - half_logdet - 0.5 * (rwr / s2 - c_u)
-    d_beta = (xty - xtx @ beta - ztx.T @ bvec) / s2 if p > 0 else np.zeros(0)
-    resid2 = rwr - 2.0 * (s @ bvec) + bvec @ mb
+    d_beta = np.zeros(p)
+    if p > 0:
+        xb, zb = _matvec(xtx, beta), _tmatvec(ztx, bvec)
+        for j in range(p):
+            d_beta[j] = (xty[j] - xb[j] - zb[j]) / s2
+    resid2 = rwr - 2.0 * _dot(s, bvec) + _dot(bvec, mb)
     d_sigma = -n / sigma + (resid2 + s2 * (q - trace)) / (sigma * s2)
     return True, value, d_beta, d_sigma
 
@@ -282,43 +329,54 @@ def _block_factors(L, beta_factor):
     pb = beta_factor.shape[0]
     kmax = max(2, pb)
     BL = np.zeros((nt + (1 if pb > 0 else 0), kmax, kmax))
-    BL[:nt, :2, :2] = L
-    if pb > 0:
-        BL[nt, :pb, :pb] = beta_factor
+    for t in range(nt):
+        for a in range(2):
+            for b in range(2):
+                BL[t, a, b] = L[t, a, b]
+    for a in range(pb):
+        for b in range(pb):
+            BL[nt, a, b] = beta_factor[a, b]
     return BL
 
 
-@_jit
-def lmm_draw_u(beta, sigma, L, z, beta_factor, ztz, zty, ztx, blk_start, blk_nlev, blk_k, first):
-    """Per draw, u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹): the mean plus C'⁻¹z (A = CC')."""
-    draws, q = z.shape
-    cols = _columns(blk_start, blk_nlev, blk_k, q)
-    out = np.empty((draws, q))
-    for d in range(draws):
-        BL = _block_factors(L[d], beta_factor)
-        _, _, A, cvec = _system(beta[d].copy(), sigma[d], BL, blk_k, cols, first, ztz, zty, ztx)
-        if not _cholesky(A, first):
-            out[d] = np.nan
-            continue
-        mean = _cho_solve(A, cvec, first)
-        y = z[d].copy()
-        for i in range(q - 1, -1, -1):
-            acc = y[i]
-            for m in range(i + 1, q):
-                acc -= A[m, i] * y[m]
-            y[i] = acc / A[i, i]
-        out[d] = mean + y
-    return out
+@_inline
+def _draw_u(beta, sigma, L, beta_factor, cols, blk_k, first, ztz, zty, ztx, z, out):
+    """One draw of u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹) into out: the mean plus C'⁻¹z (A = CC')."""
+    q = z.shape[0]
+    BL = _block_factors(L, beta_factor)
+    _, _, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
+    if not _cholesky(A, first):
+        for i in range(q):
+            out[i] = np.nan
+        return
+    mean = _cho_solve(A, cvec, first)
+    y = z.copy()
+    for i in range(q - 1, -1, -1):
+        acc = y[i]
+        for m in range(i + 1, q):
+            acc -= A[m, i] * y[m]
+        y[i] = acc / A[i, i]
+    for i in range(q):
+        out[i] = mean[i] + y[i]
 
 
 @_jit
 def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start,
                   beta_codes, beta_pars, beta_consts, beta_factor, ztz, zty, ztx, xtx, xty, yty, n, const,
-                  blk_start, blk_nlev, blk_k, first):
-    """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated)."""
+                  col_blk, col_first, col_pos, blk_k, first, draw_sigma, draw_L, z, out):
+    """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated).
+
+    With z non-empty, instead one draw of u given β = x[:p], σ = draw_sigma and the terms' factors draw_L into
+    out (returned with 0.0): the draws share this one compiled function (a second entry point, compiled
+    separately, re-optimizes everything it calls once more: about 1 s of the first sample()).
+    """
     dim = x.shape[0]
     grad = np.zeros(dim)
     beta = x[:p].copy()
+    if z.shape[0] > 0:
+        _draw_u(beta, draw_sigma, draw_L, beta_factor, (col_blk, col_first, col_pos), blk_k, first, ztz, zty, ztx,
+                z, out)
+        return 0.0, out
     v = x[p:]
     nt = term_k.shape[0]
     L = np.zeros((nt, 2, 2))
@@ -326,20 +384,22 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
     sigma, lp_v = _variance(v, n_scales, True, codes, pars, consts, term_k, term_eta, term_const, sd_start,
                             corr_start, L, gv)
     BL = _block_factors(L, beta_factor)
-    dBL = np.zeros_like(BL)
-    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, blk_start, blk_nlev, blk_k, first, ztz, zty, ztx,
-                                                xtx, xty, yty, n, const, dBL)
+    dBL = np.zeros(BL.shape)
+    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, (col_blk, col_first, col_pos), blk_k, first, ztz,
+                                                zty, ztx, xtx, xty, yty, n, const, dBL)
     if not ok:
         return -np.inf, grad
     gv[0] += d_sigma * sigma
-    _chain_factor(v, term_k, sd_start, corr_start, L, dBL[:nt, :2, :2].copy(), gv)
+    _chain_factor(v, term_k, sd_start, corr_start, L, dBL, gv)  # reads dBL's first nt blocks only
     total = value + lp_v
     if p > 0:
         dprior = np.empty(p)
         total += _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
-        grad[:p] = d_beta + dprior
-    grad[p:] = gv
-    if not np.isfinite(total) or not np.all(np.isfinite(grad)):
+        for j in range(p):
+            grad[j] = d_beta[j] + dprior[j]
+    for j in range(gv.shape[0]):
+        grad[p + j] = gv[j]
+    if not _all_finite(total, grad):
         return -np.inf, np.zeros(dim)
     return total, grad
 
@@ -378,12 +438,19 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
     log_sd = x[p]
     sd = np.exp(log_sd)
     dsd_prior = np.empty(1)
-    lp = _priors(np.array([sd]), codes, pars, consts, dsd_prior) + log_sd
+    sd_value = np.empty(1)
+    sd_value[0] = sd
+    lp = _priors(sd_value, codes, pars, consts, dsd_prior) + log_sd
     nobs = X.shape[0]
-    base = offset + X @ beta
-    sz = sd * z
+    base = _matvec(X, beta)
+    sz = np.empty(nobs)
+    for i in range(nobs):
+        base[i] += offset[i]
+        sz[i] = sd * z[i]
     # each level's conditional mode and curvature (Fisher scoring from the fit's modes), as ScalarTermGlmm._mode
-    u = b_hat / sd
+    u = np.empty(nlevels)
+    for lvl in range(nlevels):
+        u[lvl] = b_hat[lvl] / sd
     curv = np.ones(nlevels)
     gsum = np.empty(nlevels)
     for _ in range(50):
@@ -402,7 +469,9 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
         if biggest < 1e-9:
             break
     nodes = t.shape[0]
-    scale = 1.0 / np.sqrt(curv)
+    scale = np.empty(nlevels)
+    for lvl in range(nlevels):
+        scale[lvl] = 1.0 / np.sqrt(curv[lvl])
     unode = np.empty((nlevels, nodes))
     log_f = np.empty((nlevels, nodes))
     for lvl in range(nlevels):
@@ -419,12 +488,15 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
     value = const
     post = np.empty((nlevels, nodes))
     for lvl in range(nlevels):
-        top = log_f[lvl].max()
+        top = log_f[lvl, 0]
+        for m in range(1, nodes):
+            top = max(top, log_f[lvl, m])
         total = 0.0
         for m in range(nodes):
             post[lvl, m] = np.exp(log_f[lvl, m] - top)
             total += post[lvl, m]
-        post[lvl] /= total
+        for m in range(nodes):
+            post[lvl, m] /= total
         value += np.log(scale[lvl]) + top + np.log(total)
     d_s = 0.0
     for i in range(nobs):
@@ -439,9 +511,10 @@ def glmm_posterior(x, p, codes, pars, consts, beta_codes, beta_pars, beta_consts
         d_s += z[i] * e1u
     dprior = np.empty(p)
     total_lp = value + lp + _priors(beta, beta_codes, beta_pars, beta_consts, dprior)
-    grad[:p] += dprior
+    for j in range(p):
+        grad[j] += dprior[j]
     grad[p] = d_s * sd + dsd_prior[0] * sd + 1.0
-    if not np.isfinite(total_lp) or not np.all(np.isfinite(grad)):
+    if not _all_finite(total_lp, grad):
         return -np.inf, np.zeros(dim)
     return total_lp, grad
 
@@ -472,7 +545,7 @@ def _prior_arrays(priors):
         for slot, name in enumerate(names):
             pars[j, slot] = 0.0 if name is None else name if isinstance(name, float) else float(params[name])
         at_one = float(np.asarray(prior_logp(prior.dist, {k: np.float64(v) for k, v in params.items()}, 1.0)))
-        consts[j] = at_one - _prior_part(code, pars[j], 1.0)[0]
+        consts[j] = at_one - _prior_part.py_func(code, pars[j], 1.0)[0]  # in Python: no compile for one call
     return codes, pars, consts
 
 
@@ -526,12 +599,12 @@ def _lmm_posterior(post, priors):
     ztz = np.ascontiguousarray((lik.ztz if not lik.single else _dense_ztz(lik))[np.ix_(order, order)], dtype=float)
     system = (factor, ztz, np.ascontiguousarray(lik.zty[order], dtype=float),
               np.ascontiguousarray(lik.ztx[order], dtype=float))
-    layout = (blk_start, blk_nlev, blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
+    layout = (*_columns(blk_nlev, blk_k), blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
     args = (np.int64(post.p), np.int64(var.n_scales), codes, pars, consts, term_k, term_eta, term_const,
             sd_start, corr_start, bcodes, bpars, bconsts, *system,
             np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
             float(lik.yty), float(lik.n), float(lik.const), *layout)
-    return CompiledPosterior(lmm_posterior, args, (*system, *layout), order)
+    return CompiledPosterior(lmm_posterior, args, order, len(post.infos))
 
 
 def _glmm_posterior(post, priors):
@@ -549,16 +622,17 @@ def _glmm_posterior(post, priors):
 class CompiledPosterior:
     """A kernel with its model's arrays: called on x gives (log posterior, gradient); LMMs also draw u."""
 
-    def __init__(self, kernel, args, draw_args=None, order=None):
-        self.kernel, self.args = kernel, args
-        self.draw_args, self.order = draw_args, order
+    def __init__(self, kernel, args, order=None, n_terms=0):
+        self.kernel, self.args, self.order = kernel, args, order
+        # the LMM kernel's draw arguments, empty: evaluate the density
+        self.no_draw = (0.0, np.zeros((n_terms, 2, 2)), np.zeros(0), np.zeros(0)) if order is not None else ()
 
     def __call__(self, x):
-        return self.kernel(np.ascontiguousarray(x, dtype=np.float64), *self.args)
+        return self.kernel(np.ascontiguousarray(x, dtype=np.float64), *self.args, *self.no_draw)
 
     @property
     def draws_u(self) -> bool:
-        return self.draw_args is not None
+        return self.order is not None
 
     def draw_u_batch(self, beta, sigma, Ls, rng) -> np.ndarray:
         """u per draw (β̃ first when β is integrated, as CollapsedLmm.draw_u); beta (D, p), sigma (D,), Ls [(D, k, k)]."""
@@ -567,8 +641,11 @@ class CompiledPosterior:
         for t, Lt in enumerate(Ls):
             L[:, t, : Lt.shape[1], : Lt.shape[2]] = Lt
         z = rng.standard_normal((draws, len(self.order)))
-        u = lmm_draw_u(np.ascontiguousarray(beta, dtype=float), np.ascontiguousarray(sigma, dtype=float), L, z,
-                       *self.draw_args)
+        beta = np.ascontiguousarray(beta, dtype=np.float64)
+        sigma = np.ascontiguousarray(sigma, dtype=np.float64)
+        u = np.empty_like(z)
+        for d in range(draws):
+            self.kernel(beta[d], *self.args, sigma[d], L[d], z[d], u[d])
         out = np.empty_like(u)
         out[:, self.order] = u
         return out
@@ -581,6 +658,14 @@ def _dense_ztz(lik) -> np.ndarray:
     for lvl in range(ix.shape[0]):
         out[np.ix_(ix[lvl], ix[lvl])] = lik.ztz_blocks[lvl]
     return out
+
+
+def _columns(blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of u (kernel order): its block, the first column of its level, its position within the level."""
+    blk = np.concatenate([np.full(n * k, b) for b, (n, k) in enumerate(zip(blk_nlev, blk_k))]).astype(np.int64)
+    pos = np.concatenate([np.tile(np.arange(k), n) for n, k in zip(blk_nlev, blk_k)]).astype(np.int64)
+    first = np.arange(len(pos), dtype=np.int64) - pos
+    return blk, first, pos
 
 
 def _envelope(ztz, blk_start, blk_nlev, blk_k) -> np.ndarray:

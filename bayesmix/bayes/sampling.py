@@ -5,7 +5,9 @@ Two routes reach the same posterior (the model of :mod:`bayesmix.bayes.pymc_mode
 * the fast route (default, ``sampler="nutpie"``): nutpie's NUTS on a log density that
   bayesmix evaluates itself, with analytic gradients: in NumPy, or for the common collapsed
   models (terms of up to two coefficients; scalar-term binomial-logit and Poisson GLMMs) by
-  :mod:`bayesmix.bayes.fastdens`'s numba kernels, compiled once per machine (disk cache).  For
+  :mod:`bayesmix.bayes.fastdens`'s numba kernels, compiled once per machine (numba's disk cache:
+  ``NUMBA_CACHE_DIR`` when set, else the package's ``__pycache__``, else ``~/.cache/numba`` where
+  the package cannot be written to).  For
   LMMs the random effects — and the fixed effects too when their priors are Normal, as
   by default — are integrated out analytically (a Cholesky per evaluation: dense up to 300
   random effects, beyond that :mod:`bayesmix.bayes.blockedlmm`'s blocked one) and drawn
@@ -182,13 +184,15 @@ def _parallel_chains(post: FastPosterior, chains: int) -> int:
     """How many chains nutpie runs at once.
 
     nutpie calls the log density through Python, so chains in parallel threads fight over the GIL:
-    with the numba kernels and the NumPy densities one at a time measured faster.  The blocked
-    collapsed density spends its time in LAPACK and nogil kernels, which run beside each other
-    (InstEval: 1.8x faster with two).
+    with the NumPy densities one at a time measured faster.  The blocked collapsed density spends its
+    time in LAPACK and nogil kernels, which run beside each other (InstEval: 1.8x faster with two), and
+    so do fastdens's kernels (nogil; sleepstudy's sample() 12% faster in wall time with two threads
+    even on a machine loaded 9 runnable threads deep on 2 cores).
     """
     import os
 
-    return min(chains, os.cpu_count() or 1) if getattr(post.lik, "blocked", False) else 1
+    parallel = getattr(post.lik, "blocked", False) or post.kernel is not None
+    return min(chains, os.cpu_count() or 1) if parallel else 1
 
 
 def _effects_bar(total: int, enabled: bool):

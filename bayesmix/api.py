@@ -61,6 +61,9 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     """
     fam = get_family(family)
     _check_nagq(nAGQ)
+    if is_dask_collection(data) and not fam.hands_glmer_to_lmer:  # rows on a cluster: PIRLS over its partitions
+        return distributed.glmer(formula, data, fam, weights=weights, offset=offset, nAGQ=int(nAGQ),
+                                 data_name=data_name)
     _check_row_vectors(data, weights=weights, offset=offset)
     if fam.hands_glmer_to_lmer:
         # lme4's glmer hands this call to lmer (REML, lmer's default) with a warning
@@ -107,8 +110,9 @@ def glmer_nb(formula: str, data: pd.DataFrame, weights=None, offset=None, nAGQ: 
 def _glmm_compiled(formula, data, fam, weights, offset, nAGQ):
     """The compiled model of a glmer call: arguments checked, the response checked against the family."""
     if is_dask_collection(data):
-        raise ArgumentError("glmer on a Dask DataFrame is not available yet (lmer is); fit glmer on rows that fit "
-                            "in memory, e.g. bm.glmer(formula, ddf.compute(), ...) or a sample of them")
+        raise ArgumentError("glmer_nb on a Dask DataFrame is not available (lmer and glmer are); fit it on rows "
+                            "that fit in memory, e.g. bm.glmer_nb(formula, ddf.compute()) or a sample of them, or "
+                            "glmer(..., family='negative.binomial(theta = ...)') at a fixed theta on the Dask DataFrame")
     _check_nagq(nAGQ)
     _check_row_vectors(data, weights=weights, offset=offset)
     with _quiet_transforms():

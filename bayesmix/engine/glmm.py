@@ -439,16 +439,19 @@ class GlmmFit:
     optsum: OptSummary | None = None
 
 
-def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
-    """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together."""
+def fit_glmm(compiled, family, nAGQ: int = 1, *, objective: GlmmObjective | None = None) -> GlmmFit:
+    """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together.
+
+    ``objective``: a GlmmObjective built elsewhere (bayesmix.distributed's, whose rows stay
+    on a cluster); by default one over ``compiled``'s rows."""
     # trial points far out (separation, huge steps) overflow harmlessly: they are rejected as
     # infinite objectives, and the user gets one clear warning afterwards, not numpy's noise
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return _fit_glmm(compiled, family, nAGQ)
+        return _fit_glmm(compiled, family, nAGQ, objective)
 
 
-def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
-    obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
+def _fit_glmm(compiled, family, nAGQ: int, objective=None) -> GlmmFit:
+    obj = GlmmObjective(compiled, family, nAGQ=nAGQ) if objective is None else objective
     lower_theta = compiled.theta_lower()
     # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do
     rough = {"max_newton": 0, "ftol": 1e-6} if nAGQ > 0 else {}

@@ -158,8 +158,10 @@ def test_methods_from_the_sums_and_lazy_rowwise_values():
     new = pd.DataFrame({"period": pd.Categorical(["1", "4"]), "herd": pd.Categorical(["3", "99"])})
     close(d.predict(new), m.predict(new), rtol=1e-5)
     close(d.predict(dd.from_pandas(new, npartitions=2)).compute().to_numpy(), m.predict(new), rtol=1e-5)
-    with pytest.raises(RowsRequiredError, match="Dask DataFrame.*ddf.compute"):
+    with pytest.raises(RowsRequiredError, match=r"Dask DataFrame.*bm.glmer\(formula, ddf.compute\(\)\)"):
         d.simulate(1)
+    with pytest.raises(RowsRequiredError, match="sample except an lmer fit's collapsed sampler"):
+        d.sample(draws=10, tune=10, chains=1)
     import pickle
 
     again = pickle.loads(pickle.dumps(d))  # a fit travels: its lazy collections, no rows, no persisted designs

@@ -93,7 +93,7 @@ def _describe(d: PartitionDesign | None, family) -> DesignSummary | None:
     yt = np.column_stack([d.y, d.trials])
     x = d.X
     return DesignSummary(np.linalg.qr(x, mode="r"), d.fixef_names, [t.subset(np.zeros(0, dtype=np.int64)) for t in d.terms],
-                         RowMoments.of(x, [t.columns for t in d.terms]), yt.min(axis=0), yt.max(axis=0),
+                         RowMoments.of(x, [t.columns for t in d.terms], d.y, d.offset), yt.min(axis=0), yt.max(axis=0),
                          bool(np.any(d.trials > 1)), {str(w.message): w.category for w in caught})
 
 
@@ -397,7 +397,7 @@ def rowless_glmm(spec, record, summary: DesignSummary, state: FrameState, nAGQ: 
     model = RowlessModel(
         spec.parsed(), names, summary.terms, nobs=nobs, p=len(names), n_dropped=record.dropped,
         dropped_fixef=dropped, weights_name=spec.weights, offset_name=spec.offset, frame_state=state,
-        row_moments=summary.moments.columns(keep))
+        row_moments=summary.moments.columns(keep), fitter="glmer")
     return model, keep
 
 

@@ -31,7 +31,7 @@ from bayesmix.spec.terms import z_times
 def glmer(formula: str, data, family, weights=None, offset=None, nAGQ: int = 1, *,
           data_name: str = "ddf") -> DaskGlmerResult:
     """``bayesmix.glmer`` for a ``dask.dataframe.DataFrame`` (``family`` a Family object)."""
-    check_family(family, nAGQ)
+    check_family(family)
     spec = model_spec(formula, data, weights, offset)
     data = _known_categories(data, _used_columns(spec, data))
     record, learn_seconds = learn_frame(data, spec)

@@ -36,7 +36,7 @@ from bayesmix.engine.glmm import (
     gauss_hermite_rule,
 )
 from bayesmix.engine.lmm import CrossProducts
-from bayesmix.errors import ArgumentError, DataError, FamilyError, warn
+from bayesmix.errors import ArgumentError, DataError, RowsRequiredError, warn
 from bayesmix.spec.design import FrameState, drop_rank_deficient
 from bayesmix.spec.model import check_terms
 from bayesmix.spec.terms import b_from_u, z_times
@@ -373,12 +373,15 @@ def _not_positive_definite(sums: PassSums) -> str:
 # --- the fit ------------------------------------------------------------------------------------
 
 
-def check_family(family, nAGQ) -> None:
+def check_family(family) -> None:
+    """Families whose Laplace objective is a sum over partitions; a scale family's aic is not (it needs
+    the whole data's dispersion in every row's term) and its σ needs the rows."""
     if family.has_scale:
-        raise FamilyError(f"glmer on a Dask DataFrame is available for families without a scale parameter "
-                          f"(binomial, poisson, negative.binomial with theta given), not the {family.name} family: "
-                          "its aic needs the whole data's dispersion; fit it in memory, bm.glmer(formula, "
-                          "ddf.compute(), family=...)")
+        raise RowsRequiredError(
+            f"glmer on a Dask DataFrame is available for the families without a scale parameter (binomial, "
+            f"poisson, negative.binomial with theta given), not the {family.name} family: its Laplace objective "
+            "needs every row's log density at the whole data's dispersion. Fit rows that fit in memory: "
+            "bm.glmer(formula, ddf.compute(), family=...) or a sample, ddf.sample(frac=0.1).compute()")
 
 
 def rowless_glmm(spec, record, summary: DesignSummary, state: FrameState, nAGQ: int):

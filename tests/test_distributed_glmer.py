@@ -193,3 +193,17 @@ def test_what_is_refused_says_so():
     cbpp = bm.load_dataset("cbpp")
     with pytest.raises(FamilyError, match="binomial response must lie in"):
         bm.glmer("size ~ period + (1 | herd)", partitioned(cbpp, [20]), family="binomial")
+
+
+@pytest.mark.slow  # two Dask fits of ~600 passes each: about 100 s on a loaded 2-core machine
+def test_negative_binomial_at_a_fixed_theta_and_anova():
+    """A family with its shape given, and the likelihood-ratio test between two Dask fits (from the criteria)."""
+    ticks = bm.load_dataset("grouseticks").sort_values("LOCATION").reset_index(drop=True)
+    family = "negative.binomial(theta = 2)"
+    small, large = "TICKS ~ YEAR + (1 | LOCATION)", "TICKS ~ YEAR + cHEIGHT + (1 | LOCATION)"
+    d1, m1 = _both(large, ticks, [90, 300], family=family)
+    assert_same_fit(d1, m1)
+    d0 = bm.glmer(small, partitioned(ticks, [90, 300]), family=family)
+    m0 = bm.glmer(small, ticks, family=family)
+    np.testing.assert_allclose(bm.anova(d0, d1).to_numpy(dtype=float), bm.anova(m0, m1).to_numpy(dtype=float),
+                               rtol=1e-6)  # the first row's test columns are NaN in both

@@ -93,7 +93,7 @@ def _describe(d: PartitionDesign | None, family) -> DesignSummary | None:
     yt = np.column_stack([d.y, d.trials])
     x = d.X
     return DesignSummary(np.linalg.qr(x, mode="r"), d.fixef_names, [t.subset(np.zeros(0, dtype=np.int64)) for t in d.terms],
-                         RowMoments.of(x, [t.columns for t in d.terms], d.y, d.offset), yt.min(axis=0), yt.max(axis=0),
+                         RowMoments.of(x, [t.columns for t in d.terms], d.y, d.offset, d.weights), yt.min(axis=0), yt.max(axis=0),
                          bool(np.any(d.trials > 1)), {str(w.message): w.category for w in caught})
 
 

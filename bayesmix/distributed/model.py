@@ -69,13 +69,13 @@ class RowMoments:
     x_m2: np.ndarray  # (p, p): Σ (x_i - mean)(x_i - mean)'
     zz: list  # per term (k, k)
     x: ColumnMoments | None = None
-    response: ColumnMoments | None = None  # columns y - offset, y
+    response: ColumnMoments | None = None  # columns y - offset, y, prior weights, weights × y
     z: list | None = None  # per term
 
     @classmethod
-    def of(cls, X: np.ndarray, term_columns: list, y=None, offset=None) -> RowMoments:
+    def of(cls, X: np.ndarray, term_columns: list, y=None, offset=None, weights=None) -> RowMoments:
         x = ColumnMoments.of(X)
-        response = None if y is None else ColumnMoments.of(np.column_stack([y - offset, y]))
+        response = None if y is None else ColumnMoments.of(np.column_stack([y - offset, y, weights, weights * y]))
         return cls(len(X), x.mean, x.m2, [z.T @ z for z in term_columns], x, response,
                    [ColumnMoments.of(z) for z in term_columns])
 

@@ -74,7 +74,7 @@ def _sums_partition(df: pd.DataFrame, spec: ModelSpec, state: FrameState) -> Par
     c = compile_partition(rows, spec, state)
     cross = CrossProducts.from_data(c.terms, c.X, c.y - c.offset, c.weights)
     return PartitionSums(cross, _r_factor(c.X), list(c.fixef_names), [t.subset(np.zeros(0, dtype=np.int64)) for t in c.terms],
-                         RowMoments.of(c.X, [t.columns for t in c.terms], c.y, c.offset))
+                         RowMoments.of(c.X, [t.columns for t in c.terms], c.y, c.offset, c.weights))
 
 
 def _r_factor(x: np.ndarray) -> np.ndarray:

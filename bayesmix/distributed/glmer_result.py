@@ -50,7 +50,9 @@ class DaskGlmerResult(GlmerResult):
         ddf, spec, state, keep, pass_seconds = rows
         self.ddf = ddf  # the lazy collection, not its rows
         self._spec, self._state, self._keep = spec, state, keep
-        self.pass_seconds = pass_seconds  # wall time of the first passes, and how many PIRLS passes the fit made
+        # wall time of each kind of pass (seconds; "pirls" all PIRLS passes together) and how many
+        # PIRLS passes the fit made ("pirls_passes"): the time per pass scales with rows per worker
+        self.pass_seconds = pass_seconds
 
     def _rowwise(self, kind: str, **options):
         return self.ddf.map_partitions(

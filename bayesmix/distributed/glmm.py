@@ -252,7 +252,7 @@ class DaskGlmmObjective(GlmmObjective):
         self._memory_modes: list[np.ndarray] = []
         self.ntheta = compiled.ntheta
         self.p = compiled.p
-        self.passes = 0
+        self.passes, self.pass_seconds = 0, 0.0  # PIRLS passes made, and their wall time
         if nAGQ > 1:
             self.gh_z, self.gh_w, self.gh_ldnorm = gauss_hermite_rule(nAGQ)
 
@@ -269,9 +269,10 @@ class DaskGlmmObjective(GlmmObjective):
     def row_pass(self, theta, point: RowPoint, fixed_beta=None) -> PassSums:
         """One pass over the partitions at ``point``."""
         at = None if point.beta is None else (point.beta, b_from_u(self.compiled.terms, theta, point.u))
-        sums, _ = reduce_parts(self.designs, _pirls_partition, _sum_passes, self.keep, self.family, at, fixed_beta,
-                               self.many_trials)
+        sums, seconds = reduce_parts(self.designs, _pirls_partition, _sum_passes, self.keep, self.family, at,
+                                     fixed_beta, self.many_trials)
         self.passes += 1
+        self.pass_seconds += seconds
         return sums
 
     def _system(self, theta, sums: PassSums, p_used: int):
@@ -347,9 +348,10 @@ class DaskGlmmObjective(GlmmObjective):
         f = state.factorization
         sd = 1.0 / f.l1[:, 0, 0]
         nodes = [z for z in self.gh_z if z != 0]
-        devc, _ = reduce_parts(self.designs, _agq_partition, _sum_arrays, self.keep, self.family, state.beta,
-                               state.u, state.theta[0], sd, nodes)
+        devc, seconds = reduce_parts(self.designs, _agq_partition, _sum_arrays, self.keep, self.family, state.beta,
+                                     state.u, state.theta[0], sd, nodes)
         self.passes += 1
+        self.pass_seconds += seconds
         devc0 = devc[0] + state.u**2
         mult = np.zeros(len(devc0))
         at = iter(devc[1:])
@@ -416,7 +418,8 @@ def fit(spec, ddf, family, nAGQ: int, record, learn_seconds: float):
         glmm_fit = fit_glmm(model, family, nAGQ=nAGQ, objective=obj)
     finally:
         obj.release(lazy)
-    return model, glmm_fit, keep, state, {"learn_frame": learn_seconds, "designs": seconds, "pirls_passes": obj.passes}
+    return model, glmm_fit, keep, state, {"learn_frame": learn_seconds, "designs": seconds,
+                                          "pirls": obj.pass_seconds, "pirls_passes": obj.passes}
 
 
 __all__ = ["DaskGlmmObjective", "check_family", "fit", "learn_frame", "persist_designs"]

@@ -207,3 +207,33 @@ def test_negative_binomial_at_a_fixed_theta_and_anova():
     m0 = bm.glmer(small, ticks, family=family)
     np.testing.assert_allclose(bm.anova(d0, d1).to_numpy(dtype=float), bm.anova(m0, m1).to_numpy(dtype=float),
                                rtol=1e-6)  # the first row's test columns are NaN in both
+
+
+def test_partition_cross_products_add_up_to_the_whole_data():
+    """Each partition's PIRLS system (engine.glmm.WeightedSystem's bincounts, a sparse Zrest'WZ1 on the
+    partition's own pattern) sums to the cross-products of all rows."""
+    from bayesmix.distributed.frame import ModelSpec, learn_partition
+    from bayesmix.distributed.glmm import design_partition
+    from bayesmix.engine.families import get_family
+    from bayesmix.engine.lmm import CrossProducts
+
+    rng = np.random.default_rng(9)
+    n = 3000
+    df = pd.DataFrame({"a": rng.integers(0, 700, n), "b": rng.integers(0, 400, n), "x": rng.normal(size=n),
+                       "y": rng.integers(0, 2, n) * 1.0}).sort_values("a").reset_index(drop=True)
+    spec = ModelSpec("y ~ x + (1 | a) + (1 | b)", None, None, tuple(df.columns))
+    state = learn_partition(df, spec).state()
+    family = get_family("binomial")
+    whole = design_partition(df, spec, state, family)
+    parts = [design_partition(df.iloc[i:j], spec, state, family) for i, j in ((0, 1000), (1000, 1000), (1000, n))]
+    w, z = rng.uniform(0.1, 1.0, n), rng.normal(size=n)
+    want = CrossProducts.from_data(whole.terms, whole.X, z, w)
+    got = None
+    for part, (i, j) in zip(parts, ((0, 1000), (1000, 1000), (1000, n))):
+        if part is not None:
+            c = part.cross(w[i:j], part.X, z[i:j])
+            got = c if got is None else got + c
+    for name in ("a11", "a_x1", "a_rr", "a_xr", "a_xx"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-12)
+    dense = (lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m))
+    np.testing.assert_allclose(dense(got.a_r1), dense(want.a_r1), rtol=1e-12, atol=1e-12)

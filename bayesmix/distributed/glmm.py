@@ -19,10 +19,12 @@ of the in-memory objective.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from bayesmix.distributed.frame import model_rows
 from bayesmix.distributed.model import RowlessModel, RowMoments
@@ -30,12 +32,13 @@ from bayesmix.distributed.passes import compile_partition, learn_frame, reduce_p
 from bayesmix.engine.glmm import (
     GlmmObjective,
     PirlsState,
+    WeightedSystem,
     _modes_settled,
     _pirls_error,
     fit_glmm,
     gauss_hermite_rule,
 )
-from bayesmix.engine.lmm import CrossProducts
+from bayesmix.engine.lmm import CrossProducts, PatternMatrix
 from bayesmix.errors import ArgumentError, DataError, RowsRequiredError, warn
 from bayesmix.spec.design import FrameState, drop_rank_deficient
 from bayesmix.spec.model import check_terms
@@ -57,6 +60,18 @@ class PartitionDesign:
     terms: list
     eta_start: np.ndarray  # the family's initialize() on the link scale
     fixef_names: list
+    system: object = None  # engine.glmm.WeightedSystem of these rows: index arrays built once, bincounts per pass
+
+    def cross(self, w: np.ndarray, X: np.ndarray, z: np.ndarray) -> CrossProducts:
+        """``[Z X z]' W [Z X z]`` of these rows, in a form partitions' sums can add (no PatternMatrix,
+        whose pattern is this partition's own)."""
+        if self.system is None:
+            return CrossProducts.from_data(self.terms, X, z, w)
+        cross = self.system.cross(w, X, z)
+        if isinstance(cross.a_r1, PatternMatrix):
+            p = cross.a_r1.pattern
+            cross = replace(cross, a_r1=sp.csr_matrix((cross.a_r1.values, (p.rows, p.cols)), shape=cross.a_r1.shape))
+        return cross
 
 
 def design_partition(df: pd.DataFrame, spec, state: FrameState, family) -> PartitionDesign | None:
@@ -67,7 +82,18 @@ def design_partition(df: pd.DataFrame, spec, state: FrameState, family) -> Parti
     trials = c.response_trials if c.response_trials is not None else np.ones_like(c.y)
     with np.errstate(divide="ignore", invalid="ignore"):
         eta_start = family.link.linkfun(family.initialize(c.y, c.weights)[2])
-    return PartitionDesign(c.X, c.y, c.offset, c.weights, trials, list(c.terms), eta_start, list(c.fixef_names))
+    return PartitionDesign(c.X, c.y, c.offset, c.weights, trials, list(c.terms), eta_start, list(c.fixef_names),
+                           _weighted_system(c.terms))
+
+
+def _weighted_system(terms):
+    """The in-memory PIRLS's per-model index arrays for these rows (its cross-products by bincount are
+    several times faster than sparse products); None, and CrossProducts.from_data, if it cannot be built
+    from the terms alone."""
+    try:
+        return WeightedSystem(SimpleNamespace(terms=terms))
+    except (AttributeError, TypeError):
+        return None
 
 
 @dataclass
@@ -130,7 +156,6 @@ class PassSums:
     cross: CrossProducts | None
     dev: float  # Σ deviance residuals
     aic: float  # the family's aic, summed
-    pearson: float  # Σ Pearson residuals²
     bad_w: int  # working weights not positive and finite
     bad_mu: int  # fitted means not finite
     eta_low: float
@@ -138,8 +163,7 @@ class PassSums:
 
     def __add__(self, other: PassSums) -> PassSums:
         cross = self.cross if other.cross is None else other.cross if self.cross is None else self.cross + other.cross
-        return PassSums(cross, self.dev + other.dev, self.aic + other.aic, self.pearson + other.pearson,
-                        self.bad_w + other.bad_w, self.bad_mu + other.bad_mu,
+        return PassSums(cross, self.dev + other.dev, self.aic + other.aic, self.bad_w + other.bad_w, self.bad_mu + other.bad_mu,
                         np.fmin(self.eta_low, other.eta_low), np.fmax(self.eta_high, other.eta_high))
 
 
@@ -172,16 +196,15 @@ def _pirls_partition(d: PartitionDesign | None, keep, family, point, fixed_beta,
         dev = float(family.dev_resids(d.y, mu, d.weights).sum())
         aic = _aic(family, d, mu, dev, many_trials)
         variance = family.variance(mu)
-        pearson = float(((d.y - mu) ** 2 * d.weights / variance).sum())
         mu_eta = family.link.mu_eta(eta)
         w = d.weights * mu_eta**2 / variance
         z = eta - d.offset + (d.y - mu) / mu_eta
         X = d.X[:, keep]
         if fixed_beta is not None:  # the system in u alone: Xβ moved into the working response
             X, z = X[:, :0], z - X @ fixed_beta
-        cross = CrossProducts.from_data(d.terms, X, z, w)
+        cross = d.cross(w, X, z)
         finite = eta[np.isfinite(eta)]
-    return PassSums(cross, dev, aic, pearson, int(np.sum(~np.isfinite(w) | (w <= 0))), int(np.sum(~np.isfinite(mu))),
+    return PassSums(cross, dev, aic, int(np.sum(~np.isfinite(w) | (w <= 0))), int(np.sum(~np.isfinite(mu))),
                     float(finite.min()) if len(finite) else np.nan, float(finite.max()) if len(finite) else np.nan)
 
 

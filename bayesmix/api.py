@@ -58,6 +58,9 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     or proportions with ``weights=`` trials.  ``nAGQ=1`` (default) is the Laplace
     approximation; ``nAGQ=0`` optimizes θ only (β from PIRLS); ``nAGQ>1`` is adaptive
     Gauss-Hermite quadrature, available for a single scalar random-effects term.
+    ``data`` may be a ``dask.dataframe.DataFrame`` (families without a scale parameter): PIRLS then
+    makes one pass over the partitions per iteration and returns a
+    :class:`bayesmix.distributed.glmer_result.DaskGlmerResult` (``bayesmix[dask]``).
     """
     fam = get_family(family)
     _check_nagq(nAGQ)

@@ -21,8 +21,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
-from scipy.linalg.lapack import dpotrf, dtrtrs
+from scipy.linalg.lapack import dtrtrs
 
+from bayesmix.engine.dense import DenseSystem
+from bayesmix.engine.gradient import blocked_gradient, theta_pattern
 from bayesmix.spec.terms import RandomEffectsTerm, b_from_u
 
 
@@ -222,6 +224,7 @@ class ProfiledDeviance:
         self._dense: DenseSystem | None = None
         self._dense_built = False
         self._a_r1_blocks = None  # BlockColumns of a sparse Zrest'WZ1 for a vector-valued first term, built once
+        self.rest_theta_pattern = theta_pattern(terms[1:], theta_offset=terms[0].ntheta)  # for the gradient
 
     @property
     def n(self) -> int:
@@ -337,12 +340,47 @@ class ProfiledDeviance:
     def __call__(self, theta: np.ndarray) -> float:
         self.evaluations += 1
         theta = np.asarray(theta, dtype=float)
-        if not self._dense_built:
-            self._dense, self._dense_built = DenseSystem.build(self.terms, self.cross, self._slices), True
-        if self._dense is not None:  # small systems: one dense Cholesky, no blocked bookkeeping
+        if self._dense_system() is not None:  # small systems: one dense Cholesky, no blocked bookkeeping
             parts = self._dense.log_determinants(theta, self.p)
             return np.inf if parts is None else self._criterion(*parts)
         return self.deviance_from(self.factorize(theta))
+
+    def _dense_system(self) -> DenseSystem | None:
+        """The dense path, built at the first evaluation (PIRLS and the samplers only factorize())."""
+        if not self._dense_built:
+            self._dense, self._dense_built = DenseSystem.build(self.terms, self.cross, self._slices), True
+        return self._dense
+
+    @property
+    def gradient_is_cheap(self) -> bool:
+        """Whether the exact gradient costs a few evaluations at most, so a gradient-based search pays.
+
+        The dense path's costs one triangular inverse more than its value; the blocked one
+        O(q1 m2²) (engine/gradient.py), a few evaluations' worth while the Schur block is small
+        next to the first term's levels (measured: kb07-like q1 = 224, m2 = 137), not for
+        crossed designs with a large second term.
+        """
+        if self._dense_system() is not None:
+            return True
+        m2 = self.q2 + self.p + 1
+        return self.terms[0].q * m2 * m2 <= _CHEAP_GRADIENT_FLOPS
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion and its exact gradient in θ; ``(inf, NaN gradient)`` where the system is not positive definite."""
+        self.evaluations += 1
+        theta = np.asarray(theta, dtype=float)
+        failed = np.inf, np.full(len(theta), np.nan)
+        if self._dense_system() is not None:
+            out = self._dense.value_and_gradient(theta, self.p, self.reml, self.n)
+            if out is None:
+                return failed
+            value, grad = self._criterion(*out[0]), out[1]
+        else:
+            f = self.factorize(theta)
+            if f is None:
+                return failed
+            value, grad = self.deviance_from(f), blocked_gradient(self, f, theta)
+        return (value, grad) if np.isfinite(value) and np.all(np.isfinite(grad)) else failed
 
     # --- the solution at a given θ ----------------------------------------------------
 
@@ -375,81 +413,8 @@ class ProfiledDeviance:
         return b_from_u(self.terms, theta, u)
 
 
-# Largest [u; β; y] dimension factored densely at each evaluation: below it one LAPACK
-# Cholesky of the whole system (O(m³) flops, few calls) beats the blocked path's Python
-# overhead (measured: Pixel m = 46, two slope terms on 20 groups m = 81, sleepstudy m = 39).
-_DENSE_SYSTEM_DIM = 160
-
-
-class DenseSystem:
-    """The whole system ``[Z X y]'W[Z X y]`` as one dense matrix A, for small models.
-
-    At θ the deviance needs the Cholesky factor of ``D'AD + diag(I_q, 0)`` with
-    ``D = blockdiag(Λ(θ), I)``.  D is its diagonal plus, for vector-valued terms, k-1
-    sub-diagonal "layers" (the entries ``(c+δ, c)`` of every level's T, whose columns c
-    are distinct), so ``D'AD`` is a few elementwise O(m²) passes with precomputed
-    indices, then one ``dpotrf``: the same factor as the blocked path (the same matrix in
-    the same order) in a dozen library calls, against the blocked path's hundred.
-    """
-
-    def __init__(self, A: np.ndarray, q: int, diagonal_index: np.ndarray, layers: list[tuple]):
-        self.A = A
-        self.q = q
-        self._diagonal_index = diagonal_index  # θ index of each diagonal entry of D (-1: the X, y identity)
-        self._layers = layers  # (rows, cols, θ index) of each sub-diagonal layer
-
-    @classmethod
-    def build(cls, terms, cross: CrossProducts, slices) -> DenseSystem | None:
-        q1 = terms[0].q
-        q2 = cross.a_rr.shape[0]
-        p1 = cross.a_xx.shape[0]
-        m = q1 + q2 + p1
-        if m > _DENSE_SYSTEM_DIM:
-            return None
-        A = np.zeros((m, m))
-        k1 = terms[0].k
-        base = np.arange(terms[0].nlevels)[:, None, None] * k1
-        A[base + np.arange(k1)[None, :, None], base + np.arange(k1)[None, None, :]] = cross.a11
-        a_r1 = cross.a_r1
-        A[q1 : q1 + q2, :q1] = a_r1 if isinstance(a_r1, np.ndarray) else a_r1.toarray()
-        A[q1 + q2 :, :q1] = cross.a_x1.reshape(p1, q1)
-        A[q1 : q1 + q2, q1 : q1 + q2] = cross.a_rr
-        A[q1 + q2 :, q1 : q1 + q2] = cross.a_xr
-        A[q1 + q2 :, q1 + q2 :] = cross.a_xx
-        A = np.tril(A) + np.tril(A, -1).T  # the blocks above the diagonal are the lower triangle's
-        diagonal = np.full(m, -1)
-        by_offset: dict[int, list] = {}
-        offset = 0
-        for term, sl in zip(terms, slices):
-            level = offset + np.arange(term.nlevels)[:, None] * term.k
-            for j, (r, c) in enumerate(zip(*term.theta_rows_cols)):
-                rows, cols = level[:, 0] + r, level[:, 0] + c
-                if r == c:
-                    diagonal[rows] = sl.start + j
-                else:
-                    by_offset.setdefault(r - c, []).append((rows, cols, np.full(term.nlevels, sl.start + j)))
-            offset += term.q
-        layers = [tuple(np.concatenate(parts) for parts in zip(*entries)) for entries in by_offset.values()]
-        return cls(A, q1 + q2, diagonal, layers)
-
-    def log_determinants(self, theta: np.ndarray, p: int) -> tuple[float, float, float] | None:
-        """``(log|Λ'Z'WZΛ + I|, log|R_X|², pwrss)`` at θ, or None where the system is not positive definite."""
-        A = self.A
-        d = np.append(theta, 1.0)[self._diagonal_index]
-        AD = A * d  # columns scaled by D's diagonal, then each layer's sub-diagonal entries
-        for rows, cols, index in self._layers:
-            AD[:, cols] += A[:, rows] * theta[index]
-        M = AD * d[:, None]  # D'(AD), rows likewise
-        for rows, cols, index in self._layers:
-            M[cols] += AD[rows] * theta[index][:, None]
-        q = self.q
-        M.flat[: q * (len(M) + 1) : len(M) + 1] += 1.0
-        # M is symmetric, so its transpose (Fortran order, no copy) is what LAPACK reads
-        L, info = dpotrf(M.T, lower=1, clean=0, overwrite_a=1)
-        if info != 0:
-            return None
-        logd = np.log(np.diagonal(L))
-        return 2.0 * logd[:q].sum(), 2.0 * logd[q : q + p].sum(), float(L[-1, -1] ** 2)
+# q1·m2² below which the blocked gradient is worth computing (see gradient_is_cheap)
+_CHEAP_GRADIENT_FLOPS = 2e7
 
 
 def _sum_blocks(a, b):

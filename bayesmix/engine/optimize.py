@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+from scipy.optimize import Bounds, minimize
 
 
 @dataclass
@@ -58,17 +59,33 @@ class OptSummary:
 
 
 def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: float = 1e-12,
-                     maxiter: int = 1000, initial_step: float | None = None) -> OptimizeResult:
+                     maxiter: int = 1000, initial_step: float | None = None,
+                     value_and_gradient=None, fold=None) -> OptimizeResult:
     """Minimize ``fun`` over ``lower <= x <= upper`` (infinite bounds allowed).
 
     ``max_newton=0`` skips the polish (a rough optimum, e.g. a start for a second stage);
     ``initial_step`` sets BOBYQA's first trust-region radius (small when ``x0`` is close).
+    ``value_and_gradient(x) -> (f, g)``, where the exact gradient is cheap, replaces BOBYQA
+    by L-BFGS-B and the polish's central differences of ``fun`` by differences of ``g``.
+    ``fold(x)``: a point inside the bounds with the same criterion for any x (the profiled
+    deviance is even in each column of a relative covariance factor), so L-BFGS-B can
+    search without bounds: on a variance parameter's bound 0 the gradient vanishes
+    (the criterion depends on θ² there), and a projected gradient search that touches
+    it stays stuck there even where the optimum is inside.
     """
     x0 = np.asarray(x0, dtype=float)
     lower = np.asarray(lower, dtype=float)
     upper = np.full_like(x0, np.inf) if upper is None else np.asarray(upper, dtype=float)
-    counter = _Counter(fun)
-    res = _bobyqa(counter, x0, lower, upper, ftol, maxiter, initial_step)
+    counter = _Counter(fun, value_and_gradient)
+    if value_and_gradient is None:
+        def search(start, step=None):
+            return _bobyqa(counter, start, lower, upper, ftol, maxiter, step)
+        derivatives = _FunctionDifferences(counter, lower, upper)
+    else:
+        def search(start, step=None):
+            return _lbfgsb(counter, start, lower, upper, ftol, maxiter, fold)
+        derivatives = _GradientDifferences(counter, lower, upper)
+    res = search(x0, initial_step)
     if counter.best_x is None:  # the criterion was infinite everywhere it looked
         return OptimizeResult(x0, np.inf, counter.calls, False, res.message)
     x, fx = counter.best_x.copy(), counter.best_f
@@ -88,11 +105,13 @@ def minimize_bounded(fun, x0, lower, upper=None, *, max_newton: int = 4, ftol: f
             start = x.copy()
             start[near] = np.minimum(lower[near] + 0.5, upper[near])
             blind_restart_done = True
-        again = _bobyqa(counter, start, lower, upper, ftol, maxiter)
+        again = search(start)
         if counter.best_f >= fx - 1e-10 * max(1.0, abs(fx)):
             break
         res, x, fx = again, counter.best_x.copy(), counter.best_f
-    polish = _newton_polish(counter, x, fx, lower, upper, max_newton)
+    polish = _newton_polish(counter, x, fx, lower, upper, max_newton, derivatives)
+    if value_and_gradient is not None and polish.hessian is not None:
+        _refine_on_gradient(counter, polish, lower, upper)
     converged = bool(res.success or polish.improved or polish.stationary) and np.isfinite(polish.fx)
     return OptimizeResult(polish.x, polish.fx, counter.calls, converged, res.message,
                           polish.hessian, polish.hessian_at, polish.hessian_free, polish.gradient, polish.gradient_at)
@@ -124,6 +143,70 @@ def _bobyqa(counter, x0, lower, upper, ftol: float, maxeval: int, initial_step: 
         return _SearchResult(False, f"NLopt BOBYQA stopped: {exc}")
 
 
+def _lbfgsb(counter, x0, lower, upper, ftol: float, maxeval: int, fold=None) -> _SearchResult:
+    """SciPy's L-BFGS-B on the exact gradient from ``x0``; BOBYQA from its best point if it fails.
+
+    A criterion that is infinite somewhere (a system not positive definite) breaks the
+    line search: the derivative-free search then finishes from the best point seen.
+    With ``fold`` the search is unbounded and the best point is folded back inside, then
+    parameters within rounding of their bound are put on it (a singular fit's exact 0).
+    """
+    def value_and_gradient(x):
+        f, g = counter.value_and_gradient(x)
+        if not (np.isfinite(f) and np.all(np.isfinite(g))):
+            raise _NotFinite
+        return f, g
+
+    if fold is None:
+        bounds = Bounds(np.where(np.isfinite(lower), lower, -np.inf), np.where(np.isfinite(upper), upper, np.inf))
+    else:
+        bounds = None
+    try:
+        # extreme responses give gradients whose squared norm overflows inside SciPy: the search
+        # then stops, and the finiteness checks of the fit decide, without a NumPy warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = minimize(value_and_gradient, np.clip(x0, lower, upper), jac=True, method="L-BFGS-B", bounds=bounds,
+                           options={"ftol": _LBFGSB_FTOL, "gtol": _LBFGSB_GTOL, "maxfun": maxeval, "maxiter": maxeval})
+        if fold is not None:
+            _fold_best(counter, fold, lower)
+        # a line search that fails at the criterion's rounding floor ("ABNORMAL") next to a
+        # stationary point is the end of the search too: the Newton polish finishes it
+        at_bound = bounds is not None and (np.isclose(res.x, lower, atol=1e-10, rtol=0)
+                                           | np.isclose(res.x, upper, atol=1e-10, rtol=0))
+        stalled = res.status == 2 and np.max(np.abs(res.jac[~at_bound]), initial=0) <= GRADIENT_TOL
+        if res.success or stalled:
+            return _SearchResult(True, f"L-BFGS-B: {res.message}")
+    except _NotFinite:
+        if fold is not None and counter.best_x is not None:
+            _fold_best(counter, fold, lower)
+    if counter.best_x is None:
+        return _SearchResult(False, "L-BFGS-B: the criterion was not finite at the start")
+    return _bobyqa(counter, counter.best_x.copy(), lower, upper, ftol, maxeval)
+
+
+# L-BFGS-B's stops (projected gradient; relative decrease per step): the Newton polish on
+# exact gradients finishes from there, in one or two steps
+_LBFGSB_GTOL = 1e-5
+_SNAP = 1e-6  # a folded parameter this close to its bound is tried on it
+
+
+def _fold_best(counter, fold, lower) -> None:
+    """Fold the best point inside the bounds; put parameters within ``_SNAP`` of a bound on it if no worse."""
+    x = fold(counter.best_x)
+    near = np.isfinite(lower) & (x - lower < _SNAP) & (x != lower)
+    counter.best_x = x
+    if near.any():
+        trial = np.where(near, lower, x)
+        f_trial = counter(trial)
+        if f_trial <= counter.best_f:  # a tie too: the criterion is flat to rounding there
+            counter.best_x, counter.best_f = trial, f_trial
+_LBFGSB_FTOL = 1e-12
+
+
+class _NotFinite(Exception):
+    """The criterion or its gradient was not finite (L-BFGS-B cannot go on from there)."""
+
+
 _PROBE_STEPS = (1e-2, 0.1, 0.5, 1.0)
 
 
@@ -146,15 +229,26 @@ def _probe_off_bounds(fun, x, fx, lower, upper, near) -> np.ndarray | None:
 class _Counter:
     """Counts calls and remembers the best point seen (line searches can pass it)."""
 
-    def __init__(self, fun):
+    def __init__(self, fun, value_and_gradient=None):
         self.fun = fun
+        self.with_gradient = value_and_gradient
         self.calls = 0
         self.best_f = np.inf
         self.best_x = None
 
     def __call__(self, x):
         self.calls += 1
-        f = float(self.fun(x))
+        return self._keep(x, float(self.fun(x)))
+
+    def value_and_gradient(self, x):
+        self.calls += 1
+        f, g = self.with_gradient(x)
+        return self._keep(x, float(f)), np.asarray(g, dtype=float)
+
+    def gradient(self, x):
+        return self.value_and_gradient(x)[1]
+
+    def _keep(self, x, f):
         if f < self.best_f:
             self.best_f, self.best_x = f, np.array(x, dtype=float)
         return f
@@ -173,11 +267,12 @@ class _Polish:
     gradient_at: np.ndarray | None = None
 
 
-def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
+def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
     """Newton steps on the parameters not held at a bound; each step must lower ``fun``.
 
-    The Hessian (m(m+1)/2·2 evaluations) is computed once and kept while its steps keep
-    lowering ``fun``; later steps need only a central gradient (2m evaluations).
+    The Hessian (central differences: m(m+1)/2·2 evaluations of ``fun``, or 2m of an exact
+    gradient) is computed once and kept while its steps keep lowering ``fun``; later steps
+    need only a gradient (2m evaluations of ``fun``, or one exact gradient).
     """
     improved_once = stationary = False
     last_h = last_at = last_free = None
@@ -189,12 +284,12 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
             break
         fresh = H is None or last_free is None or not np.array_equal(free, last_free)
         if fresh:
-            g, H = _central_derivatives(fun, x, fx, free, lower, upper)
+            g, H = derivatives.both(x, fx, free)
             if g is None:
                 break
             last_h, last_at, last_free = H, x.copy(), free
         else:
-            g = _central_gradient(fun, x, free, lower, upper)
+            g = derivatives.gradient(x, free)
             if g is None:
                 break
         gradient = np.full(len(x), np.nan)
@@ -230,6 +325,84 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps) -> _Polish:
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
     return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient, gradient_at)
+
+
+def _refine_on_gradient(counter, polish: _Polish, lower, upper, steps: int = 3) -> None:
+    """Newton steps on the exact gradient past the criterion's rounding floor (in place).
+
+    The polish stops once a step gains less than 1e-10 of the criterion: θ is then right
+    to about the square root of that.  The exact gradient keeps shrinking where the
+    criterion's values no longer resolve the difference, so a step is kept when the
+    gradient's norm falls and the criterion stays within rounding; the same data summed in
+    another order (a Dask fit) then lands on the same θ to ~1e-10, not ~1e-7.
+    """
+    x, free, H = polish.x, polish.hessian_free, polish.hessian
+    if free is None or not free.any():
+        return
+    fx, g = counter.value_and_gradient(x)
+    for _ in range(steps):
+        try:
+            step = -np.linalg.solve(H, g[free])
+        except np.linalg.LinAlgError:
+            return
+        if np.max(np.abs(step)) <= 1e-12 * max(1.0, np.max(np.abs(x))):
+            return
+        trial = x.copy()
+        trial[free] = np.clip(x[free] + step, lower[free], upper[free])
+        ft, gt = counter.value_and_gradient(trial)
+        if not (np.isfinite(ft) and ft <= fx + 1e-13 * max(1.0, abs(fx))
+                and np.linalg.norm(gt[free]) < np.linalg.norm(g[free])):
+            return
+        x, fx, g = trial, ft, gt
+        polish.x, polish.fx = x, fx
+        polish.gradient, polish.gradient_at = np.where(free, g, np.nan), x.copy()
+
+
+@dataclass
+class _FunctionDifferences:
+    """Gradient and Hessian of the criterion by central differences of its values."""
+
+    fun: object
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def both(self, x, fx, free):
+        return _central_derivatives(self.fun, x, fx, free, self.lower, self.upper)
+
+    def gradient(self, x, free):
+        return _central_gradient(self.fun, x, free, self.lower, self.upper)
+
+
+@dataclass
+class _GradientDifferences:
+    """The exact gradient, and the Hessian by central differences of it (2m gradients)."""
+
+    counter: _Counter
+    lower: np.ndarray
+    upper: np.ndarray
+
+    def gradient(self, x, free):
+        g = self.counter.gradient(x)[free]
+        return g if np.all(np.isfinite(g)) else None
+
+    def both(self, x, fx, free):
+        g = self.gradient(x, free)
+        H = gradient_hessian(self.counter.gradient, x, np.flatnonzero(free), self.lower, self.upper)
+        return (None, None) if g is None or H is None else (g, H)
+
+
+def gradient_hessian(gradient, x, idx, lower, upper):
+    """The Hessian in the coordinates ``idx`` by central differences of an exact ``gradient`` (None if not finite)."""
+    h = _stencil_steps(x, idx, lower, upper)
+    if h is None:
+        return None
+    H = np.zeros((len(idx), len(idx)))
+    for a, i in enumerate(idx):
+        e = np.zeros_like(x)
+        e[i] = h[a]
+        H[a] = (gradient(x + e)[idx] - gradient(x - e)[idx]) / (2 * h[a])
+    H = 0.5 * (H + H.T)
+    return H if np.all(np.isfinite(H)) else None
 
 
 def _stencil_steps(x, idx, lower, upper):
@@ -299,12 +472,13 @@ GRADIENT_TOL = 2e-3  # lme4's check.conv.grad tol
 HESSIAN_TOL = 1e-6  # lme4's check.conv.hess tol
 
 
-def final_derivatives(fun, opt: OptimizeResult, lower, upper=None):
+def final_derivatives(fun, opt: OptimizeResult, lower, upper=None, exact_gradient=None):
     """The gradient and Hessian of ``fun`` at ``opt.x`` (all parameters), reusing the polish's when current.
 
     lme4 computes both afresh at the optimum (deriv12); the polish's Hessian is reused when it
     covers every parameter and was taken within 1e-3 of the optimum (it barely changes there),
-    its gradient only when taken at the optimum itself.
+    its gradient only when taken at the optimum itself.  ``exact_gradient(x)``, where
+    available, gives the gradient and, by its central differences, the Hessian.
     """
     x = np.asarray(opt.x, dtype=float)
     lower = np.asarray(lower, dtype=float)
@@ -317,6 +491,11 @@ def final_derivatives(fun, opt: OptimizeResult, lower, upper=None):
     gradient = None
     if opt.gradient is not None and opt.gradient_at is not None and np.array_equal(opt.gradient_at, x):
         gradient = opt.gradient
+    if exact_gradient is not None:
+        gradient = np.asarray(exact_gradient(x), dtype=float)
+        if hessian is None:
+            hessian = gradient_hessian(exact_gradient, x, np.flatnonzero(free), lower, upper)
+        return gradient, hessian
     if hessian is None:
         gradient, hessian = _central_derivatives(fun, x, float(fun(x)), free, lower, upper)
     elif gradient is None or not np.all(np.isfinite(gradient)):
@@ -364,14 +543,25 @@ def convergence_messages(gradient, hessian, ntheta: int, fmin: float = 0.0) -> l
             messages.append(f"Model failed to converge with max|grad| = {worst.max():.6g} (tol = {GRADIENT_TOL:g}, "
                             f"component {int(np.argmax(worst)) + 1})")
     except np.linalg.LinAlgError:
-        messages.append("unable to evaluate scaled gradient")
-    # an eigenvalue below the central differences' rounding noise (~100 ε|f|/h², h = 1e-3) is zero:
-    # a criterion that does not depend on a parameter at all gives such noise, not exactly 0
-    tol = max(HESSIAN_TOL, 100 * np.finfo(float).eps * abs(fmin) / 1e-6)
+        # a Hessian that is rounding noise throughout (a criterion that does not depend on the
+        # parameters) fails the Cholesky by the noise's sign: the Hessian check below says what it is
+        if not _numerically_zero(hessian, _hessian_noise(fmin)):
+            messages.append("unable to evaluate scaled gradient")
+    tol = _hessian_noise(fmin)
     if len(gradient) > ntheta:
         messages += _hessian_messages(hessian[ntheta:, ntheta:], "fixed-effect ", tol)
     messages += _hessian_messages(hessian, "", tol)
     return list(dict.fromkeys(messages))  # the fixed-effect block and the whole often say the same
+
+
+def _hessian_noise(fmin: float) -> float:
+    """An eigenvalue below the central differences' rounding noise (~100 ε|f|/h², h = 1e-3) is zero:
+    a criterion that does not depend on a parameter at all gives such noise, not exactly 0."""
+    return max(HESSIAN_TOL, 100 * np.finfo(float).eps * abs(fmin) / 1e-6)
+
+
+def _numerically_zero(H, tol: float) -> bool:
+    return bool(np.all(np.isfinite(H)) and np.max(np.abs(np.linalg.eigvalsh(0.5 * (H + H.T)))) < tol)
 
 
 def _hessian_messages(H, kind: str, tol: float = HESSIAN_TOL) -> list[str]:

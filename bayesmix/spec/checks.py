@@ -35,7 +35,7 @@ def used_columns(data: pd.DataFrame, *texts) -> list:
     """
     joined = " ".join(t for t in texts if isinstance(t, str))
     found = []
-    for col in data.columns:
+    for col in data.columns.tolist():  # a list: iterating an Arrow-backed Index is slow
         name = re.escape(str(col))
         if re.search(rf"(?<![\w.]){name}(?![\w.])", joined) or f"`{col}`" in joined:
             found.append(col)

@@ -92,7 +92,7 @@ def compile_model(
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     if len(data) == 0:
         raise DataError("data has no rows")
-    parsed = parse_formula(formula, columns=data.columns)
+    parsed = parse_formula(formula, columns=data.columns.tolist())
     data = checks.check_columns(data, checks.used_columns(data, formula, weights, offset))
     expressions = model_expressions(parsed, weights, offset)
     ev_all = Evaluator(data) if frame_state is None else Evaluator(data, state=frame_state, learning=False)

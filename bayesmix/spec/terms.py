@@ -134,3 +134,21 @@ def z_times(terms, b: np.ndarray, keep=None) -> np.ndarray:
         if keep is None or i in keep:
             out += np.einsum("ij,ij->i", term.columns, block[term.factor.codes])
     return out
+
+
+def canonical_theta(terms, theta: np.ndarray) -> np.ndarray:
+    """θ with every relative covariance factor's diagonal made non-negative, same covariance.
+
+    ``T S (T S)' = T T'`` for a diagonal S of ±1: flipping the sign of a column of T
+    (its diagonal entry and those below it) leaves the model unchanged.  lme4 keeps the
+    diagonal ≥ 0; an unbounded search may end with any signs.
+    """
+    theta = np.array(theta, dtype=float)
+    start = 0
+    for term in terms:
+        rows, cols = term.theta_rows_cols
+        part = theta[start : start + term.ntheta]
+        sign = np.where(part[rows == cols] < 0, -1.0, 1.0)  # one per column, in column order
+        part *= sign[cols]
+        start += term.ntheta
+    return theta

@@ -58,9 +58,15 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", weights=None, off
     or proportions with ``weights=`` trials.  ``nAGQ=1`` (default) is the Laplace
     approximation; ``nAGQ=0`` optimizes θ only (β from PIRLS); ``nAGQ>1`` is adaptive
     Gauss-Hermite quadrature, available for a single scalar random-effects term.
+    ``data`` may be a ``dask.dataframe.DataFrame`` (families without a scale parameter): PIRLS then
+    makes one pass over the partitions per iteration and returns a
+    :class:`bayesmix.distributed.glmer_result.DaskGlmerResult` (``bayesmix[dask]``).
     """
     fam = get_family(family)
     _check_nagq(nAGQ)
+    if is_dask_collection(data) and not fam.hands_glmer_to_lmer:  # rows on a cluster: PIRLS over its partitions
+        return distributed.glmer(formula, data, fam, weights=weights, offset=offset, nAGQ=int(nAGQ),
+                                 data_name=data_name)
     _check_row_vectors(data, weights=weights, offset=offset)
     if fam.hands_glmer_to_lmer:
         # lme4's glmer hands this call to lmer (REML, lmer's default) with a warning
@@ -107,8 +113,9 @@ def glmer_nb(formula: str, data: pd.DataFrame, weights=None, offset=None, nAGQ: 
 def _glmm_compiled(formula, data, fam, weights, offset, nAGQ):
     """The compiled model of a glmer call: arguments checked, the response checked against the family."""
     if is_dask_collection(data):
-        raise ArgumentError("glmer on a Dask DataFrame is not available yet (lmer is); fit glmer on rows that fit "
-                            "in memory, e.g. bm.glmer(formula, ddf.compute(), ...) or a sample of them")
+        raise ArgumentError("glmer_nb on a Dask DataFrame is not available (lmer and glmer are); fit it on rows "
+                            "that fit in memory, e.g. bm.glmer_nb(formula, ddf.compute()) or a sample of them, or "
+                            "glmer(..., family='negative.binomial(theta = ...)') at a fixed theta on the Dask DataFrame")
     _check_nagq(nAGQ)
     _check_row_vectors(data, weights=weights, offset=offset)
     with _quiet_transforms():

@@ -6,11 +6,13 @@ On a LocalCluster in this process (one worker, two threads).  What is compared:
   in-memory one wherever it is evaluated (1e-11 relative): the sums are the same sums;
 * at one θ, everything the result is built from (β, conditional modes, σ, vcov) agrees to
   1e-9 relative, and the criterion at the optimum to 1e-10;
-* the optimizer's answers (θ, β, SEs, b) agree to 1e-5 relative: the optimum is found to the
-  optimizer's tolerance, and cross-products summed in another order (other partitions,
-  other BLAS threads) differ in the last bits, which moves the reported optimum within
-  that tolerance (the in-memory fit of the same rows in another order moves as much;
-  see ``test_in_memory_fit_moves_as_much_with_row_order``).
+* the optimizer's answers (θ, β, SEs, σ, b, variance components) agree to 1e-8 relative (the
+  issue's bar): the optimizer stops on the exact gradient of the profiled deviance (engine.lmm),
+  whose rounding noise is far below the deviance's.  (With a value-only optimizer the bar
+  was out of reach: deviances that differ by ~1e-12 in their last bits, as sums in another
+  order do, put each optimum anywhere within sqrt(2·1e-12/λ_min(H)) ≈ 4e-7 in θ on
+  sleepstudy; the in-memory fit of reordered rows moved as much, see
+  ``test_in_memory_fit_moves_as_much_with_row_order``.)
 """
 
 import warnings
@@ -41,7 +43,7 @@ def partitioned(df: pd.DataFrame, bounds) -> "dd.DataFrame":
     return dd.from_delayed(parts, meta=df.iloc[:0])
 
 
-def assert_same_fit(d, m, opt_rtol=1e-5):
+def assert_same_fit(d, m, opt_rtol=1e-8):
     assert type(d).__name__ == "DaskLmerResult"
     assert list(d.fixef.index) == list(m.fixef.index)
     assert d.compiled.dropped_fixef == m.compiled.dropped_fixef
@@ -142,7 +144,7 @@ def test_string_and_numeric_factors_weights_offset_scale_missing_rank():
     d, m = _both(formula, df, [100, 100, 250], weights="w", offset="off")
     assert m.compiled.dropped_fixef == ["x2"] and m.n_dropped == 4
     assert_same_fit(d, m)
-    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-4)  # row moments merged over partitions, x2 dropped
+    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-8)  # row moments merged over partitions, x2 dropped
 
 
 def test_categories_unknown_to_dask():
@@ -157,13 +159,13 @@ def test_categories_unknown_to_dask():
 
 
 def test_in_memory_fit_moves_as_much_with_row_order():
-    """The tolerance above is the optimizer's: the in-memory fit of the same rows in another order
-    differs from itself by as much as the Dask fit does."""
+    """The in-memory fit of the same rows in another order (sums in another order, as a Dask fit's)
+    agrees with itself to the bar the Dask fit is held to."""
     df = bm.load_dataset("sleepstudy")
     m = bm.lmer(SLEEP, df)
     shuffled = bm.lmer(SLEEP, df.sample(frac=1.0, random_state=3).reset_index(drop=True))
     assert shuffled.profiled_deviance(m.theta_values) == pytest.approx(m.profiled_deviance(m.theta_values), rel=1e-12)
-    np.testing.assert_allclose(shuffled.theta_values, m.theta_values, rtol=1e-5)
+    np.testing.assert_allclose(shuffled.theta_values, m.theta_values, rtol=1e-8)
 
 
 def test_sufficient_statistics_methods_work():
@@ -171,14 +173,15 @@ def test_sufficient_statistics_methods_work():
     d, m = _both(SLEEP, df, [50, 120])
     assert d.summary() == m.summary()  # the scaled residuals' quantiles exactly too, from the cluster
     assert d.summary(ddf="Satterthwaite") == m.summary(ddf="Satterthwaite")  # from the deviance function
-    np.testing.assert_allclose(d.scaled_residual_quantiles(), m.scaled_residual_quantiles(), rtol=1e-5)
-    np.testing.assert_allclose(d.vcov.to_numpy(), m.vcov.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(d.scaled_residual_quantiles(), m.scaled_residual_quantiles(), rtol=1e-8)
+    np.testing.assert_allclose(d.vcov.to_numpy(), m.vcov.to_numpy(), rtol=1e-8)
     for label, cv in m.ranef_condvar().items():
-        np.testing.assert_allclose(d.ranef_condvar()[label], cv, rtol=1e-4)
-    pd.testing.assert_frame_equal(d.icc(), m.icc(), rtol=1e-5)  # from the row moments of pass 2
-    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-5)
+        np.testing.assert_allclose(d.ranef_condvar()[label], cv, rtol=1e-8)
+    pd.testing.assert_frame_equal(d.icc(), m.icc(), rtol=1e-8)  # from the row moments of pass 2
+    pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-8)
     ci_d, ci_m = d.confint(method="profile"), m.confint(method="profile")
-    np.testing.assert_allclose(ci_d.to_numpy(), ci_m.to_numpy(), rtol=1e-4)
+    # profile intervals: ζ evaluated along a path and interpolated (inference.profiles), to ~1e-7 relative
+    np.testing.assert_allclose(ci_d.to_numpy(), ci_m.to_numpy(), rtol=1e-6)
     pd.testing.assert_index_equal(ci_d.index, ci_m.index)
 
 
@@ -201,7 +204,7 @@ def test_anova_between_dask_fits():
     d0, d1 = bm.lmer(small, ddf), bm.lmer(large, ddf)
     m0, m1 = bm.lmer(small, df), bm.lmer(large, df)
     got, want = bm.anova(d0, d1), bm.anova(m0, m1)
-    np.testing.assert_allclose(got.to_numpy(dtype=float), want.to_numpy(dtype=float), rtol=1e-6)
+    np.testing.assert_allclose(got.to_numpy(dtype=float), want.to_numpy(dtype=float), rtol=1e-8)
     with pytest.raises(bm.errors.InferenceError, match="not nested"):
         bm.anova(bm.lmer("Reaction ~ 1 + (Days | Subject)", ddf), bm.lmer(small, ddf))
     with pytest.raises(bm.errors.InferenceError, match="same response"):
@@ -218,7 +221,7 @@ def test_rowwise_values_are_lazy_dask_series():
         assert isinstance(lazy, dd.Series)
         values = lazy.compute()
         assert len(values) == m.nobs and 5 not in values.index
-        np.testing.assert_allclose(values.to_numpy(), eager, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(values.to_numpy(), eager, rtol=1e-8, atol=1e-8 * np.max(np.abs(eager)))
 
 
 def test_predict_new_rows_with_the_whole_data_frame_state():
@@ -227,11 +230,11 @@ def test_predict_new_rows_with_the_whole_data_frame_state():
     formula = "Reaction ~ scale(Days) + (scale(Days) | Subject)"
     d, m = _both(formula, df, [30, 30, 100])
     new = pd.DataFrame({"Days": [0.0, 4.5, 9.0], "Subject": pd.Categorical(["308", "999", "372"])})
-    np.testing.assert_allclose(d.predict(new), m.predict(new), rtol=1e-5)
-    np.testing.assert_allclose(d.predict(new, re_form="~0"), m.predict(new, re_form="~0"), rtol=1e-5)
+    np.testing.assert_allclose(d.predict(new), m.predict(new), rtol=1e-8)
+    np.testing.assert_allclose(d.predict(new, re_form="~0"), m.predict(new, re_form="~0"), rtol=1e-8)
     lazy = d.predict(dd.from_pandas(new, npartitions=2))  # new rows on the cluster: a lazy Series
     assert isinstance(lazy, dd.Series)
-    np.testing.assert_allclose(lazy.compute().to_numpy(), m.predict(new), rtol=1e-5)
+    np.testing.assert_allclose(lazy.compute().to_numpy(), m.predict(new), rtol=1e-8)
 
 
 @pytest.mark.parametrize("formula", [
@@ -275,8 +278,8 @@ def test_methods_that_need_rows_say_so():
     np.testing.assert_array_equal(again.fitted().compute(), d.fitted().compute())
     with pytest.raises(ArgumentError, match="weights= must name a column"):
         bm.lmer(SLEEP, partitioned(bm.load_dataset("sleepstudy"), [90]), weights=np.ones(180))
-    with pytest.raises(ArgumentError, match="glmer on a Dask DataFrame"):
-        bm.glmer("incidence ~ period + (1 | herd)", partitioned(bm.load_dataset("cbpp"), [20]))
+    with pytest.raises(ArgumentError, match="glmer_nb on a Dask DataFrame"):  # glmer works (test_distributed_glmer)
+        bm.glmer_nb("incidence ~ period + (1 | herd)", partitioned(bm.load_dataset("cbpp"), [20]))
 
 
 def test_errors_from_the_partitions_are_bayesmix_errors():

@@ -48,20 +48,29 @@ class BlockedCollapsedLmm:
 
     blocked = True
 
-    def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None, cross=None):
+        """``cross``: the fit's cross-products of ``[Z X y - offset]``, used instead of the rows (a fit
+        whose rows stay on a Dask cluster): the gradient's ``Z'W r`` and ``X'W r`` are then their
+        quadratic forms (:func:`_weighted_residual_sums`)."""
         c = compiled
         if not applicable(c):
             raise ValueError(f"the blocked collapsed density factors a dense block of at most {MAX_DENSE} columns; "
                              "this model's random-effects terms after the first, with X and y, need more")
         self.terms = c.terms
-        w = c.weights
-        keep = w > 0
-        self.n = int(keep.sum())
-        self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(np.log(w[keep]).sum())
-        self.X, self.y, self.w = c.X, c.y - c.offset, w
         self.q = sum(t.q for t in c.terms)
-        self.indicators = [t.indicator() for t in c.terms]
-        cross = CrossProducts.from_data(c.terms, c.X, self.y, w)
+        self.p = c.p
+        if cross is None:
+            w = c.weights
+            keep = w > 0
+            self.n = int(keep.sum())
+            self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(np.log(w[keep]).sum())
+            self.X, self.y, self.w = c.X, c.y - c.offset, w
+            self.indicators = [t.indicator() for t in c.terms]
+            cross = CrossProducts.from_data(c.terms, c.X, self.y, w)
+        else:
+            self.n = int(cross.n)
+            self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(cross.sum_log_weights)
+            self.X = self.y = self.w = None
         if len(c.terms) > 1 and all(t.k == 1 for t in c.terms):  # the engine's scalar fast path, in numba
             cross = replace(cross, a_r1=_ColumnPatternMatrix.from_matrix(cross.a_r1))
         self.cross = cross
@@ -76,7 +85,7 @@ class BlockedCollapsedLmm:
 
     def _system(self, beta, sigma, Ls):
         """ProfiledDeviance on the scaled cross-products: rows [X̃; ỹ] = T [X; y], relative θ = sd/σ."""
-        p = self.X.shape[1]
+        p = self.p
         if self.p_integrated:
             sd = np.diag(self.beta_factor)
             T = np.zeros((p + 1, p + 1))
@@ -105,18 +114,29 @@ class BlockedCollapsedLmm:
         value = self.const - self.n * np.log(sigma) - half_logdet - 0.5 * l_yy2
         beta_t, u = engine.solve(f)
         blocks, beta_diag = self._inverse_blocks(f, l_top, q2, p_int)
-        resid = self._residual(beta, beta_t, u, Ls)
+        z_w_r, x_w_r = self._weighted_residuals(beta, beta_t, u, Ls)
         d_Ls = []
-        for term, J, L, U, B in zip(self.terms, self.indicators, Ls, self._per_level(u), blocks):
-            # E[∂ℓ/∂L] = Σ_l r_l ū_l'/σ² - (MΛA⁻¹)_ll/σ², and (MΛA⁻¹)_ll = σ² L⁻ᵀ(I - A⁻¹_ll)
-            R = J @ ((self.w * resid)[:, None] * term.columns)
+        for term, R, L, U, B in zip(self.terms, z_w_r, Ls, self._per_level(u), blocks):
+            # E[∂ℓ/∂L] = Σ_l r_l ū_l'/σ² - (MΛA⁻¹)_ll/σ², and (MΛA⁻¹)_ll = σ² L⁻ᵀ(I - A⁻¹_ll); R = Z'W r per level
             unexplained = term.nlevels * np.eye(term.k) - B.sum(axis=0)
             d_Ls.append(R.T @ U / sigma**2 - np.linalg.solve(L.T, unexplained))
         mean_sq = float(u @ u + beta_t @ beta_t)
         trace = float(sum(np.trace(B, axis1=1, axis2=2).sum() for B in blocks) + beta_diag.sum())
         d_sigma = -self.n / sigma + (l_yy2 - mean_sq + self.q + p_int - trace) / sigma
-        d_beta = np.zeros(0) if p_int else self.X.T @ (self.w * resid) / sigma**2
+        d_beta = np.zeros(0) if p_int else x_w_r / sigma**2
         return value, d_beta, d_sigma, d_Ls
+
+    def _weighted_residuals(self, beta, beta_t, u, Ls) -> tuple[list[np.ndarray], np.ndarray]:
+        """``Z_t'W r`` per term (levels, k) and ``X'W r`` at the conditional means, r = y - Xβ - Zb: from
+        the rows, or (a rowless fit) from the cross-products."""
+        if self.p_integrated:
+            beta = self.beta_mean + np.diag(self.beta_factor) * beta_t
+        b = [U @ L.T for L, U in zip(Ls, self._per_level(u))]
+        if self.X is None:
+            return _weighted_residual_sums(self.cross, self.terms, self.p, beta, b)
+        resid = self._residual(beta, beta_t, u, Ls)
+        wr = self.w * resid
+        return [J @ (wr[:, None] * t.columns) for t, J in zip(self.terms, self.indicators)], self.X.T @ wr
 
     def _per_level(self, u) -> list[np.ndarray]:
         """u split by term, (levels, k) each."""
@@ -180,6 +200,28 @@ class BlockedCollapsedLmm:
         k1 = f.l1.shape[1]
         x1 = np.linalg.solve(np.swapaxes(f.l1, 1, 2), rhs1.reshape(-1, k1)[:, :, None])[:, :, 0].ravel()
         return np.concatenate([beta_t + x_rest[q2:], u + np.concatenate([x1, x_rest[:q2]])])
+
+
+def _weighted_residual_sums(cp: CrossProducts, terms, p: int, beta, b) -> tuple[list[np.ndarray], np.ndarray]:
+    """``Z'W(y - Xβ - Zb)`` per term and ``X'W(y - Xβ - Zb)`` from the blocks of ``[Z X y]'W[Z X y]``
+    (b per term, (levels, k)): Z1'WZ1 is block diagonal, one k x k block per level of the first term."""
+    first = terms[0]
+    b1 = b[0].ravel()
+    b_rest = np.concatenate([x.ravel() for x in b[1:]]) if len(b) > 1 else np.zeros(0)
+    x1 = cp.a_x1.reshape(p + 1, first.q)  # [X y]'WZ1
+    a_r1 = cp.a_r1
+    if isinstance(a_r1, PatternMatrix):
+        r1_b1, r1t_rest = a_r1.times_transpose_of(b1[None, :])[:, 0], a_r1.transpose_times(b_rest)
+    else:
+        r1_b1, r1t_rest = np.asarray(a_r1 @ b1).ravel(), np.asarray(a_r1.T @ b_rest).ravel()
+    z1 = x1[p] - x1[:p].T @ beta - np.einsum("lab,lb->la", cp.a11, b[0]).ravel() - r1t_rest
+    z_rest = cp.a_xr[p] - cp.a_xr[:p].T @ beta - r1_b1 - cp.a_rr @ b_rest
+    x = cp.a_xx[:p, p] - cp.a_xx[:p, :p] @ beta - x1[:p] @ b1 - cp.a_xr[:p] @ b_rest
+    out, start = [z1.reshape(first.nlevels, first.k)], 0
+    for t in terms[1:]:
+        out.append(z_rest[start : start + t.q].reshape(t.nlevels, t.k))
+        start += t.q
+    return out, x
 
 
 def _inverse_from_cholesky(l_lower: np.ndarray) -> np.ndarray:

@@ -264,6 +264,23 @@ class _Blocks:
         return out
 
 
+def dense_gram(cross) -> np.ndarray:
+    """``[Z X y]'W[Z X y]`` as one dense matrix, from the engine's blocks (``engine.lmm.CrossProducts``)."""
+    a11, a_x1 = cross.a11, cross.a_x1
+    q1 = a11.shape[0] * a11.shape[1]
+    q2 = cross.a_rr.shape[0]
+    m = a_x1.shape[0]
+    out = np.zeros((q1 + q2 + m, q1 + q2 + m))
+    out[:q1, :q1] = la.block_diag(*a11) if len(a11) else np.zeros((0, 0))
+    r1 = cross.a_r1.toarray() if hasattr(cross.a_r1, "toarray") else np.asarray(cross.a_r1)
+    xz = np.hstack([a_x1.reshape(m, q1), cross.a_xr])
+    out[q1:q1 + q2, :q1], out[q1:q1 + q2, q1:q1 + q2] = r1, cross.a_rr
+    out[:q1, q1:q1 + q2] = r1.T
+    out[q1 + q2:, :q1 + q2], out[:q1 + q2, q1 + q2:] = xz, xz.T
+    out[q1 + q2:, q1 + q2:] = cross.a_xx
+    return out
+
+
 class CollapsedLmm:
     """log p(y | β, σ, L) of an LMM with the random effects integrated out, from sufficient statistics.
 
@@ -273,9 +290,14 @@ class CollapsedLmm:
     term makes A block diagonal (one k x k block per level); otherwise it is dense.
     """
 
-    def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, compiled, beta_prior: tuple[np.ndarray, np.ndarray] | None = None, cross=None):
         """``beta_prior = (means, sds)`` of Normal priors integrates β out as well: it joins u as a
-        leading block of "random effects" ``β = mean + sd·β̃``, ``β̃ ~ N(0, I)``, with its fixed factor."""
+        leading block of "random effects" ``β = mean + sd·β̃``, ``β̃ ~ N(0, I)``, with its fixed factor.
+        ``cross``: the fit's ``engine.lmm.CrossProducts`` of ``[Z X y - offset]``, used instead of the
+        rows (a fit whose rows stay on a Dask cluster): every statistic here is one of their blocks."""
+        if cross is not None:
+            self._from_cross(compiled, beta_prior, cross)
+            return
         c = compiled
         w = c.weights
         keep = w > 0
@@ -307,6 +329,35 @@ class CollapsedLmm:
             self.ztz_blocks = np.asarray(ztz.todense())[ix[:, :, None], ix[:, None, :]]  # (levels, k, k)
         else:
             self.ztz = np.asarray(ztz.todense())
+            self.eye = np.eye(self.q)
+
+    def _from_cross(self, c, beta_prior, cross) -> None:
+        """The statistics of ``__init__`` from the dense Gram matrix of ``[Z X y]`` (weighted)."""
+        self.n = int(cross.n)
+        self.const = -0.5 * self.n * _LOG_2PI + 0.5 * float(cross.sum_log_weights)
+        gram, q, p = dense_gram(cross), sum(t.q for t in c.terms), c.p
+        z, x, y = slice(0, q), slice(q, q + p), q + p
+        self.beta_factor = None
+        if beta_prior is None:
+            ztz, self.ztx, self.zty = gram[z, z], gram[z, x], gram[z, y]
+            self.xtx, self.xty, self.yty = gram[x, x], gram[x, y], float(gram[y, y])
+        else:  # as __init__: y - X·mean, and X joins Z in front
+            mean, sd = (np.asarray(a, float) for a in beta_prior)
+            order = np.r_[q:q + p, 0:q]
+            ztz = gram[np.ix_(order, order)]
+            self.zty = gram[order, y] - gram[np.ix_(order, range(q, q + p))] @ mean
+            self.yty = float(gram[y, y] - 2.0 * mean @ gram[x, y] + mean @ gram[x, x] @ mean)
+            self.ztx, self.xtx, self.xty = np.zeros((q + p, 0)), np.zeros((0, 0)), np.zeros(0)
+            self.beta_mean, self.beta_factor = mean, np.diag(sd)
+        self.p_integrated = 0 if beta_prior is None else p
+        self.blocks = _Blocks(c.terms, leading=self.p_integrated)
+        self.q = self.blocks.q
+        self.single = len(c.terms) == 1 and beta_prior is None
+        if self.single:
+            ix = self.blocks.index[0]
+            self.ztz_blocks = ztz[ix[:, :, None], ix[:, None, :]]
+        else:
+            self.ztz = np.ascontiguousarray(ztz)
             self.eye = np.eye(self.q)
 
     def _rss(self, beta) -> float:

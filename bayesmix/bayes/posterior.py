@@ -54,7 +54,7 @@ class FastPosterior:
         elif result.is_lmm:
             normal = [filled_params(b) for b in priors.beta] if self.integrate_beta else None
             beta_prior = (np.array([b["mu"] for b in normal]), np.array([b["sigma"] for b in normal])) if normal else None
-            self.lik = collapsed_lmm(result.compiled, beta_prior)
+            self.lik = collapsed_lmm(result.compiled, beta_prior, rowless_cross_products(result))
         else:
             self.lik = ScalarTermGlmm(result)
         if self.integrate_beta:
@@ -185,13 +185,20 @@ def blocked_collapsible(compiled) -> bool:
     return blockedlmm.applicable(compiled)
 
 
-def collapsed_lmm(compiled, beta_prior):
-    """The dense collapsed density for a few hundred random effects, the blocked one beyond."""
+def rowless_cross_products(result):
+    """The cross-products of a fit whose rows stay on a cluster (bayesmix.distributed), else None:
+    the collapsed LMM densities need nothing else."""
+    return result.profiled_deviance.cross if getattr(result.compiled, "rowless", False) else None
+
+
+def collapsed_lmm(compiled, beta_prior, cross=None):
+    """The dense collapsed density for a few hundred random effects, the blocked one beyond
+    (``cross``: a rowless fit's cross-products, used instead of the rows)."""
     if dense_collapsible(compiled) or not blocked_collapsible(compiled):
-        return CollapsedLmm(compiled, beta_prior)
+        return CollapsedLmm(compiled, beta_prior, cross=cross)
     from bayesmix.bayes.blockedlmm import BlockedCollapsedLmm
 
-    return BlockedCollapsedLmm(compiled, beta_prior)
+    return BlockedCollapsedLmm(compiled, beta_prior, cross=cross)
 
 
 def compiled_kernel(post: FastPosterior):

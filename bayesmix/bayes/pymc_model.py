@@ -264,12 +264,10 @@ class ModelPriors:
 
 def response_scale(result) -> tuple[float, float]:
     """(ȳ, s_y): the response's location and scale on the link scale, the unit of the default priors."""
-    c = result.compiled
     family = result.response_family
+    centre, spread, mean = _response_summary(result.compiled)
     if family.link.identity:
-        y = c.y - c.offset
-        return float(abs(np.mean(y))), float(np.std(y, ddof=1)) if len(y) > 1 else 1.0
-    mean = float(np.mean(c.y))
+        return abs(centre), spread
     if family.response_is_probability:
         mean = min(max(mean, 1e-3), 1 - 1e-3)
     else:
@@ -277,20 +275,39 @@ def response_scale(result) -> tuple[float, float]:
     return float(abs(family.link.linkfun(np.array([mean]))[0])), 1.0
 
 
-def _column_scales(matrix: np.ndarray) -> np.ndarray:
-    sd = np.std(matrix, axis=0, ddof=1) if matrix.shape[0] > 1 else np.zeros(matrix.shape[1])
-    return np.where(sd > 1e-12 * (1 + np.abs(matrix).max(axis=0)), sd, 0.0)
+def _response_summary(c) -> tuple[float, float, float]:
+    """(mean of y - offset, its SD (n - 1; 1 for one row), mean of y): from the rows, or from the
+    row moments of a fit whose rows are elsewhere (bayesmix.distributed)."""
+    moments = getattr(c, "row_moments", None)
+    if moments is not None:
+        r = moments.response
+        return float(r.mean[0]), float(r.sd()[0]) if r.n > 1 else 1.0, float(r.mean[1])
+    y = c.y - c.offset
+    return float(np.mean(y)), float(np.std(y, ddof=1)) if len(y) > 1 else 1.0, float(np.mean(c.y))
+
+
+def _column_scales(c, term: int | None = None) -> np.ndarray:
+    """SDs of X's columns (or of a term's), 0 for a constant column; from a rowless fit's row moments too."""
+    moments = getattr(c, "row_moments", None)
+    if moments is not None:
+        m = moments.x if term is None else moments.z[term]
+        sd, size = (m.sd() if m.n > 1 else np.zeros(len(m.mean))), m.absmax
+    else:
+        matrix = c.X if term is None else c.terms[term].columns
+        sd = np.std(matrix, axis=0, ddof=1) if matrix.shape[0] > 1 else np.zeros(matrix.shape[1])
+        size = np.abs(matrix).max(axis=0)
+    return np.where(sd > 1e-12 * (1 + size), sd, 0.0)
 
 
 def default_priors(result) -> ModelPriors:
     """The near-flat default priors (see the module docstring for the exact rule)."""
     c = result.compiled
     ybar, sy = response_scale(result)
-    sx = _column_scales(c.X)
+    sx = _column_scales(c)
     beta = [Prior("Normal", mu=0.0, sigma=100.0 * (sy / s if s > 0 else ybar + sy)) for s in sx]
     sd, corr = {}, {}
     for info in term_infos(result):
-        sz = _column_scales(c.terms[info.index].columns)
+        sz = _column_scales(c, info.index)
         sd[info.label] = [Prior("HalfNormal", sigma=100.0 * (sy / s if s > 0 else sy)) for s in sz]
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)
@@ -332,17 +349,16 @@ def weakly_informative_priors(result) -> ModelPriors:
     c = result.compiled
     _, sy = response_scale(result)
     family = result.response_family
-    if family.link.identity:
-        centre = float(np.mean(c.y - c.offset))
-    else:
-        mean = float(np.clip(np.mean(c.y), 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
+    centre, _, mean = _response_summary(c)
+    if not family.link.identity:
+        mean = float(np.clip(mean, 1e-3, 1 - 1e-3 if family.response_is_probability else np.inf))
         centre = float(family.link.linkfun(np.array([mean]))[0])
-    sx = _column_scales(c.X)
+    sx = _column_scales(c)
     beta = [Prior("Normal", mu=0.0, sigma=2.5 * sy / s) if s > 0 else Prior("Normal", mu=centre, sigma=2.5 * sy)
             for s in sx]
     sd, corr = {}, {}
     for info in term_infos(result):
-        sz = _column_scales(c.terms[info.index].columns)
+        sz = _column_scales(c, info.index)
         sd[info.label] = [Prior("Exponential", lam=(s / sy if s > 0 else 1.0 / sy)) for s in sz]
         if info.k > 1:
             corr[info.label] = Prior("LKJCorr", eta=1.0)

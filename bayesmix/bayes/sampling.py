@@ -430,8 +430,10 @@ def _datatree(result, spec: ModelPriors, posterior, stats, route, elapsed, sampl
         "inference_library": "bayesmix",
         "model_fingerprint": model_fingerprint(result),  # compare() refuses a posterior of another model
     })
-    return xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats,
-                                  "observed_data": observed_dataset(result), "constant_data": constant_dataset(result)})
+    groups = {"posterior": posterior, "sample_stats": stats}
+    if not getattr(result.compiled, "rowless", False):  # a Dask fit's rows stay on the cluster
+        groups.update(observed_data=observed_dataset(result), constant_data=constant_dataset(result))
+    return xr.DataTree.from_dict(groups)
 
 
 def observed_response(result) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +479,12 @@ def model_fingerprint(result) -> str:
     digest = hashlib.sha256()
     for text in (result.formula_display, result.family_name, result.link_name):
         digest.update(str(text).encode() + b"\0")
-    arrays = [c.y, c.X, c.weights, c.offset] + [a for t in c.terms for a in (t.factor.codes, t.columns)]
+    if getattr(c, "rowless", False):  # a Dask fit: the sufficient statistics its density is made of
+        cp = result.profiled_deviance.cross
+        a_r1 = cp.a_r1.toarray() if hasattr(cp.a_r1, "toarray") else cp.a_r1
+        arrays = [cp.a11, cp.a_x1, np.asarray(a_r1), cp.a_rr, cp.a_xr, cp.a_xx]
+    else:
+        arrays = [c.y, c.X, c.weights, c.offset] + [a for t in c.terms for a in (t.factor.codes, t.columns)]
     for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())

@@ -31,11 +31,11 @@ from bayesmix.spec.model import compile_model
 SPLIT_EVERY = 8  # partitions' statistics summed per task of the tree reduction
 
 
-def compile_partition(rows: pd.DataFrame, spec: ModelSpec, state: FrameState):
+def compile_partition(rows: pd.DataFrame, spec: ModelSpec, state: FrameState, binomial_response: bool = False):
     """``compile_model`` on a partition's model rows with the whole data's frame state (checks
-    against the number of rows are the client's, on all rows)."""
+    against the number of rows are the client's, on all rows); ``binomial_response`` as glmer's."""
     return compile_model(spec.formula, rows, weights=spec.weights, offset=spec.offset, check_levels_vs_nobs=False,
-                         frame_state=state)
+                         frame_state=state, binomial_response=binomial_response)
 
 
 # --- pass 1 ---------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def _sums_partition(df: pd.DataFrame, spec: ModelSpec, state: FrameState) -> Par
     c = compile_partition(rows, spec, state)
     cross = CrossProducts.from_data(c.terms, c.X, c.y - c.offset, c.weights)
     return PartitionSums(cross, _r_factor(c.X), list(c.fixef_names), [t.subset(np.zeros(0, dtype=np.int64)) for t in c.terms],
-                         RowMoments.of(c.X, [t.columns for t in c.terms]))
+                         RowMoments.of(c.X, [t.columns for t in c.terms], c.y, c.offset, c.weights))
 
 
 def _r_factor(x: np.ndarray) -> np.ndarray:
@@ -106,15 +106,23 @@ def cross_products(ddf, spec: ModelSpec, state: FrameState) -> tuple[PartitionSu
 def tree_reduce(ddf, per_partition, combine, *args):
     """``combine`` over ``per_partition(partition, *args)``, SPLIT_EVERY at a time, on the active
     scheduler; returns the result and the pass's wall time in seconds."""
+    return reduce_parts(ddf.to_delayed(), per_partition, combine, *args)
+
+
+def reduce_parts(parts, per_partition, combine, *args):
+    """:func:`tree_reduce` over a list of delayed parts (a DataFrame's partitions, or what was
+    computed from them and persisted on the workers)."""
     import dask
 
-    shared = [dask.delayed(a, pure=True) for a in args]  # sent once, not once per partition
-    level = [dask.delayed(per_partition, pure=True)(part, *shared) for part in ddf.to_delayed()]
+    # keys unique to this pass: PIRLS may repeat a pass at the same point, and a key shared with an
+    # earlier pass can be released by the scheduler while this one asks for it
+    shared = [dask.delayed(a, pure=False) for a in args]  # sent once, not once per partition
+    level = [dask.delayed(per_partition, pure=False)(part, *shared) for part in parts]
     while len(level) > 1:
-        level = [dask.delayed(combine, pure=True)(*level[i:i + SPLIT_EVERY]) for i in range(0, len(level), SPLIT_EVERY)]
+        level = [dask.delayed(combine, pure=False)(*level[i:i + SPLIT_EVERY]) for i in range(0, len(level), SPLIT_EVERY)]
     start = time.perf_counter()
     (out,) = dask.compute(*level)
     return out, time.perf_counter() - start
 
 
-__all__ = ["ModelSpec", "compile_partition", "cross_products", "learn_frame", "model_rows"]
+__all__ = ["ModelSpec", "compile_partition", "cross_products", "learn_frame", "model_rows", "reduce_parts"]

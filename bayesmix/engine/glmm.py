@@ -446,7 +446,7 @@ class GlmmFit:
     optsum: OptSummary | None = None
 
 
-def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
+def fit_glmm(compiled, family, nAGQ: int = 1, *, objective: GlmmObjective | None = None) -> GlmmFit:
     """lme4's two-stage glmer optimization: θ with β in PIRLS (nAGQ = 0), then θ and β together.
 
     1. The fast stage (lme4's nAGQ = 0, MixedModels.jl's ``fast=true``): BOBYQA over θ alone,
@@ -457,15 +457,17 @@ def fit_glmm(compiled, family, nAGQ: int = 1) -> GlmmFit:
        trust region, then the Newton polish of :mod:`engine.glmm_polish`, whose lme4-stencil
        Hessian also gives the fixed effects' covariance.
     Each criterion evaluation starts PIRLS from modes predicted by :class:`ModeMemory`.
+    ``objective``: a GlmmObjective built elsewhere (bayesmix.distributed's, whose rows stay
+    on a cluster); by default one over ``compiled``'s rows.
     """
     # trial points far out (separation, huge steps) overflow harmlessly: they are rejected as
     # infinite objectives, and the user gets one clear warning afterwards, not numpy's noise
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        return _fit_glmm(compiled, family, nAGQ)
+        return _fit_glmm(compiled, family, nAGQ, objective)
 
 
-def _fit_glmm(compiled, family, nAGQ: int) -> GlmmFit:
-    obj = GlmmObjective(compiled, family, nAGQ=nAGQ)
+def _fit_glmm(compiled, family, nAGQ: int, objective=None) -> GlmmFit:
+    obj = GlmmObjective(compiled, family, nAGQ=nAGQ) if objective is None else objective
     lower_theta = compiled.theta_lower()
     # with nAGQ > 0 stage 1 only provides a start for stage 2: a rough optimum will do, and
     # BOBYQA's first trust region is lme4's rhobeg (0.2 max|θ0|) rather than NLopt's 0.75

@@ -146,12 +146,27 @@ def rowless(model) -> bool:
 
 
 def _same_response_statistics(a, b) -> bool:
-    """Without rows: the same response text, y'Wy and Σ log w (what the likelihoods' data terms use)."""
-    if not (is_lmm(a) and is_lmm(b)) or a.compiled.formula.response != b.compiled.formula.response:
+    """Without rows: the same response text, y'Wy and Σ log w (what the likelihoods' data terms use);
+    for GLMMs the means and sums of squares of y, the weights and w·y."""
+    if a.compiled.formula.response != b.compiled.formula.response or is_lmm(a) != is_lmm(b):
         return False
+    if not is_lmm(a):
+        (ma, sa), (mb, sb) = _response_moments(a), _response_moments(b)
+        return bool(np.allclose(ma, mb, rtol=1e-10, atol=0) and np.allclose(sa, sb, rtol=1e-8, atol=1e-12))
     ca, cb = a.profiled_deviance.cross, b.profiled_deviance.cross
     return bool(np.isclose(ca.a_xx[-1, -1], cb.a_xx[-1, -1], rtol=1e-10, atol=0)
                 and np.isclose(ca.sum_log_weights, cb.sum_log_weights, rtol=1e-10, atol=1e-10))
+
+
+def _response_moments(model) -> tuple[np.ndarray, np.ndarray]:
+    """Means and centred sums of squares of (y, w, w·y), from the rows or a rowless fit's row moments."""
+    moments = getattr(model.compiled, "row_moments", None)
+    if moments is not None:
+        r = moments.response
+        return r.mean[1:], np.diag(r.m2)[1:]
+    c = model.compiled
+    columns = np.column_stack([c.y, c.weights, c.weights * c.y])
+    return columns.mean(axis=0), ((columns - columns.mean(axis=0)) ** 2).sum(axis=0)
 
 
 def check_nested(small, large, small_label: str, large_label: str) -> None:

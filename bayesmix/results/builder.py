@@ -39,8 +39,9 @@ def build_lmer(compiled, fit, *, data_name: str = "df", diagnose: bool = True, r
     return result
 
 
-def build_glmer(compiled, family, fit, *, data_name: str = "df", diagnose: bool = True) -> GlmerResult:
-    """A GlmerResult from an ``engine.glmm.GlmmFit``."""
+def build_glmer(compiled, family, fit, *, data_name: str = "df", diagnose: bool = True,
+                result_class=GlmerResult) -> GlmerResult:
+    """A GlmerResult from an ``engine.glmm.GlmmFit`` (``result_class``: a subclass, e.g. a Dask fit's)."""
     _require_finite(fit.criterion, fit.theta, fit.beta)
     sigma = 1.0
     if family.has_scale:
@@ -52,7 +53,7 @@ def build_glmer(compiled, family, fit, *, data_name: str = "df", diagnose: bool 
     messages = list(fit.messages)
     if _is_singular(compiled, fit.theta):
         messages.append(SINGULAR_MESSAGE)
-    result = GlmerResult(compiled, fit.theta, fit.beta, b, sigma, vcov, fit.criterion, method=method,
+    result = result_class(compiled, fit.theta, fit.beta, b, sigma, vcov, fit.criterion, method=method,
                          optimizer_messages=messages, converged=fit.converged, data_name=data_name,
                          nAGQ=fit.objective.nAGQ, family=family, fit=fit, optsum=fit.optsum)
     if diagnose:
@@ -112,16 +113,14 @@ _EXTREME_LINK_CONTRIBUTION = 10.0
 def _warn_if_separated(result) -> None:
     """Warn as R's glm does when fitted probabilities are numerically 0 or 1, naming the
     fixed effects whose estimates run off towards infinity (complete separation)."""
-    mu = result.fitted()
-    extreme = np.minimum(mu, 1.0 - mu) < _NUMERICALLY_0_OR_1
-    if not extreme.any():
+    n_extreme, nobs, contribution = result.extreme_fits(_NUMERICALLY_0_OR_1)
+    if not n_extreme:
         return
     beta, se = result.fixef, result.se
-    contribution = np.abs(result.compiled.X[extreme] * beta.to_numpy()).max(axis=0)
     culprits = [name for name, c in zip(beta.index, contribution) if c > _EXTREME_LINK_CONTRIBUTION]
     named = ", ".join(f"{name} (estimate {beta[name]:.4g}, SE {se[name]:.3g})" for name in culprits)
     warn(
-        f"fitted probabilities numerically 0 or 1 occurred for {int(extreme.sum())} of {len(mu)} observations: "
+        f"fitted probabilities numerically 0 or 1 occurred for {n_extreme} of {nobs} observations: "
         "complete or quasi-complete separation"
         + (f"; the estimates of {named} run off towards infinity, so they and their tests are not meaningful"
            if culprits else "")

@@ -82,6 +82,15 @@ class GlmerResult(MixedModelResult):
     def fitted(self) -> np.ndarray:
         return self.family.link.linkinv(self.linear_predictor())
 
+    def extreme_fits(self, tol: float) -> tuple[int, int, np.ndarray]:
+        """Rows whose fitted probability is within ``tol`` of 0 or 1 (separation): their number, the
+        number of rows, and per fixed effect the largest ``|x_ij β_j|`` over them (zeros if none)."""
+        mu = self.fitted()
+        extreme = np.minimum(mu, 1.0 - mu) < tol
+        if not extreme.any():
+            return 0, len(mu), np.zeros(len(self.beta_values))
+        return int(extreme.sum()), len(mu), np.abs(self.compiled.X[extreme] * self.beta_values).max(axis=0)
+
     def residuals(self, type: str = "deviance", scaled: bool = False) -> np.ndarray:
         """lme4's ``residuals(m, type)`` (deviance by default, as for glmerMod)."""
         r = residuals(self.family, self.compiled.y, self.fitted(), self.linear_predictor(), self.compiled.weights, type)

@@ -233,7 +233,8 @@ def _response(text: str, ev: Evaluator, binomial: bool) -> tuple[np.ndarray, np.
     if is_categorical(values):
         if not binomial:
             raise DataError(f"the response {text!r} is not numeric (it is categorical)")
-        factor = as_factor(values, text)
+        # a partition of data fitted elsewhere (bayesmix.distributed) codes by the whole data's levels
+        factor = as_factor(values, text) if ev.learning else factor_of(values, text, ev)
         # R's binomial(): the first level is failure, every other level success.
         return (factor.codes != 0).astype(float), None
     try:

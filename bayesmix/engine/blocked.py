@@ -195,11 +195,11 @@ class LevelGram:
     in P.  The data-only coefficients ``a_rℓi a_sℓj (+ a_rℓj a_sℓi)`` of each pair of
     rows r <= s that share a level ℓ are computed once, as one sparse (q2², L) matrix per
     entry (i <= j) of P, and each evaluation is k(k+1)/2 sparse matrix-vector products
-    (crossed slopes on 100k rows: 2.9M pairs, ~4 ms, against ~25 ms for the sparse
-    matrix product it replaces; the matrices share one index array).
+    (crossed slopes on 100k rows: 960k pairs, three products of ~1 ms each, against ~20 ms
+    for the sparse matrix product they replace; the matrices share one index array).
     """
 
-    parts: list[sp.csc_matrix]  # one per entry (i, j), i <= j, of P
+    parts: list[sp.csr_matrix]  # one per entry (i, j), i <= j, of P; rows r·q2 + s
     entries: list[tuple[int, int]]
     q2: int
 
@@ -216,31 +216,50 @@ class LevelGram:
         total = int(npairs.sum())
         if q2 * q2 >= 2**31 or total * (8 * len(entries) + 4) > _LEVEL_GRAM_BYTES:
             return None
-        indptr = np.concatenate([[0], np.cumsum(npairs)]).astype(np.int32 if total < 2**31 else np.int64)
+        indptr = np.concatenate([[0], np.cumsum(npairs)])
         starts = np.concatenate([[0], np.cumsum(counts)])
         indices = np.empty(total, np.int32)
-        data = np.empty((len(entries), total))
-        for lo, hi in _level_chunks(counts * counts, _PAIRS_PER_CHUNK):
-            a, b = _pairs_within_levels(counts, starts, lo, hi)
-            seg = slice(int(indptr[lo]), int(indptr[hi]))
-            indices[seg] = rows[a] * q2 + rows[b]  # r <= s: the upper triangle
-            for e, (i, j) in enumerate(entries):
-                data[e, seg] = values[a, i] * values[b, j]
-                if i != j:
-                    data[e, seg] += values[a, j] * values[b, i]
-        shape = (q2 * q2, nlevels)
-        return cls([sp.csc_matrix((d, indices, indptr), shape=shape) for d in data], entries, q2)
+        data = [np.empty(total) for _ in entries]
+        columns = [np.ascontiguousarray(values[:, i]) for i in range(k)]
+        for lo, hi in _level_chunks(npairs, _PAIRS_PER_CHUNK):
+            for pos, a, b in _pairs_within_levels(counts, starts, indptr, lo, hi):
+                indices[pos] = rows[a] * q2 + rows[b]  # r <= s: the upper triangle
+                for e, (i, j) in enumerate(entries):
+                    v = columns[i][a] * columns[j][b]
+                    if i != j:
+                        v += columns[j][a] * columns[i][b]
+                    data[e][pos] = v
+        indptr = indptr.astype(np.int32 if total < 2**31 else np.int64)
+        return cls(_by_rows(data, indices, indptr, (q2 * q2, nlevels)), entries, q2)
 
-    def gram(self, P: np.ndarray) -> np.ndarray:
-        """The dense (q2, q2) ``A blockdiag(P) A'`` for P (levels, k, k), symmetric per level."""
-        i, j = self.entries[0]
-        upper = self.parts[0] @ np.ascontiguousarray(P[:, i, j])
-        for part, (i, j) in zip(self.parts[1:], self.entries[1:]):
-            upper += part @ np.ascontiguousarray(P[:, i, j])
+    def gram(self, m: np.ndarray) -> np.ndarray:
+        """The dense (q2, q2) ``A blockdiag(P) A'`` for ``P_ℓ = m_ℓ m_ℓ'``, m (levels, k, k)."""
+        upper = np.zeros(self.q2 * self.q2)
+        for part, (i, j) in zip(self.parts, self.entries):
+            p_ij = m[:, i, 0] * m[:, j, 0]
+            for col in range(1, m.shape[2]):
+                p_ij += m[:, i, col] * m[:, j, col]
+            upper += part @ p_ij
         upper = upper.reshape(self.q2, self.q2)
         out = upper + upper.T
         out.flat[:: self.q2 + 1] -= upper.flat[:: self.q2 + 1]  # the diagonal was counted twice
         return out
+
+
+def _by_rows(data: list[np.ndarray], indices, indptr, shape) -> list[sp.csr_matrix]:
+    """The (q2², levels) matrices built by level, in CSR: a row-wise product gathers instead of scattering.
+
+    Measured on crossed slopes, 100k rows: 0.97 ms per product in CSR against 1.42 ms in CSC.
+    scipy's conversion (a counting sort) runs part by part, each part's by-level values freed
+    as it goes; the parts then share the first one's index arrays.
+    """
+    parts = []
+    while data:
+        part = sp.csc_matrix((data.pop(0), indices, indptr), shape=shape).tocsr()
+        if parts:
+            part = sp.csr_matrix((part.data, parts[0].indices, parts[0].indptr), shape=shape)
+        parts.append(part)
+    return parts
 
 
 def _level_chunks(sizes: np.ndarray, limit: int):
@@ -254,13 +273,19 @@ def _level_chunks(sizes: np.ndarray, limit: int):
         lo = hi
 
 
-def _pairs_within_levels(counts: np.ndarray, starts: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (a, b), a <= b, of every pair of blocks within each level of [lo, hi), level by level."""
-    square = counts[lo:hi] ** 2
-    level = np.repeat(np.arange(lo, hi), square)
-    within = np.arange(square.sum()) - np.repeat(np.cumsum(square) - square, square)
-    count = counts[level]
-    i, j = within // count, within % count
-    keep = i <= j
-    base = starts[level[keep]]
-    return base + i[keep], base + j[keep]
+def _pairs_within_levels(counts, starts, indptr, lo: int, hi: int):
+    """Per distinct level size: (slots, a, b) for every pair a <= b of blocks within each level of [lo, hi).
+
+    ``a``, ``b`` are positions in the level-sorted blocks; ``slots`` where the pair goes in
+    the level's column (its place from ``indptr``).  Levels of one size share one
+    ``triu_indices`` template: broadcasting only, no division per pair.
+    """
+    sizes = counts[lo:hi]
+    for c in np.unique(sizes):
+        if c == 0:
+            continue
+        level = lo + np.flatnonzero(sizes == c)
+        iu, ju = np.triu_indices(int(c))
+        base = starts[level][:, None]
+        slots = indptr[level][:, None] + np.arange(len(iu))
+        yield slots.ravel(), (base + iu).ravel(), (base + ju).ravel()

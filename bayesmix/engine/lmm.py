@@ -167,20 +167,10 @@ class ProfiledDeviance:
         cp = self.cross
         first = self.terms[0]
         T1 = first.factor_matrix(theta[self._slices[0]])
-        k1 = first.k
-        if k1 == 1:
-            t = T1[0, 0]
-            d = t * t * cp.a11[:, 0, 0] + 1.0
-            l1 = np.sqrt(d)[:, None, None]
-            m1 = (t / l1[:, 0, 0])[:, None, None]
-        else:
-            d = T1.T @ cp.a11 @ T1 + np.eye(k1)  # batched matmul: einsum's generic loop cost ~10x more
-            try:
-                l1 = np.linalg.cholesky(d)
-            except np.linalg.LinAlgError:
-                return None
-            # m1_l = T1 L_l^{-T}: solve L_l X = T1' for X = L_l^{-1} T1', then transpose.
-            m1 = np.linalg.solve(l1, np.broadcast_to(T1.T, l1.shape)).transpose(0, 2, 1)
+        blocks = _first_term_blocks(T1, cp.a11)
+        if blocks is None:
+            return None
+        l1, m1 = blocks
         c_x = _times_block_diag(cp.a_x1, m1)
         lam_r = self._lambda_rest(theta)
         gram = self._gram_of_rest_rows()
@@ -275,7 +265,7 @@ class ProfiledDeviance:
         """
         cp = self.cross
         levels, k = m1.shape[0], m1.shape[1]
-        h = gram.gram(m1 @ m1.transpose(0, 2, 1))
+        h = gram.gram(m1)
         m_cx = _times_block_diag(c_x.reshape(len(c_x), levels, k), m1.transpose(0, 2, 1))  # (blockdiag(M) C_x')'
         s_rr, s_xr = _scaled_by_lambda(cp.a_rr - h, cp.a_xr - np.asarray(cp.a_r1 @ m_cx.T).T, lam_r)
         return _assembled(s_rr, s_xr, cp.a_xx - c_x @ c_x.T)
@@ -438,6 +428,43 @@ def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:
             acc += a[:, :, j] * m1[None, :, j, col]
         out[:, :, col] = acc
     return out.reshape(rows, -1)
+
+
+def _first_term_blocks(T1: np.ndarray, a11: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per level of the first term: L_ℓ = chol(T1' A_ℓ T1 + I) and M_ℓ = T1 L_ℓ^{-T}; None if not positive definite.
+
+    Closed forms for k = 1 and 2 (elementwise over levels: crossed slopes on 100k rows spent
+    2.7 ms per evaluation in batched LAPACK Cholesky and solve for 5000 2 x 2 blocks).
+    """
+    k1 = len(T1)
+    if k1 == 1:
+        t = T1[0, 0]
+        l1 = np.sqrt(t * t * a11[:, 0, 0] + 1.0)
+        return l1[:, None, None], (t / l1)[:, None, None]
+    if k1 == 2:
+        (t00, t01), (t10, t11) = T1
+        a, b, c = a11[:, 0, 0], a11[:, 0, 1], a11[:, 1, 1]
+        at00, at01, at10, at11 = a * t00 + b * t10, a * t01 + b * t11, b * t00 + c * t10, b * t01 + c * t11
+        l00 = np.sqrt(t00 * at00 + t10 * at10 + 1.0)
+        l10 = (t00 * at01 + t10 * at11) / l00
+        l11sq = t01 * at01 + t11 * at11 + 1.0 - l10 * l10
+        if not np.all(l11sq > 0):
+            return None
+        l11 = np.sqrt(l11sq)
+        shear = l10 / (l00 * l11)  # L^{-T} = [[1/l00, -shear], [0, 1/l11]]
+        l1 = np.zeros((len(a), 2, 2))
+        l1[:, 0, 0], l1[:, 1, 0], l1[:, 1, 1] = l00, l10, l11
+        m1 = np.empty((len(a), 2, 2))
+        m1[:, 0, 0], m1[:, 0, 1] = t00 / l00, t01 / l11 - t00 * shear
+        m1[:, 1, 0], m1[:, 1, 1] = t10 / l00, t11 / l11 - t10 * shear
+        return l1, m1
+    d = T1.T @ a11 @ T1 + np.eye(k1)  # batched matmul: einsum's generic loop cost ~10x more
+    try:
+        l1 = np.linalg.cholesky(d)
+    except np.linalg.LinAlgError:
+        return None
+    # m1_l = T1 L_l^{-T}: solve L_l X = T1' for X = L_l^{-1} T1', then transpose.
+    return l1, np.linalg.solve(l1, np.broadcast_to(T1.T, l1.shape)).transpose(0, 2, 1)
 
 
 def _scaled_by_lambda(a_rr: np.ndarray, a_xr: np.ndarray, lam_r) -> tuple[np.ndarray, np.ndarray]:

@@ -167,13 +167,15 @@ class ProfiledDeviance:
         cp = self.cross
         first = self.terms[0]
         T1 = first.factor_matrix(theta[self._slices[0]])
-        blocks = _first_term_blocks(T1, cp.a11)
+        gram = self._gram_of_rest_rows()
+        # closed-form level blocks on the LevelGram route only: elsewhere (dense Zrest'WZ1, PIRLS,
+        # the samplers) they keep LAPACK's rounding, so fits there are unchanged to the last bit
+        blocks = _first_term_blocks(T1, cp.a11, closed_form=gram is not None)
         if blocks is None:
             return None
         l1, m1 = blocks
         c_x = _times_block_diag(cp.a_x1, m1)
         lam_r = self._lambda_rest(theta)
-        gram = self._gram_of_rest_rows()
         if gram is not None:  # L21's rest rows are needed only for the solution: deferred
             s = self._schur_by_gram(gram, m1, c_x, lam_r)
             c_r = partial(self._rest_rows, m1, lam_r)
@@ -430,18 +432,19 @@ def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:
     return out.reshape(rows, -1)
 
 
-def _first_term_blocks(T1: np.ndarray, a11: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _first_term_blocks(T1: np.ndarray, a11: np.ndarray, closed_form: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """Per level of the first term: L_ℓ = chol(T1' A_ℓ T1 + I) and M_ℓ = T1 L_ℓ^{-T}; None if not positive definite.
 
-    Closed forms for k = 1 and 2 (elementwise over levels: crossed slopes on 100k rows spent
-    2.7 ms per evaluation in batched LAPACK Cholesky and solve for 5000 2 x 2 blocks).
+    k = 1 always, and k = 2 with ``closed_form``, elementwise over levels (crossed slopes on
+    100k rows spent 2.7 ms per evaluation in batched LAPACK Cholesky and solve for 5000
+    2 x 2 blocks; on 1M rows ten times that).
     """
     k1 = len(T1)
     if k1 == 1:
         t = T1[0, 0]
         l1 = np.sqrt(t * t * a11[:, 0, 0] + 1.0)
         return l1[:, None, None], (t / l1)[:, None, None]
-    if k1 == 2:
+    if k1 == 2 and closed_form:
         (t00, t01), (t10, t11) = T1
         a, b, c = a11[:, 0, 0], a11[:, 0, 1], a11[:, 1, 1]
         at00, at01, at10, at11 = a * t00 + b * t10, a * t01 + b * t11, b * t00 + c * t10, b * t01 + c * t11

@@ -158,3 +158,24 @@ def test_without_room_for_a_level_gram_the_rest_rows_are_formed(monkeypatch):
     for _ in range(3):
         assert dev(theta) == pytest.approx(_textbook_deviance(c, theta, True), rel=1e-10)
     assert dev._level_gram is False
+
+
+@pytest.mark.parametrize("formula, data", [CASES["k3_dense_rest"][:2],
+                                           ("y ~ x + x2 + (x | g1) + (1 | g2)", _data(100, 4, 8))])
+@pytest.mark.parametrize("reml", [True, False])
+def test_a_well_filled_sparse_block_is_made_dense(monkeypatch, formula, data, reml):
+    """A sparse Zrest'WZ1 filled enough that dense products beat a LevelGram is made dense once."""
+    from bayesmix.engine import lmm
+
+    monkeypatch.setattr(lmm, "_DENSE_LIMIT", 0)  # the cross-products keep it sparse
+    c = compile_model(formula, data)
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=reml)
+    assert sp.issparse(dev.cross.a_r1)
+    start = c.theta_start()
+    singular = start * 0.8
+    singular[-1] = 0.0
+    for theta in (start, start * 0.5, singular):
+        expected = _textbook_deviance(c, theta, reml)
+        assert dev(theta) == pytest.approx(expected, rel=1e-10)
+        assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
+    assert isinstance(dev.cross.a_r1, np.ndarray) and dev._level_gram is False

@@ -172,9 +172,9 @@ class BlockColumns:
 
 
 # Largest LevelGram kept (its arrays, in bytes): crossed slopes on 1M rows need 270 MB
-# (9.6M entry pairs); past this the product of the rest rows of L21 with their transpose
-# (memory proportional to the nonzeros of Zrest'WZ1 alone) is used instead.
-_LEVEL_GRAM_BYTES = 768 * 2**20
+# (9.6M entry pairs); past this a dense Zrest'WZ1 or the product of the rest rows of L21
+# with their transpose (memory proportional to the nonzeros of Zrest'WZ1) is used instead.
+_LEVEL_GRAM_BYTES = 512 * 2**20
 _PAIRS_PER_CHUNK = 1 << 18  # entry pairs generated at once while building (bounds the temporaries)
 
 
@@ -202,7 +202,9 @@ class LevelGram:
         """From A's k-wide level blocks: their values (blocks, k), row and level; None where too large."""
         k = values.shape[1]
         order = np.argsort(levels, kind="stable")  # by level; rows stay ascending within a level
-        rows, values = rows[order].astype(np.int64), values[order]
+        rows = rows[order].astype(np.int32)  # r·q2 + s < 2³¹ (checked below)
+        columns = [values[order, i] for i in range(k)]
+        del order
         counts = np.bincount(levels, minlength=nlevels).astype(np.int64)
         npairs = counts * (counts + 1) // 2
         entries = [(i, j) for i in range(k) for j in range(i, k)]
@@ -229,7 +231,6 @@ class LevelGram:
         place = np.empty(total, np.int32)
         place[by_row.data] = np.arange(total, dtype=np.int32)
         by_row.data = None
-        columns = [np.ascontiguousarray(values[:, i]) for i in range(k)]
         data = [np.empty(total) for _ in entries]
         for slots, a, b in pairs():
             where = place[slots]

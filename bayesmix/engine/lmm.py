@@ -16,7 +16,7 @@ rescales those by θ and factors the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -246,17 +246,35 @@ class ProfiledDeviance:
         return self._level_gram or None
 
     def _build_level_gram(self) -> LevelGram | None:
+        """The LevelGram where it is the cheapest way to ``A_r1 blockdiag(P) A_r1'`` and fits in memory.
+
+        Per evaluation (ns, measured orders): the LevelGram ~1.2 per stored pair and entry of
+        P; a dense A_r1 ~k per entry (forming L21's rows) + q2/20 per entry (their syrk); the
+        sparse product of L21's rest rows ~5 per pair and entry.  A dense A_r1 (a well-filled
+        block: 20M rows of the Dask benchmark, ~126 of 200 rest levels per level) replaces
+        the sparse one in this system's cross-products when it wins and fits.
+        """
         first = self.terms[0]
+        k, q1, q2 = first.k, first.q, self.q2
         a_r1 = sp.csr_matrix(self.cross.a_r1)
-        if first.k > 1:  # the blocks _rest_rows uses, on the pattern PIRLS's systems share
+        if k > 1:  # the blocks _rest_rows uses, on the pattern PIRLS's systems share
             if self._a_r1_blocks is None:
-                self._a_r1_blocks = BlockColumns.from_csr(a_r1, first.k, self._structure.get("a_r1_blocks"))
+                self._a_r1_blocks = BlockColumns.from_csr(a_r1, k, self._structure.get("a_r1_blocks"))
                 self._structure["a_r1_blocks"] = self._a_r1_blocks.pattern
             blocks = self._a_r1_blocks
         else:
             blocks = BlockColumns.from_csr(a_r1, 1)
         pat = blocks.pattern
-        return LevelGram.from_blocks(blocks.values, pat.block_rows, pat.block_levels, first.nlevels, self.q2)
+        counts = np.bincount(pat.block_levels, minlength=first.nlevels).astype(np.int64)
+        pair_entries = float((counts * (counts + 1) // 2).sum()) * k * (k + 1) / 2
+        dense_ns = q2 * q1 * (k + q2 / 20)
+        if 1.2 * pair_entries <= dense_ns:
+            gram = LevelGram.from_blocks(blocks.values, pat.block_rows, pat.block_levels, first.nlevels, q2)
+            if gram is not None:
+                return gram
+        if dense_ns < 5 * pair_entries and q2 * q1 * 8 <= _DENSE_REST_BYTES:
+            self.cross = replace(self.cross, a_r1=a_r1.toarray())
+        return None
 
     def _schur_by_gram(self, gram: LevelGram, m1, c_x, lam_r) -> np.ndarray:
         """The Schur complement as ``D'(A_rest - A_r1 blockdiag(M M') A_r1')D``: no L21 rest rows.
@@ -377,6 +395,8 @@ _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense ...
 # first terms keep the dense rule measured before): crossed slopes on 10k rows (200 x 1000, 10% filled)
 # took 4.6 ms per evaluation dense and 1.9 ms sparse for the product Zrest'WZ1 (Zrest'WZ1)'
 _DENSE_FILL = 0.2
+# Largest Zrest'WZ1 (bytes) made dense for repeated evaluation when that is the cheapest product
+_DENSE_REST_BYTES = 512 * 2**20
 
 
 def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool = True) -> tuple[np.ndarray, int]:

@@ -179,3 +179,15 @@ def test_a_well_filled_sparse_block_is_made_dense(monkeypatch, formula, data, re
         assert dev(theta) == pytest.approx(expected, rel=1e-10)
         assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
     assert isinstance(dev.cross.a_r1, np.ndarray) and dev._level_gram is False
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (x | g1)", "y ~ x + (1 | g1)"])
+def test_one_term_models_factor_repeatedly(formula):
+    """No other terms (Zrest'WZ1 is an empty sparse block): later factorizations need no LevelGram."""
+    c = compile_model(formula, _data(30, 5, 4))
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=True)
+    for theta in (c.theta_start(), c.theta_start() * 0.5, c.theta_start() * 0.0):
+        expected = _textbook_deviance(c, theta, True)
+        for _ in range(2):
+            assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
+    assert dev._level_gram is None

@@ -241,7 +241,7 @@ class ProfiledDeviance:
     def _gram_of_rest_rows(self) -> LevelGram | None:
         """The LevelGram of a sparse Zrest'WZ1 from the second factorization on; None where not used."""
         self._factorizations += 1
-        if self._level_gram is None and self._factorizations >= 2 and sp.issparse(self.cross.a_r1):
+        if self._level_gram is None and self._factorizations >= 2 and self.q2 and sp.issparse(self.cross.a_r1):
             self._level_gram = self._build_level_gram() or False
         return self._level_gram or None
 

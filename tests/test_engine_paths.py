@@ -3,15 +3,20 @@
 engine/lmm.py evaluates the same criterion several ways for speed (issue 14): one dense
 Cholesky of the whole system for small models (DenseSystem), the blocked factorization
 with dense or block-sparse Zrest'WZ1 (BlockColumns) and Λ for vector-valued later terms
-applied block by block (BlockLambda).  Each must equal, to round-off, the deviance computed
+applied block by block (BlockLambda); from the second factorization on, a sparse
+Zrest'WZ1 enters the Schur complement through a LevelGram (engine/blocked.py) without L21's
+rest rows, which are computed only when the solution asks for them.  Each must equal, to round-off, the deviance computed
 from its definition with explicit Z, Λ and X (Bates et al. 2015, JSS 67(1), eqs. 34 and 41).
 """
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg
 import scipy.sparse as sp
 
+from bayesmix.engine import blocked
+from bayesmix.engine.blocked import LevelGram
 from bayesmix.engine.lmm import DenseSystem, ProfiledDeviance
 from bayesmix.spec.model import compile_model
 
@@ -57,6 +62,10 @@ CASES = {
     "vector_rest_sparse": ("y ~ x + (x | g1) + (x2 | g2)", _data(100, 50, 6), "block_sparse"),
     # k = 3 first term, dense Zrest'WZ1 (few rest levels) -> blocked path, batched-matmul products
     "k3_dense_rest": ("y ~ x + (x + x2 | g1) + (1 | g2)", _data(60, 3, 8), "blocked_dense"),
+    # k = 3 first term, sparse Zrest'WZ1 -> BlockColumns, LAPACK level blocks, a six-entry LevelGram
+    "k3_sparse": ("y ~ x + (x + x2 | g1) + (1 | g2)", _data(100, 50, 6), "block_sparse"),
+    # scalar terms, Zrest'WZ1 ~440 x 600 (past the dense limit) -> CSR, then a one-entry LevelGram
+    "scalar_sparse": ("y ~ x + (1 | g1) + (1 | g2)", _data(600, 480, 2), "sparse"),
 }
 
 
@@ -76,6 +85,7 @@ def test_every_path_equals_the_textbook_deviance(name, reml):
         assert via_blocked == pytest.approx(expected, rel=1e-10)
     assert (dev._dense is not None) == (path == "dense")
     assert (dev._a_r1_blocks is not None) == (path == "block_sparse")
+    assert isinstance(dev._level_gram, LevelGram) == (path in ("block_sparse", "sparse"))
 
 
 def test_dense_system_matches_the_blocked_factor_at_a_singular_theta():
@@ -87,3 +97,97 @@ def test_dense_system_matches_the_blocked_factor_at_a_singular_theta():
     assert dev(theta) == pytest.approx(dev.deviance_from(dev.factorize(theta)), rel=1e-12)
     assert dev(theta) == pytest.approx(_textbook_deviance(c, theta, True), rel=1e-10)
     assert isinstance(dev._dense, DenseSystem)
+
+
+SPARSE = [name for name, (_, _, path) in CASES.items() if path in ("block_sparse", "sparse")]
+
+
+@pytest.mark.parametrize("name", SPARSE)
+@pytest.mark.parametrize("reml", [True, False])
+def test_level_gram_path_at_singular_theta_and_its_deferred_solution(name, reml):
+    """Zero variances (both terms' boundaries) and the solution from the deferred rest rows of L21.
+
+    The first factorization forms L21's rest rows; later ones go through the LevelGram and
+    compute them only for the solution: β and u must agree to round-off.
+    """
+    formula, data, _ = CASES[name]
+    c = compile_model(formula, data)
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=reml)
+    start = c.theta_start()
+    thetas = [start * 0.7]
+    for zero in (0, len(start) - 1, slice(1, len(start))):  # first term's first θ, the last term, all but one
+        theta = start * 0.8
+        theta[zero] = 0.0
+        thetas.append(theta)
+    eager = dev.factorize(thetas[0])
+    for theta in thetas:
+        expected = _textbook_deviance(c, theta, reml)
+        assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
+        assert dev(theta) == pytest.approx(expected, rel=1e-10)
+    assert isinstance(dev._level_gram, LevelGram)
+    lazy = dev.factorize(thetas[0])
+    assert callable(lazy.rest_rows) and not callable(eager.rest_rows)
+    for got, want in zip(dev.solve(lazy), dev.solve(eager)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_level_gram_equals_the_dense_product(monkeypatch):
+    """``A blockdiag(m m') A'`` against dense algebra: empty levels, one-block levels, many build chunks."""
+    rng = np.random.default_rng(5)
+    q2, levels, k = 7, 30, 2
+    A = np.zeros((q2, levels * k))
+    for level in range(levels):
+        rows = rng.choice(q2, size=rng.integers(0, 5), replace=False)  # 0 to 4 blocks per level
+        A[np.ix_(rows, range(level * k, level * k + k))] = rng.normal(size=(len(rows), k))
+    blocks = blocked.BlockColumns.from_csr(sp.csr_matrix(A), k)
+    m = rng.normal(size=(levels, k, k))
+    P = scipy.linalg.block_diag(*(m @ m.transpose(0, 2, 1)))
+    monkeypatch.setattr(blocked, "_PAIRS_PER_CHUNK", 5)
+    pat = blocks.pattern
+    gram = LevelGram.from_blocks(blocks.values, pat.block_rows, pat.block_levels, levels, q2)
+    np.testing.assert_allclose(gram.gram(m), A @ P @ A.T, rtol=1e-12, atol=1e-12)
+
+
+def test_without_room_for_a_level_gram_the_rest_rows_are_formed(monkeypatch):
+    """Past the LevelGram's memory cap the evaluation falls back to L21's rest rows, same deviance."""
+    monkeypatch.setattr(blocked, "_LEVEL_GRAM_BYTES", 0)
+    formula, data, _ = CASES["crossed_sparse"]
+    c = compile_model(formula, data)
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=True)
+    theta = c.theta_start() * 0.9
+    for _ in range(3):
+        assert dev(theta) == pytest.approx(_textbook_deviance(c, theta, True), rel=1e-10)
+    assert dev._level_gram is False
+
+
+@pytest.mark.parametrize("formula, data", [CASES["k3_dense_rest"][:2],
+                                           ("y ~ x + x2 + (x | g1) + (1 | g2)", _data(100, 4, 8))])
+@pytest.mark.parametrize("reml", [True, False])
+def test_a_well_filled_sparse_block_is_made_dense(monkeypatch, formula, data, reml):
+    """A sparse Zrest'WZ1 filled enough that dense products beat a LevelGram is made dense once."""
+    from bayesmix.engine import lmm
+
+    monkeypatch.setattr(lmm, "_DENSE_LIMIT", 0)  # the cross-products keep it sparse
+    c = compile_model(formula, data)
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=reml)
+    assert sp.issparse(dev.cross.a_r1)
+    start = c.theta_start()
+    singular = start * 0.8
+    singular[-1] = 0.0
+    for theta in (start, start * 0.5, singular):
+        expected = _textbook_deviance(c, theta, reml)
+        assert dev(theta) == pytest.approx(expected, rel=1e-10)
+        assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
+    assert isinstance(dev.cross.a_r1, np.ndarray) and dev._level_gram is False
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (x | g1)", "y ~ x + (1 | g1)"])
+def test_one_term_models_factor_repeatedly(formula):
+    """No other terms (Zrest'WZ1 is an empty sparse block): later factorizations need no LevelGram."""
+    c = compile_model(formula, _data(30, 5, 4))
+    dev = ProfiledDeviance(c.terms, c.X, c.y, c.weights, reml=True)
+    for theta in (c.theta_start(), c.theta_start() * 0.5, c.theta_start() * 0.0):
+        expected = _textbook_deviance(c, theta, True)
+        for _ in range(2):
+            assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
+    assert dev._level_gram is None

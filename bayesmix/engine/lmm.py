@@ -17,97 +17,18 @@ rescales those by θ and factors the result.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 from scipy.linalg.lapack import dtrtrs
 
+# GramPattern is re-exported: PIRLS and the samplers import the fixed-pattern types from here
+from bayesmix.engine.blocked import BlockColumns, GramPattern, LevelGram, PatternMatrix  # noqa: F401
 from bayesmix.engine.dense import DenseSystem
 from bayesmix.engine.gradient import blocked_gradient, theta_pattern
 from bayesmix.spec.terms import RandomEffectsTerm, b_from_u
-
-
-@dataclass
-class GramPattern:
-    """The fixed sparsity pattern of a CSR matrix M, with the entry pairs that share a column.
-
-    ``M M'`` then costs one ``np.bincount`` over those pairs, far less than a dense
-    product when M is sparse (e.g. nested grouping factors: one entry per column).
-    """
-
-    rows: np.ndarray  # row of each stored entry, CSR order
-    cols: np.ndarray
-    pair_a: np.ndarray
-    pair_b: np.ndarray
-    target: np.ndarray  # flat index rows[a] * nrows + rows[b]
-    nrows: int
-
-    @classmethod
-    def from_csr(cls, m: sp.csr_matrix) -> GramPattern:
-        coo_rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-        cols = m.indices
-        by_col = np.argsort(cols, kind="stable")
-        counts = np.bincount(cols, minlength=m.shape[1])
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        # all ordered pairs (a, b) of entries within each column
-        sizes = counts**2
-        col_of_pair = np.repeat(np.arange(m.shape[1]), sizes)
-        within = np.arange(sizes.sum()) - np.repeat(np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-        cnt = counts[col_of_pair]
-        a = by_col[starts[col_of_pair] + within // np.maximum(cnt, 1)]
-        b = by_col[starts[col_of_pair] + within % np.maximum(cnt, 1)]
-        return cls(coo_rows, cols, a, b, coo_rows[a] * m.shape[0] + coo_rows[b], m.shape[0])
-
-    def worthwhile(self, ncols: int) -> bool:
-        """Pairs cost ~20 times a dense multiply-add; use them when there are far fewer."""
-        return 20 * len(self.pair_a) < self.nrows * self.nrows * ncols
-
-    def gram(self, values: np.ndarray) -> np.ndarray:
-        q = self.nrows
-        return np.bincount(self.target, values[self.pair_a] * values[self.pair_b], minlength=q * q).reshape(q, q)
-
-
-@dataclass
-class PatternMatrix:
-    """A sparse matrix on a fixed :class:`GramPattern`: new values build no scipy object.
-
-    PIRLS updates Zrest'WZ1 hundreds of times; constructing a scipy matrix each time
-    cost more than the arithmetic.
-    """
-
-    values: np.ndarray  # one per pattern entry, CSR order
-    pattern: GramPattern
-    ncols: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.pattern.nrows, self.ncols
-
-    def rescaled(self, row_scale: np.ndarray, col_scale: np.ndarray) -> PatternMatrix:
-        """``diag(row_scale) M diag(col_scale)``."""
-        p = self.pattern
-        return replace(self, values=self.values * row_scale[p.rows] * col_scale[p.cols])  # keeps a subclass
-
-    def gram(self) -> np.ndarray:
-        """``M M'``, dense."""
-        return self.pattern.gram(self.values)
-
-    def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
-        """``M dense'`` for a dense (m, ncols) matrix."""
-        p = self.pattern
-        weighted = dense[:, p.cols] * self.values
-        return np.stack([np.bincount(p.rows, row, minlength=p.nrows) for row in weighted], axis=1)
-
-    def transpose_times(self, v: np.ndarray) -> np.ndarray:
-        """``M' v``."""
-        p = self.pattern
-        return np.bincount(p.cols, self.values * v[p.rows], minlength=self.ncols)
-
-    def toarray(self) -> np.ndarray:
-        out = np.zeros(self.shape)
-        np.add.at(out, (self.pattern.rows, self.pattern.cols), self.values)
-        return out
 
 
 @dataclass
@@ -175,12 +96,19 @@ class Factorization:
     theta: np.ndarray
     l1: np.ndarray  # (levels1, k1, k1) lower Cholesky blocks of block 1
     m1: np.ndarray  # (levels1, k1, k1) = T1 L1^{-T}, maps block-1 rows into u-space
-    c_r: sp.csr_matrix  # (q2, q1) rest rows of L21
+    rest_rows: object  # c_r, or a function computing it where the evaluation did without it (LevelGram)
     c_x: np.ndarray  # (p+1, q1) X and y rows of L21
     l_s: np.ndarray  # lower Cholesky of the Schur complement over [u2, β, y]
     lambda_rest: np.ndarray | BlockLambda | None  # Λ_rest: its diagonal (scalar terms) or its k x k blocks
     q2: int
     p: int
+
+    @property
+    def c_r(self):
+        """(q2, q1) rest rows of L21 (sparse, dense or a PatternMatrix), computed at first use if deferred."""
+        if callable(self.rest_rows):
+            self.rest_rows = self.rest_rows()
+        return self.rest_rows
 
     @property
     def ldL2(self) -> float:
@@ -225,6 +153,10 @@ class ProfiledDeviance:
         self._dense_built = False
         self._a_r1_blocks = None  # BlockColumns of a sparse Zrest'WZ1 for a vector-valued first term, built once
         self.rest_theta_pattern = theta_pattern(terms[1:], theta_offset=terms[0].ntheta)  # for the gradient
+        # LevelGram of a sparse Zrest'WZ1, built at the second factorization (None before and where
+        # it does not apply, False where too large): PIRLS factors each of its systems once
+        self._level_gram: LevelGram | None | bool = None
+        self._factorizations = 0
 
     @property
     def n(self) -> int:
@@ -235,24 +167,21 @@ class ProfiledDeviance:
         cp = self.cross
         first = self.terms[0]
         T1 = first.factor_matrix(theta[self._slices[0]])
-        k1 = first.k
-        if k1 == 1:
-            t = T1[0, 0]
-            d = t * t * cp.a11[:, 0, 0] + 1.0
-            l1 = np.sqrt(d)[:, None, None]
-            m1 = (t / l1[:, 0, 0])[:, None, None]
-        else:
-            d = T1.T @ cp.a11 @ T1 + np.eye(k1)  # batched matmul: einsum's generic loop cost ~10x more
-            try:
-                l1 = np.linalg.cholesky(d)
-            except np.linalg.LinAlgError:
-                return None
-            # m1_l = T1 L_l^{-T}: solve L_l X = T1' for X = L_l^{-1} T1', then transpose.
-            m1 = np.linalg.solve(l1, np.broadcast_to(T1.T, l1.shape)).transpose(0, 2, 1)
+        gram = self._gram_of_rest_rows()
+        # closed-form level blocks on the LevelGram route only: elsewhere (dense Zrest'WZ1, PIRLS,
+        # the samplers) they keep LAPACK's rounding, so fits there are unchanged to the last bit
+        blocks = _first_term_blocks(T1, cp.a11, closed_form=gram is not None)
+        if blocks is None:
+            return None
+        l1, m1 = blocks
         c_x = _times_block_diag(cp.a_x1, m1)
         lam_r = self._lambda_rest(theta)
-        c_r = self._rest_rows(m1, lam_r) if self.q2 else None
-        s = self._schur(c_r, c_x, lam_r)
+        if gram is not None:  # L21's rest rows are needed only for the solution: deferred
+            s = self._schur_by_gram(gram, m1, c_x, lam_r)
+            c_r = partial(self._rest_rows, m1, lam_r)
+        else:
+            c_r = self._rest_rows(m1, lam_r) if self.q2 else None
+            s = self._schur(c_r, c_x, lam_r)
         try:
             known = self._structure.get("diagonal_blocks")
             if known is not None:
@@ -288,10 +217,8 @@ class ProfiledDeviance:
             if isinstance(lam_r, np.ndarray):
                 return self._a_r1_blocks.times_block_diag(m1, lam_r)
             return sp.csr_matrix(lam_r.tocsr().T @ self._a_r1_blocks.times_block_diag(m1))
-        elif k1 == 1:
-            c_r = a_r1 @ sp.diags(m1[:, 0, 0])
         else:
-            c_r = a_r1 @ _block_diag_csr(m1)
+            c_r = a_r1 @ sp.diags(m1[:, 0, 0])
         if isinstance(lam_r, np.ndarray):
             return lam_r[:, None] * c_r if isinstance(c_r, np.ndarray) else sp.csr_matrix(sp.diags(lam_r) @ c_r)
         return lam_r.transpose_times(c_r) if isinstance(c_r, np.ndarray) else sp.csr_matrix(lam_r.tocsr().T @ c_r)
@@ -301,12 +228,7 @@ class ProfiledDeviance:
         s_xx = cp.a_xx - c_x @ c_x.T
         if not self.q2:
             return s_xx
-        if isinstance(lam_r, np.ndarray):
-            s_rr = cp.a_rr * lam_r[:, None] * lam_r[None, :]
-            a_xr = cp.a_xr * lam_r[None, :]
-        else:  # Λ'AΛ = Λ'(Λ'A)' for the symmetric A
-            s_rr = lam_r.transpose_times(lam_r.transpose_times(cp.a_rr).T)
-            a_xr = lam_r.transpose_times(cp.a_xr.T).T
+        s_rr, a_xr = _scaled_by_lambda(cp.a_rr, cp.a_xr, lam_r)
         if isinstance(c_r, PatternMatrix):
             s_rr = s_rr - c_r.gram()
             s_xr = a_xr - c_r.times_transpose_of(c_x).T
@@ -314,14 +236,59 @@ class ProfiledDeviance:
             crr = c_r @ c_r.T
             s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
             s_xr = a_xr - np.asarray(c_r @ c_x.T).T
-        q2 = self.q2
-        s = np.empty((q2 + len(s_xx), q2 + len(s_xx)))
-        s[:q2, :q2] = s_rr
-        s.flat[: q2 * (q2 + len(s_xx)) : q2 + len(s_xx) + 1] += 1.0  # + I on the random-effects diagonal
-        s[q2:, :q2] = s_xr
-        s[:q2, q2:] = s_xr.T
-        s[q2:, q2:] = s_xx
-        return s
+        return _assembled(s_rr, s_xr, s_xx)
+
+    def _gram_of_rest_rows(self) -> LevelGram | None:
+        """The LevelGram of a sparse Zrest'WZ1 from the second factorization on; None where not used."""
+        self._factorizations += 1
+        if self._level_gram is None and self._factorizations >= 2 and self.q2 and sp.issparse(self.cross.a_r1):
+            self._level_gram = self._build_level_gram() or False
+        return self._level_gram or None
+
+    def _build_level_gram(self) -> LevelGram | None:
+        """The LevelGram where it is the cheapest way to ``A_r1 blockdiag(P) A_r1'`` and fits in memory.
+
+        Per evaluation (ns, measured orders): the LevelGram ~1.2 per stored pair and entry of
+        P; a dense A_r1 ~k per entry (forming L21's rows) + q2/20 per entry (their syrk); the
+        sparse product of L21's rest rows ~5 per pair and entry.  A dense A_r1 (a well-filled
+        block: 20M rows of the Dask benchmark, ~126 of 200 rest levels per level) replaces
+        the sparse one in this system's cross-products when it wins and fits.
+        """
+        first = self.terms[0]
+        k, q1, q2 = first.k, first.q, self.q2
+        a_r1 = sp.csr_matrix(self.cross.a_r1)
+        if k > 1:  # the blocks _rest_rows uses, on the pattern PIRLS's systems share
+            if self._a_r1_blocks is None:
+                self._a_r1_blocks = BlockColumns.from_csr(a_r1, k, self._structure.get("a_r1_blocks"))
+                self._structure["a_r1_blocks"] = self._a_r1_blocks.pattern
+            blocks = self._a_r1_blocks
+        else:
+            blocks = BlockColumns.from_csr(a_r1, 1)
+        pat = blocks.pattern
+        counts = np.bincount(pat.block_levels, minlength=first.nlevels).astype(np.int64)
+        pair_entries = float((counts * (counts + 1) // 2).sum()) * k * (k + 1) / 2
+        dense_ns = q2 * q1 * (k + q2 / 20)
+        if 1.2 * pair_entries <= dense_ns:
+            gram = LevelGram.from_blocks(blocks.values, pat.block_rows, pat.block_levels, first.nlevels, q2)
+            if gram is not None:
+                return gram
+        if dense_ns < 5 * pair_entries and q2 * q1 * 8 <= _DENSE_REST_BYTES:
+            self.cross = replace(self.cross, a_r1=a_r1.toarray())
+        return None
+
+    def _schur_by_gram(self, gram: LevelGram, m1, c_x, lam_r) -> np.ndarray:
+        """The Schur complement as ``D'(A_rest - A_r1 blockdiag(M M') A_r1')D``: no L21 rest rows.
+
+        With ``C_r = Λ_rest' A_r1 blockdiag(M)`` the rest rows of L21, ``C_r C_r'`` is
+        ``Λ_rest' (A_r1 blockdiag(M M') A_r1') Λ_rest`` (the LevelGram) and ``C_r C_x'`` is
+        ``Λ_rest' A_r1 blockdiag(M) C_x'`` (a sparse times a dense (q1, p+1) matrix).
+        """
+        cp = self.cross
+        levels, k = m1.shape[0], m1.shape[1]
+        h = gram.gram(m1)
+        m_cx = _times_block_diag(c_x.reshape(len(c_x), levels, k), m1.transpose(0, 2, 1))  # (blockdiag(M) C_x')'
+        s_rr, s_xr = _scaled_by_lambda(cp.a_rr - h, cp.a_xr - np.asarray(cp.a_r1 @ m_cx.T).T, lam_r)
+        return _assembled(s_rr, s_xr, cp.a_xx - c_x @ c_x.T)
 
     def deviance_from(self, f: Factorization | None) -> float:
         if f is None:
@@ -428,6 +395,8 @@ _DENSE_LIMIT = 250_000  # entries of Zrest'WZ1 below which it is kept dense ...
 # first terms keep the dense rule measured before): crossed slopes on 10k rows (200 x 1000, 10% filled)
 # took 4.6 ms per evaluation dense and 1.9 ms sparse for the product Zrest'WZ1 (Zrest'WZ1)'
 _DENSE_FILL = 0.2
+# Largest Zrest'WZ1 (bytes) made dense for repeated evaluation when that is the cheapest product
+_DENSE_REST_BYTES = 512 * 2**20
 
 
 def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool = True) -> tuple[np.ndarray, int]:
@@ -483,6 +452,64 @@ def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:
     return out.reshape(rows, -1)
 
 
+def _first_term_blocks(T1: np.ndarray, a11: np.ndarray, closed_form: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per level of the first term: L_ℓ = chol(T1' A_ℓ T1 + I) and M_ℓ = T1 L_ℓ^{-T}; None if not positive definite.
+
+    k = 1 always, and k = 2 with ``closed_form``, elementwise over levels (crossed slopes on
+    100k rows spent 2.7 ms per evaluation in batched LAPACK Cholesky and solve for 5000
+    2 x 2 blocks; on 1M rows ten times that).
+    """
+    k1 = len(T1)
+    if k1 == 1:
+        t = T1[0, 0]
+        l1 = np.sqrt(t * t * a11[:, 0, 0] + 1.0)
+        return l1[:, None, None], (t / l1)[:, None, None]
+    if k1 == 2 and closed_form:
+        (t00, t01), (t10, t11) = T1
+        a, b, c = a11[:, 0, 0], a11[:, 0, 1], a11[:, 1, 1]
+        at00, at01, at10, at11 = a * t00 + b * t10, a * t01 + b * t11, b * t00 + c * t10, b * t01 + c * t11
+        l00 = np.sqrt(t00 * at00 + t10 * at10 + 1.0)
+        l10 = (t00 * at01 + t10 * at11) / l00
+        l11sq = t01 * at01 + t11 * at11 + 1.0 - l10 * l10
+        if not np.all(l11sq > 0):
+            return None
+        l11 = np.sqrt(l11sq)
+        shear = l10 / (l00 * l11)  # L^{-T} = [[1/l00, -shear], [0, 1/l11]]
+        l1 = np.zeros((len(a), 2, 2))
+        l1[:, 0, 0], l1[:, 1, 0], l1[:, 1, 1] = l00, l10, l11
+        m1 = np.empty((len(a), 2, 2))
+        m1[:, 0, 0], m1[:, 0, 1] = t00 / l00, t01 / l11 - t00 * shear
+        m1[:, 1, 0], m1[:, 1, 1] = t10 / l00, t11 / l11 - t10 * shear
+        return l1, m1
+    d = T1.T @ a11 @ T1 + np.eye(k1)  # batched matmul: einsum's generic loop cost ~10x more
+    try:
+        l1 = np.linalg.cholesky(d)
+    except np.linalg.LinAlgError:
+        return None
+    # m1_l = T1 L_l^{-T}: solve L_l X = T1' for X = L_l^{-1} T1', then transpose.
+    return l1, np.linalg.solve(l1, np.broadcast_to(T1.T, l1.shape)).transpose(0, 2, 1)
+
+
+def _scaled_by_lambda(a_rr: np.ndarray, a_xr: np.ndarray, lam_r) -> tuple[np.ndarray, np.ndarray]:
+    """``(Λ' a_rr Λ, a_xr Λ)`` for Λ_rest given by its diagonal or as a BlockLambda."""
+    if isinstance(lam_r, np.ndarray):
+        return a_rr * lam_r[:, None] * lam_r[None, :], a_xr * lam_r[None, :]
+    # Λ'AΛ = Λ'(Λ'A)' for the symmetric A
+    return lam_r.transpose_times(lam_r.transpose_times(a_rr).T), lam_r.transpose_times(a_xr.T).T
+
+
+def _assembled(s_rr: np.ndarray, s_xr: np.ndarray, s_xx: np.ndarray) -> np.ndarray:
+    """The Schur complement over [u2, β, y] from its blocks, + I on the random-effects diagonal."""
+    q2, m = len(s_rr), len(s_rr) + len(s_xx)
+    s = np.empty((m, m))
+    s[:q2, :q2] = s_rr
+    s.flat[: q2 * m : m + 1] += 1.0
+    s[q2:, :q2] = s_xr
+    s[:q2, q2:] = s_xr.T
+    s[q2:, q2:] = s_xx
+    return s
+
+
 @dataclass
 class BlockLambda:
     """Λ for terms after the first: per term, ``nlevels`` copies of its k x k factor T on the diagonal.
@@ -507,80 +534,6 @@ class BlockLambda:
     def tocsr(self) -> sp.csr_matrix:
         return sp.block_diag([sp.kron(sp.identity(n, format="csr"), sp.csr_matrix(T)) for n, T in self.blocks],
                              format="csr")
-
-
-@dataclass
-class BlockPattern:
-    """Where a CSR matrix's entries go in its k-wide level blocks (see BlockColumns); fixed per sparsity pattern."""
-
-    entry_block: np.ndarray  # block of each stored entry
-    entry_column: np.ndarray  # its column within the block
-    block_rows: np.ndarray
-    block_levels: np.ndarray
-    indices: np.ndarray  # CSR column indices of the block pattern
-    indptr: np.ndarray
-    shape: tuple[int, int]
-    source: tuple[np.ndarray, np.ndarray]  # the matrix's own (indices, indptr), to recognise it
-
-    @classmethod
-    def from_csr(cls, a: sp.csr_matrix, k: int) -> BlockPattern:
-        levels = a.shape[1] // k
-        rows = np.repeat(np.arange(a.shape[0], dtype=np.int64), np.diff(a.indptr))
-        keys, inverse = np.unique(rows * levels + a.indices // k, return_inverse=True)  # sorted by row, then level
-        block_rows, block_levels = keys // levels, keys % levels
-        indices = (block_levels[:, None] * k + np.arange(k)[None, :]).ravel()
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(block_rows, minlength=a.shape[0]) * k)])
-        return cls(inverse, a.indices % k, block_rows, block_levels, indices, indptr, a.shape,
-                   (a.indices.copy(), a.indptr.copy()))
-
-    def matches(self, a: sp.csr_matrix) -> bool:
-        return (a.shape == self.shape and a.nnz == len(self.entry_block) and np.array_equal(a.indptr, self.source[1])
-                and np.array_equal(a.indices, self.source[0]))
-
-
-@dataclass
-class BlockColumns:
-    """A sparse (q2, levels·k) matrix whose stored entries come in whole k-wide level blocks.
-
-    Zrest'WZ1 for a vector-valued first term: one row of k values per (row, level) pair
-    that occurs.  ``diag(s) M blockdiag(m1)`` is then k² multiply-adds over those rows
-    and one CSR construction on a fixed pattern, instead of two sparse products with
-    their format conversions (crossed slopes on 100k rows: most of the evaluation).
-    """
-
-    values: np.ndarray  # (blocks, k)
-    pattern: BlockPattern
-
-    @classmethod
-    def from_csr(cls, a: sp.csr_matrix, k: int, pattern: BlockPattern | None = None) -> BlockColumns:
-        a = sp.csr_matrix(a)
-        if pattern is None or not pattern.matches(a):
-            pattern = BlockPattern.from_csr(a, k)
-        values = np.zeros((len(pattern.block_rows), k))
-        values[pattern.entry_block, pattern.entry_column] = a.data  # one entry per (block, column)
-        return cls(values, pattern)
-
-    def times_block_diag(self, m1: np.ndarray, row_scale: np.ndarray | None = None) -> sp.csr_matrix:
-        k = m1.shape[1]
-        pat = self.pattern
-        m = m1[pat.block_levels]
-        out = np.empty(self.values.shape)
-        for col in range(k):
-            acc = self.values[:, 0] * m[:, 0, col]
-            for j in range(1, k):
-                acc += self.values[:, j] * m[:, j, col]
-            out[:, col] = acc
-        if row_scale is not None:
-            out *= row_scale[pat.block_rows][:, None]
-        return sp.csr_matrix((out.ravel(), pat.indices, pat.indptr), shape=pat.shape)
-
-
-def _block_diag_csr(blocks: np.ndarray) -> sp.csr_matrix:
-    """The block-diagonal CSR matrix of (levels, k, k) blocks, from index arithmetic (no scipy block_diag)."""
-    levels, k, _ = blocks.shape
-    indices = (np.arange(levels)[:, None, None] * k + np.zeros((1, k, 1), int) + np.arange(k)[None, None, :]).ravel()
-    indptr = np.arange(0, levels * k * k + 1, k)
-    return sp.csr_matrix((blocks.ravel(), indices, indptr), shape=(levels * k, levels * k))
 
 
 def _theta_slices(terms) -> list[slice]:

@@ -245,6 +245,13 @@ class ProfiledDeviance:
             self._level_gram = self._build_level_gram() or False
         return self._level_gram or None
 
+    def release_workspace(self) -> None:
+        """Forget the LevelGram (256 MiB on 1M rows of crossed slopes): a fit keeps its deviance for
+        profiles and refits, which rebuild it at their second factorization if they need it."""
+        if self._level_gram:
+            self._level_gram = None
+            self._factorizations = 0
+
     def _build_level_gram(self) -> LevelGram | None:
         """The LevelGram where it is the cheapest way to ``A_r1 blockdiag(P) A_r1'`` and fits in memory.
 

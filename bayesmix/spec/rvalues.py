@@ -57,7 +57,7 @@ def categorical_from_labels(labels, levels=None, ordered: bool = False) -> pd.Ca
         codes[present] = inverse
     elif len(strings):
         # values outside the levels are missing, as in R's factor(x, levels =)
-        codes[present] = pd.Categorical(strings, categories=list(levels)).codes
+        codes[present] = pd.Index(list(levels), dtype=object).get_indexer(strings)  # -1 outside the levels
     # object-dtype levels: pandas would infer Arrow-backed strings, whose element access costs ~10x more
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(levels), dtype=object), ordered=ordered)
 

@@ -220,7 +220,10 @@ class ProfiledDeviance:
         else:
             c_r = a_r1 @ sp.diags(m1[:, 0, 0])
         if isinstance(lam_r, np.ndarray):
-            return lam_r[:, None] * c_r if isinstance(c_r, np.ndarray) else sp.csr_matrix(sp.diags(lam_r) @ c_r)
+            if isinstance(c_r, np.ndarray):  # a fresh product: scaled in place (a 320 MB copy on 20M Dask rows)
+                c_r *= lam_r[:, None]
+                return c_r
+            return sp.csr_matrix(sp.diags(lam_r) @ c_r)
         return lam_r.transpose_times(c_r) if isinstance(c_r, np.ndarray) else sp.csr_matrix(lam_r.tocsr().T @ c_r)
 
     def _schur(self, c_r, c_x, lam_r) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.lapack import dpotrf, dtrtri
 
-from bayesmix.engine.gradient import theta_pattern
+from bayesmix.engine.gradient import criterion_weights, theta_pattern
 
 # Largest [u; β; y] dimension factored densely at each evaluation: below it one LAPACK
 # Cholesky of the whole system (O(m³) flops, few calls) beats the blocked path's Python
@@ -113,14 +113,7 @@ class DenseSystem:
         if info != 0:
             return None
         Linv = np.tril(Linv)  # dpotrf(clean=0) left M's entries above the diagonal
-        w = np.zeros(m)
-        if reml:
-            w[: m - 1] = 1.0
-            w[m - 1] = n - p
-        else:
-            w[: self.q] = 1.0
-            w[m - 1] = n
-        W = (Linv.T * w) @ Linv
+        W = (Linv.T * criterion_weights(m, self.q, p, n, reml)) @ Linv
         rows, cols, index = self._pattern
         contributions = np.einsum("ij,ij->i", W[cols], AD[rows])
         grad = 2.0 * np.bincount(index, contributions, minlength=len(theta))

@@ -52,7 +52,7 @@ def blocked_gradient(deviance, f, theta: np.ndarray) -> np.ndarray:
     k, levels, q1 = first.k, first.nlevels, first.q
     q2 = deviance.q2
     m2 = f.l_s.shape[0]
-    w2 = _schur_weights(m2, q2, deviance.p, deviance.n, deviance.reml)
+    w2 = criterion_weights(m2, q2, deviance.p, deviance.n, deviance.reml)
     ls_inv, info = dtrtri(f.l_s, lower=1)
     if info != 0:
         return np.full(len(theta), np.nan)
@@ -151,8 +151,10 @@ def _lambda_rows(lam, m: np.ndarray) -> np.ndarray:
     return out
 
 
-def _schur_weights(m2: int, q2: int, p: int, n: int, reml: bool) -> np.ndarray:
-    """w on the Schur block's rows [u2, β, y] (see the module docstring)."""
+def criterion_weights(m2: int, q2: int, p: int, n: int, reml: bool) -> np.ndarray:
+    """w on the rows [u, β, y] of a system of dimension m2 with q2 random effects (see the module docstring).
+
+    The blocked gradient passes its Schur block's rows [u2, β, y]; the dense path the whole system's."""
     w = np.zeros(m2)
     w[:q2] = 1.0
     if reml:

@@ -14,29 +14,12 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from dask_support import cluster, dd, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
 
 import bayesmix as bm
 from bayesmix.errors import ArgumentError, FamilyError, RowsRequiredError
 
-dd = pytest.importorskip("dask.dataframe")
-distributed = pytest.importorskip("distributed")
-dask = pytest.importorskip("dask")
-
 RTOL = 1e-6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc, \
-            distributed.Client(lc) as client:
-        yield client
-
-
-def partitioned(df: pd.DataFrame, bounds) -> "dd.DataFrame":
-    """``df`` cut at ``bounds`` into partitions; equal neighbours make empty partitions."""
-    cuts = [0, *bounds, len(df)]
-    parts = [dask.delayed(df.iloc[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
-    return dd.from_delayed(parts, meta=df.iloc[:0])
 
 
 def _both(formula, df, bounds, **kwargs):

@@ -11,24 +11,9 @@ so at any point the log density and its gradient equal the in-memory ones to rou
 import numpy as np
 import pandas as pd
 import pytest
+from dask_support import cluster, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
 
 import bayesmix as bm
-
-dd = pytest.importorskip("dask.dataframe")
-distributed = pytest.importorskip("distributed")
-dask = pytest.importorskip("dask")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc, \
-            distributed.Client(lc) as client:
-        yield client
-
-
-def partitioned(df: pd.DataFrame, bounds) -> "dd.DataFrame":
-    cuts = [0, *bounds, len(df)]
-    return dd.from_delayed([dask.delayed(df.iloc[a:b]) for a, b in zip(cuts[:-1], cuts[1:])], meta=df.iloc[:0])
 
 
 def _densities(fit, blocked: bool, integrate_beta: bool):

@@ -9,7 +9,7 @@ ranef, condVar, profiles); fitted values, residuals and predictions are lazy Das
 
 from __future__ import annotations
 
-from functools import cached_property, partial
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -17,9 +17,15 @@ import pandas as pd
 from bayesmix.distributed import is_dask_collection
 from bayesmix.distributed.frame import model_rows
 from bayesmix.distributed.glmm import check_family, fit
-from bayesmix.distributed.lmm import _check_rows, _known_categories, _used_columns, model_spec
+from bayesmix.distributed.lmm import (
+    ExactResidualQuantiles,
+    _check_rows,
+    _known_categories,
+    _partition_predictions,
+    _used_columns,
+    model_spec,
+)
 from bayesmix.distributed.passes import compile_partition, learn_frame, tree_reduce
-from bayesmix.distributed.quantiles import exact_quantiles
 from bayesmix.engine.response import RESIDUAL_TYPES, residuals
 from bayesmix.errors import ArgumentError
 from bayesmix.results.builder import build_glmer
@@ -42,7 +48,7 @@ def glmer(formula: str, data, family, weights=None, offset=None, nAGQ: int = 1, 
                        result_class=partial(DaskGlmerResult, rows=(data, spec, state, keep, seconds)))
 
 
-class DaskGlmerResult(GlmerResult):
+class DaskGlmerResult(ExactResidualQuantiles, GlmerResult):
     """A glmer fit to a Dask DataFrame: every statistic of an in-memory fit; row-wise values lazily."""
 
     def __init__(self, *args, rows, **kwargs):
@@ -88,7 +94,7 @@ class DaskGlmerResult(GlmerResult):
         if type not in ("response", "link"):
             raise ArgumentError(f"type must be 'response' or 'link', got {type!r}")
         if newdata is not None and is_dask_collection(newdata):
-            return newdata.map_partitions(_partition_predictions, self, re_form, type,
+            return newdata.map_partitions(_partition_predictions, self, re_form, type, GlmerResult,
                                           meta=pd.Series(dtype=float, name="predict"))
         if newdata is not None:
             return super().predict(newdata, re_form=re_form, type=type)
@@ -102,18 +108,6 @@ class DaskGlmerResult(GlmerResult):
                                                      tol)
         return count, nobs, contribution
 
-    def scaled_residual_quantiles(self) -> np.ndarray:
-        """Min, quartiles and max of the scaled residuals, exactly, in two or three passes (no rows on the client)."""
-        return self._residual_quantiles
-
-    @cached_property
-    def _residual_quantiles(self) -> np.ndarray:
-        return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
-
-
-def _partition_predictions(part: pd.DataFrame, fit, re_form, type) -> pd.Series:
-    values = GlmerResult.predict(fit, part, re_form=re_form, type=type) if len(part) else np.zeros(0)
-    return pd.Series(values, index=part.index, name="predict")
 
 
 def _compiled_rows(df: pd.DataFrame, spec, state, family):

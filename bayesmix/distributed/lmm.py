@@ -114,7 +114,19 @@ def _keep_columns(cp: CrossProducts, keep: list[int]) -> CrossProducts:
 # --- the result -----------------------------------------------------------------------------------
 
 
-class DaskLmerResult(LmerResult):
+class ExactResidualQuantiles:
+    """summary()'s scaled-residual quantiles of a Dask fit, exactly, from passes over the partitions."""
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the scaled residuals, exactly, in two or three passes (no rows on the client)."""
+        return self._residual_quantiles
+
+    @cached_property
+    def _residual_quantiles(self) -> np.ndarray:
+        return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
+
+
+class DaskLmerResult(ExactResidualQuantiles, LmerResult):
     """An lmer fit to a Dask DataFrame: every statistic of an in-memory fit; row-wise values lazily."""
 
     def attach(self, ddf, spec: ModelSpec, state: FrameState, keep: list[int], pass_seconds: dict) -> None:
@@ -156,17 +168,11 @@ class DaskLmerResult(LmerResult):
             return super().predict(newdata, re_form=re_form, type=type)  # the model-frame state codes new rows
         return self._rowwise("fitted", keep_terms=sorted(terms_in(self.compiled.terms, re_form)))
 
-    def scaled_residual_quantiles(self) -> np.ndarray:
-        """Min, quartiles and max of the scaled residuals, exactly, in two or three passes (no rows on the client)."""
-        return self._residual_quantiles
-
-    @cached_property
-    def _residual_quantiles(self) -> np.ndarray:
-        return exact_quantiles(self.scaled_residuals, [0, 0.25, 0.5, 0.75, 1])
 
 
-def _partition_predictions(part: pd.DataFrame, fit, re_form, type) -> pd.Series:
-    values = LmerResult.predict(fit, part, re_form=re_form, type=type) if len(part) else np.zeros(0)
+def _partition_predictions(part: pd.DataFrame, fit, re_form, type, in_memory=LmerResult) -> pd.Series:
+    """One partition's predictions by the in-memory fit class's ``predict`` (the Dask class's routes here)."""
+    values = in_memory.predict(fit, part, re_form=re_form, type=type) if len(part) else np.zeros(0)
     return pd.Series(values, index=part.index, name="predict")
 
 

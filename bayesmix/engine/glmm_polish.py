@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayesmix.engine.optimize import OptimizeResult, stencil_derivatives
+from bayesmix.engine.optimize import OptimizeResult, newton_step, stencil_derivatives
 
 # a predicted gain below this (relative to the criterion) is not worth a step: it is the
 # resolution at which engine.optimize's polish, too, calls a point stationary
@@ -63,11 +63,8 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
             out.update(hessian=H, hessian_at=x.copy())
             fresh = True
         out.update(gradient=_full(g, idx, len(x)), gradient_at=x.copy())
-        try:
-            if np.linalg.eigvalsh(H).min() <= 0:
-                break
-            step = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
+        step = newton_step(H, g)
+        if step is None:
             break
         if -0.5 * g @ step < _GAIN_TOL * max(1.0, abs(fx)):
             stationary = True

@@ -295,11 +295,8 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
         gradient = np.full(len(x), np.nan)
         gradient[free] = g
         gradient_at = x.copy()
-        try:
-            if np.linalg.eigvalsh(H).min() <= 0:
-                break
-            step = -np.linalg.solve(H, g)
-        except np.linalg.LinAlgError:
+        step = newton_step(H, g)
+        if step is None:
             break
         accepted = False
         for scale in (1.0, 0.5, 0.25):
@@ -325,6 +322,16 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
     if fun.best_f < fx:
         x, fx = fun.best_x.copy(), fun.best_f
     return _Polish(x, fx, improved_once, stationary, last_h, last_at, last_free, gradient, gradient_at)
+
+
+def newton_step(H: np.ndarray, g: np.ndarray) -> np.ndarray | None:
+    """``-H⁻¹g``, or None where H is not positive definite (no descent promised) or singular."""
+    try:
+        if np.linalg.eigvalsh(H).min() <= 0:
+            return None
+        return -np.linalg.solve(H, g)
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _refine_on_gradient(counter, polish: _Polish, lower, upper, steps: int = 3) -> None:

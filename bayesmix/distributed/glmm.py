@@ -36,6 +36,7 @@ from bayesmix.engine.glmm import (
     _pirls_error,
     fit_glmm,
     gauss_hermite_rule,
+    pirls_not_converged,
 )
 from bayesmix.engine.lmm import CrossProducts, PatternMatrix
 from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate, modes_settled
@@ -341,11 +342,7 @@ class DaskGlmmObjective(GlmmObjective):
             if converged:
                 break
         else:
-            raise _pirls_error(
-                theta, self.maxit,
-                f"did not converge in {self.maxit} iterations (last change in the modes {du:.3g}, "
-                f"penalized deviance {pdev:.6g})",
-                "try rescaling covariates, a different link, or nAGQ=0")
+            raise pirls_not_converged(theta, self.maxit, du, pdev)
         dev, f = self._system(theta, sums, p_used)  # the weights of the final modes, from the last pass
         if f is None:
             raise _pirls_error(theta, iteration, _not_positive_definite(sums),

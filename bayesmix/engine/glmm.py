@@ -292,11 +292,7 @@ class GlmmObjective:
             if converged:
                 break
         else:
-            raise _pirls_error(
-                theta, self.maxit,
-                f"did not converge in {self.maxit} iterations (last change in the modes {du:.3g}, "
-                f"penalized deviance {pdev:.6g})",
-                "try rescaling covariates, a different link, or nAGQ=0")
+            raise pirls_not_converged(theta, self.maxit, du, pdev)
         # refactor at the weights of the final modes (lme4's L): a factor whose weights are
         # a 1e-9 step old measurably roughens the objective for the optimizer's differences
         w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
@@ -402,6 +398,12 @@ class GlmmObjective:
             return np.inf
         self.memory_joint.remember(par, state.u)
         return self.objective(state)
+
+
+def pirls_not_converged(theta, maxit: int, du: float, pdev: float) -> PirlsError:
+    """PIRLS ran out of iterations (in memory or over Dask partitions: one message)."""
+    return _pirls_error(theta, maxit, f"did not converge in {maxit} iterations (last change in the modes {du:.3g}, "
+                        f"penalized deviance {pdev:.6g})", "try rescaling covariates, a different link, or nAGQ=0")
 
 
 def _pirls_error(theta, iteration: int, reason: str, advice: str) -> PirlsError:

@@ -521,6 +521,19 @@ def test_sample_is_reproducible_with_a_seed():
     np.testing.assert_array_equal(a["posterior"]["b_Batch"].values, b["posterior"]["b_Batch"].values)
 
 
+def test_chains_in_parallel_threads_or_one_at_a_time_give_the_same_draws(monkeypatch):
+    """sample() picks nutpie's thread count from how long a density call takes; the draws must not depend on it."""
+    from bayesmix.bayes import sampling
+
+    m = _model("dyestuff_reml")
+    draws = []
+    for cores in (1, 2):
+        monkeypatch.setattr(sampling, "_parallel_chains", lambda post, chains, cores=cores: cores)
+        draws.append(m.sample(draws=50, tune=50, chains=2, random_seed=4, progressbar=False)["posterior"])
+    for name in ("beta", "sigma", "b_Batch"):
+        np.testing.assert_array_equal(draws[0][name].values, draws[1][name].values)
+
+
 def test_sample_cbpp_quadrature_and_full():
     g = _model("cbpp_binomial")
     post = g.sample(draws=400, tune=400, chains=2, random_seed=5, progressbar=False)

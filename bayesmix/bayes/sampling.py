@@ -181,18 +181,38 @@ def _wait_or_stop(sampler):
 
 
 def _parallel_chains(post: FastPosterior, chains: int) -> int:
-    """How many chains nutpie runs at once.
+    """How many chains nutpie runs at once (the draws are the same either way: each chain has its own seed).
 
-    nutpie calls the log density through Python, so chains in parallel threads fight over the GIL:
-    with the NumPy densities one at a time measured faster.  The blocked collapsed density spends its
-    time in LAPACK and nogil kernels, which run beside each other (InstEval: 1.8x faster with two), and
-    so do fastdens's kernels (nogil; sleepstudy's sample() 12% faster in wall time with two threads
-    even on a machine loaded 9 runnable threads deep on 2 cores).
+    nutpie calls the log density through Python, so chains in parallel threads take turns with the
+    GIL around every call.  Only a density that spends most of a call outside the GIL gains: the
+    blocked collapsed density (LAPACK; InstEval 1.8x faster with two), and a numba kernel (nogil)
+    whose calls are long.  A short kernel call loses: sleepstudy's (~15 µs, as long as nutpie's own
+    Python per call) sampled in 1.45 s one chain at a time and 3.4 s two at a time on a quiet
+    2-core machine, Penicillin's 1.1 s and 2.5 s, so chains run in parallel only where a call
+    takes at least ``_PARALLEL_CALL_S``.
     """
     import os
 
-    parallel = getattr(post.lik, "blocked", False) or post.kernel is not None
+    if post.kernel is not None:
+        parallel = _call_seconds(post) >= _PARALLEL_CALL_S
+    else:
+        parallel = bool(getattr(post.lik, "blocked", False))
     return min(chains, os.cpu_count() or 1) if parallel else 1
+
+
+_PARALLEL_CALL_S = 1e-3
+
+
+def _call_seconds(post: FastPosterior, calls: int = 3) -> float:
+    """The fastest of a few log-density calls at the start point (the first may compile or load the kernel)."""
+    x = post.start()
+    post.logp_and_grad(x)
+    best = np.inf
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        post.logp_and_grad(x)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _effects_bar(total: int, enabled: bool):

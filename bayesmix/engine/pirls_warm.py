@@ -34,7 +34,7 @@ class ModeMemory:
         offsets = (np.asarray(self.pars) - par) * self.metric
         dist = np.sqrt((offsets**2).sum(axis=1))
         nearest = self.values[int(np.argmin(dist))]
-        if len(self.pars) < len(par) + 2:
+        if len(self.pars) < len(par) + 2 or dist.min() == 0:  # a point seen before: its own modes
             return nearest
         weights = 1.0 / np.maximum(dist, 1e-12 * max(dist.max(), 1e-300)) ** 2
         weights /= weights.max()

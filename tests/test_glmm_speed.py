@@ -31,6 +31,16 @@ def test_mode_memory_predicts_affine_modes_exactly():
     np.testing.assert_allclose(memory.predict(query), A @ query + b, rtol=1e-10, atol=1e-10)
 
 
+def test_mode_memory_returns_the_modes_of_a_point_seen_before():
+    """An optimizer may evaluate a point twice: a zero distance must not turn the weights into NaN."""
+    rng = np.random.default_rng(4)
+    memory = ModeMemory(np.ones(3))
+    pars = [rng.normal(size=3) for _ in range(10)]
+    for par in pars:
+        memory.remember(par, np.sin(par))  # not affine: a fit would not reproduce it exactly
+    np.testing.assert_array_equal(memory.predict(pars[6].copy()), np.sin(pars[6]))
+
+
 def test_mode_memory_keeps_a_stencils_worth_of_points():
     memory = ModeMemory(np.ones(6))
     for i in range(40):

@@ -93,8 +93,9 @@ class DenseSystem:
             M[cols] += AD[rows] * theta[index][:, None]
         q = self.q
         M.flat[: q * (len(M) + 1) : len(M) + 1] += 1.0
-        # M is symmetric, so its transpose (Fortran order, no copy) is what LAPACK reads
-        L, info = dpotrf(M.T, lower=1, clean=0, overwrite_a=1)
+        # M is symmetric, so its transpose (Fortran order, no copy) is what LAPACK reads; clean=1
+        # zeroes the entries above the diagonal, so that triangular inverses of L are clean too
+        L, info = dpotrf(M.T, lower=1, clean=1, overwrite_a=1)
         return None if info != 0 else (AD, L)
 
     def value_and_gradient(self, theta: np.ndarray, p: int, reml: bool, n: int):
@@ -109,10 +110,9 @@ class DenseSystem:
             return None
         AD, L = factor
         m = len(L)
-        Linv, info = dtrtri(L, lower=1)
+        Linv, info = dtrtri(L, lower=1)  # L is clean above the diagonal, and so is its inverse
         if info != 0:
             return None
-        Linv = np.tril(Linv)  # dpotrf(clean=0) left M's entries above the diagonal
         W = (Linv.T * criterion_weights(m, self.q, p, n, reml)) @ Linv
         rows, cols, index = self._pattern
         contributions = np.einsum("ij,ij->i", W[cols], AD[rows])

@@ -17,7 +17,7 @@ rescales those by θ and factors the result.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import scipy.linalg as la
@@ -152,7 +152,6 @@ class ProfiledDeviance:
         self._dense: DenseSystem | None = None
         self._dense_built = False
         self._a_r1_blocks = None  # BlockColumns of a sparse Zrest'WZ1 for a vector-valued first term, built once
-        self.rest_theta_pattern = theta_pattern(terms[1:], theta_offset=terms[0].ntheta)  # for the gradient
         # LevelGram of a sparse Zrest'WZ1, built at the second factorization (None before and where
         # it does not apply, False where too large): PIRLS factors each of its systems once
         self._level_gram: LevelGram | None | bool = None
@@ -161,6 +160,12 @@ class ProfiledDeviance:
     @property
     def n(self) -> int:
         return self.cross.n
+
+    @cached_property
+    def rest_theta_pattern(self):
+        """Where θ enters Λ_rest (engine.gradient's): built when a gradient is first taken, not for
+        each of the hundreds of systems PIRLS builds and only factorizes."""
+        return theta_pattern(self.terms[1:], theta_offset=self.terms[0].ntheta)
 
     def factorize(self, theta: np.ndarray) -> Factorization | None:
         """The blocked Cholesky factor at θ, or None where the system is not positive definite."""
@@ -233,11 +238,11 @@ class ProfiledDeviance:
             return s_xx
         s_rr, a_xr = _scaled_by_lambda(cp.a_rr, cp.a_xr, lam_r)
         if isinstance(c_r, PatternMatrix):
-            s_rr = s_rr - c_r.gram()
+            s_rr -= c_r.gram()
             s_xr = a_xr - c_r.times_transpose_of(c_x).T
         else:
             crr = c_r @ c_r.T
-            s_rr = s_rr - (crr if isinstance(crr, np.ndarray) else crr.toarray())
+            s_rr -= crr if isinstance(crr, np.ndarray) else crr.toarray()
             s_xr = a_xr - np.asarray(c_r @ c_x.T).T
         return _assembled(s_rr, s_xr, s_xx)
 
@@ -422,16 +427,16 @@ _DENSE_REST_BYTES = 512 * 2**20
 
 
 def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool = True) -> tuple[np.ndarray, int]:
-    """Lower Cholesky factor of ``s``, eliminating leading diagonal blocks cheaply.
+    """Lower Cholesky factor of ``s``, eliminating leading diagonal blocks cheaply; ``s`` is overwritten.
 
     A scalar term nested in the terms before it (e.g. ``(1|a/b)``) leaves a diagonal
     block in the Schur complement; each such block is factored by square roots, and
-    only what remains goes to LAPACK.  The result is exactly the Cholesky factor; also
-    returned is how many of the blocks were diagonal.  ``check=False``: the blocks are
-    known to be diagonal.
+    only what remains goes to LAPACK.  The result is exactly the Cholesky factor, built
+    in ``s``'s storage (a fresh Schur complement: a second m x m array and its copies cost
+    more than the arithmetic on PIRLS's small systems); also returned is how many of the
+    blocks were diagonal.  ``check=False``: the blocks are known to be diagonal.
     """
     m = s.shape[0]
-    L = np.zeros_like(s)
     pos = 0
     n_diagonal = 0
     for size in block_sizes:
@@ -440,16 +445,18 @@ def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool 
         d = np.diagonal(block).copy()
         if (check and np.count_nonzero(block) > size) or np.any(d <= 0):
             break  # not diagonal (or not positive): hand the rest to LAPACK
-        d = np.sqrt(d)
-        L[pos:end, pos:end] = np.diag(d)
-        below = s[end:, pos:end] / d
-        L[end:, pos:end] = below
+        np.sqrt(d, out=d)
+        below = s[end:, pos:end]
+        below /= d
         s[end:, end:] -= below @ below.T
+        block[...] = 0.0
+        block.flat[:: size + 1] = d
+        s[pos:end, end:] = 0.0
         pos = end
         n_diagonal += 1
     if pos < m:
-        L[pos:, pos:] = np.linalg.cholesky(s[pos:, pos:])  # less call overhead than scipy's
-    return L, n_diagonal
+        s[pos:, pos:] = np.linalg.cholesky(s[pos:, pos:])  # less call overhead than scipy's
+    return s, n_diagonal
 
 
 def _times_block_diag(a: np.ndarray, m1: np.ndarray) -> np.ndarray:
@@ -520,7 +527,9 @@ def _first_term_blocks(T1: np.ndarray, a11: np.ndarray, closed_form: bool) -> tu
 def _scaled_by_lambda(a_rr: np.ndarray, a_xr: np.ndarray, lam_r) -> tuple[np.ndarray, np.ndarray]:
     """``(Λ' a_rr Λ, a_xr Λ)`` for Λ_rest given by its diagonal or as a BlockLambda."""
     if isinstance(lam_r, np.ndarray):
-        return a_rr * lam_r[:, None] * lam_r[None, :], a_xr * lam_r[None, :]
+        scaled = a_rr * lam_r[:, None]
+        scaled *= lam_r  # in place: one temporary of a_rr's size, not two
+        return scaled, a_xr * lam_r[None, :]
     # Λ'AΛ = Λ'(Λ'A)' for the symmetric A
     return lam_r.transpose_times(lam_r.transpose_times(a_rr).T), lam_r.transpose_times(a_xr.T).T
 

@@ -12,6 +12,7 @@ interaction ``temp:recipe``), and the terms by degree, stably.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bayesmix.errors import FormulaError
 from bayesmix.spec.rexpr import Binary, Name, Node, Num, Paren, Unary, parse
@@ -37,15 +38,15 @@ def expand_terms(rhs: str | Node) -> TermExpansion:
     node = parse(rhs) if isinstance(rhs, str) else rhs
     variables: dict[str, Node] = {}  # placeholder -> variable, in order of first appearance
     text = _for_formulae(node, variables)
-    description = _describe(text, node)
+    try:
+        intercept, expanded = _expanded_placeholders(text)
+    except Exception as exc:
+        raise FormulaError(f"cannot expand the terms {node.deparse()!r}: {exc}") from exc
     order = {placeholder: i for i, placeholder in enumerate(variables)}
-    intercept = any(type(t).__name__ == "Intercept" for t in description.terms)
     seen: set[frozenset[str]] = set()
     terms: list[tuple[Node, ...]] = []
-    for term in description.terms:
-        if type(term).__name__ != "Term":
-            continue
-        names = sorted((c.name for c in term.components), key=order.__getitem__)
+    for names in expanded:
+        names = sorted(names, key=order.__getitem__)
         if frozenset(names) in seen:  # a:b and b:a are one term
             continue
         seen.add(frozenset(names))
@@ -54,13 +55,22 @@ def expand_terms(rhs: str | Node) -> TermExpansion:
     return TermExpansion(intercept, tuple(terms))
 
 
-def _describe(text: str, node: Node):
+@lru_cache(maxsize=512)
+def _expanded_placeholders(text: str) -> tuple[bool, tuple[tuple[str, ...], ...]]:
+    """formulae's expansion of a placeholder formula: (intercept?, each term's placeholders).
+
+    A pure function of the text, which holds only operators and placeholders (``zzv0zz +
+    zzv1zz``), so few texts recur across formulas: kept, because formulae's model
+    description cost ~0.25 ms a call and a formula needs several (a third of compiling
+    a small model such as Pixel's).
+    """
     from formulae import model_description
 
-    try:
-        return model_description("zzresponsezz ~ " + text)
-    except Exception as exc:
-        raise FormulaError(f"cannot expand the terms {node.deparse()!r}: {exc}") from exc
+    description = model_description("zzresponsezz ~ " + text)
+    intercept = any(type(t).__name__ == "Intercept" for t in description.terms)
+    terms = tuple(tuple(c.name for c in term.components) for term in description.terms
+                  if type(term).__name__ == "Term")
+    return intercept, terms
 
 
 def _for_formulae(node: Node, variables: dict[str, Node]) -> str:

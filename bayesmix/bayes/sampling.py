@@ -131,7 +131,7 @@ def _sample_fast(result, spec, draws, tune, chains, seed, progressbar, collapsed
     start, scale = post.start(), post.jitter_scale()
 
     def make_logp():
-        return post.logp_and_grad
+        return post.logp_and_grad if post.kernel is None else post.kernel.as_function()
 
     def make_expand(seed1, seed2, chain):
         return lambda x: {"x": np.array(x, dtype=float)}

@@ -148,6 +148,24 @@ def test_level_gram_equals_the_dense_product(monkeypatch):
     np.testing.assert_allclose(gram.gram(m), A @ P @ A.T, rtol=1e-12, atol=1e-12)
 
 
+def test_sparse_gram_equals_the_dense_product():
+    """PIRLS's C_r C_r' on the block pattern (SciPy's numeric kernel, structure found once) against dense algebra,
+    for two sets of values on one pattern: rows without entries, levels in one row only."""
+    rng = np.random.default_rng(6)
+    q2, levels, k = 9, 40, 2
+    A = np.zeros((q2, levels * k))
+    for level in range(levels):
+        rows = rng.choice(q2 - 1, size=rng.integers(0, 4), replace=False)  # the last row stays empty
+        A[np.ix_(rows, range(level * k, level * k + k))] = rng.normal(size=(len(rows), k))
+    pattern = blocked.BlockColumns.from_csr(sp.csr_matrix(A), k).pattern
+    gram = pattern.sparse_gram()
+    assert gram is not None and pattern.sparse_gram() is gram  # built once
+    for _ in range(2):
+        values = rng.normal(size=len(pattern.indices))
+        C = sp.csr_matrix((values, pattern.indices, pattern.indptr), shape=pattern.shape).toarray()
+        np.testing.assert_allclose(gram.dense(values), C @ C.T, rtol=1e-12, atol=1e-12)
+
+
 def test_without_room_for_a_level_gram_the_rest_rows_are_formed(monkeypatch):
     """Past the LevelGram's memory cap the evaluation falls back to L21's rest rows, same deviance."""
     monkeypatch.setattr(blocked, "_LEVEL_GRAM_BYTES", 0)

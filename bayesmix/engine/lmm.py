@@ -241,10 +241,19 @@ class ProfiledDeviance:
             s_rr -= c_r.gram()
             s_xr = a_xr - c_r.times_transpose_of(c_x).T
         else:
-            crr = c_r @ c_r.T
-            s_rr -= crr if isinstance(crr, np.ndarray) else crr.toarray()
+            s_rr -= self._rest_gram(c_r)
             s_xr = a_xr - np.asarray(c_r @ c_x.T).T
         return _assembled(s_rr, s_xr, s_xx)
+
+    def _rest_gram(self, c_r) -> np.ndarray:
+        """``C_r C_r'`` dense; on the block pattern PIRLS's systems share, by its SparseGram."""
+        blocks = self._a_r1_blocks
+        if sp.issparse(c_r) and blocks is not None:
+            gram = blocks.pattern.sparse_gram()
+            if gram is not None and c_r.nnz == len(gram.indices):
+                return gram.dense(c_r.data)
+        crr = c_r @ c_r.T
+        return crr if isinstance(crr, np.ndarray) else crr.toarray()
 
     def _gram_of_rest_rows(self) -> LevelGram | None:
         """The LevelGram of a sparse Zrest'WZ1 from the second factorization on; None where not used."""

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_coldsample.py                 # 1 run of each kind
     .venv/bin/python benchmarks/bench_coldsample.py --repeats 3     # medians of 3
+    .venv/bin/python benchmarks/bench_coldsample.py --core-venv /tmp/bayesmix-core  # a fresh install's imports
     .venv/bin/python benchmarks/bench_designs.py --cases sample_cold  # the same, from the designs script
 
 Issue 14's goal: the first ``sample()`` after a fresh install <= 8 s, and in a later process (numba's
@@ -68,10 +69,28 @@ print(json.dumps(out))
 """
 
 
+PYTHON = sys.executable  # --core-venv replaces it by a venv holding bayesmix's core dependencies only
+
+
+def core_venv(path: Path) -> str:
+    """The python of a venv at ``path`` with ``pip install <this checkout>`` (no extras), made if missing.
+
+    That is what a fresh install has.  The project's own .venv also holds the test and dask
+    extras, and they cost the first sample() time a user would not pay: xarray imports
+    dask.array when dask is installed (0.4 s, the first time a DataArray is made), and
+    ArviZ's plotting module imports matplotlib.pyplot when matplotlib is.
+    """
+    python = path / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True)
+    return str(python)
+
+
 def run_child(code: str, cache: str) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
     # the bayesmix of BAYESMIX_BENCH_REPO when set (a checkout of another commit, to compare), else this one
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.environ.get("BAYESMIX_BENCH_REPO", REPO),
+    proc = subprocess.run([PYTHON, "-c", code], env=env, cwd=os.environ.get("BAYESMIX_BENCH_REPO", REPO),
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -120,4 +139,10 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="process pairs per kind (median)")
-    main(parser.parse_args().repeats)
+    parser.add_argument("--core-venv", type=Path, default=None,
+                        help="measure with the python of a venv holding only the core dependencies (made at this "
+                             "path by pip install of this checkout if missing): a fresh install's imports")
+    args = parser.parse_args()
+    if args.core_venv is not None:
+        PYTHON = core_venv(args.core_venv)
+    main(args.repeats)

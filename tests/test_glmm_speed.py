@@ -13,7 +13,7 @@ import pytest
 
 import bayesmix as bm
 from bayesmix.engine.families import get_family
-from bayesmix.engine.glmm import GlmmObjective, _beta_newton_step
+from bayesmix.engine.glmm import GlmmObjective, _beta_newton_step, _onto_near_bounds
 from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.optimize import OptimizeResult
 from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate
@@ -96,6 +96,27 @@ def test_newton_polish_keeps_a_parameter_at_its_bound():
     assert res.x[0] == 0.0
     assert res.x[1] == pytest.approx(1.0, abs=1e-9)
     assert np.isnan(res.gradient[0]) and res.hessian_free.tolist() == [False, True]
+
+
+def test_a_theta_just_off_its_bound_is_put_on_it_only_where_no_worse():
+    """Flat in θ² near 0 (a singular optimum): the bound is taken; with the optimum inside it is refused."""
+    lower = np.array([0.0, 0.0, -np.inf])
+
+    def singular(x):  # optimum at θ0 = 0, criterion depending on θ0² there
+        return (x[0] ** 2 + 0.3) ** 2 + (x[1] - 1.0) ** 2 + x[2] ** 2
+
+    start = OptimizeResult(np.array([4e-3, 0.5, 0.1]), singular(np.array([4e-3, 0.5, 0.1])), 10, True, "")
+    moved = _onto_near_bounds(singular, start, lower, ntheta=2)
+    np.testing.assert_array_equal(moved.x, [0.0, 0.5, 0.1])
+    assert moved.fun < start.fun and moved.nfev == 11
+
+    def inside(x):  # optimum at θ0 = 0.05: the bound is worse
+        return (x[0] ** 2 - 0.0025) ** 2 * 1e6 + (x[1] - 1.0) ** 2
+
+    start = OptimizeResult(np.array([8e-3, 0.5, 0.0]), inside(np.array([8e-3, 0.5, 0.0])), 10, True, "")
+    kept = _onto_near_bounds(inside, start, lower, ntheta=2)
+    np.testing.assert_array_equal(kept.x, start.x)
+    assert kept.fun == start.fun and kept.nfev == 11
 
 
 def test_beta_newton_step_solves_a_separable_quadratic():

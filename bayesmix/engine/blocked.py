@@ -248,7 +248,7 @@ class LevelGram:
     for the sparse matrix product they replace; the matrices share one index array).
     """
 
-    parts: list[sp.csr_matrix]  # one per entry (i, j), i <= j, of P; rows r·q2 + s
+    parts: list[sp.csr_matrix]  # one per entry (i, j), i <= j, of P; rows s·q2 + r (r <= s: the lower triangle)
     entries: list[tuple[int, int]]
     q2: int
 
@@ -277,7 +277,7 @@ class LevelGram:
 
         targets = np.empty(total, np.int32)
         for slots, a, b in pairs():
-            targets[slots] = rows[a] * q2 + rows[b]  # r <= s: the upper triangle
+            targets[slots] = rows[b] * q2 + rows[a]  # (s, r) with r <= s: the lower triangle
         # CSR order (a row-wise product gathers instead of scattering: 0.97 ms per product
         # against 1.42 in CSC on 100k rows) by scipy's counting sort of the pair numbers;
         # the values are then computed straight into place (no second copy of them)
@@ -301,28 +301,32 @@ class LevelGram:
         """The dense (q2, q2) ``A blockdiag(P) A'`` for ``P_ℓ = m_ℓ m_ℓ'``, m (levels, k, k)."""
         return self.subtracted_from(np.zeros((self.q2, self.q2)), m, scale=-1.0)
 
-    def subtracted_from(self, a: np.ndarray, m: np.ndarray, scale: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    def subtracted_from(self, a: np.ndarray, m: np.ndarray, scale: float = 1.0, out: np.ndarray | None = None,
+                        lower_only: bool = False) -> np.ndarray:
         """``scale·(a - A blockdiag(P) A')`` for a symmetric (q2, q2) ``a``, into ``out`` (a view may do).
 
-        Three passes over the q2² entries (the Schur block of InstEval's 1128 lecturers is
-        10 MB): the scaled copy, the upper triangle U the pairs give, and U' below it (the
-        diagonal, in both, is added back once).  Building the symmetric product first and
-        subtracting and scaling it afterwards took seven.
+        The pairs give the product's lower triangle L; the result is the scaled copy of a
+        minus L, and minus L' above the diagonal too unless ``lower_only``: then the entries
+        above the diagonal stay ``scale·a`` (the Cholesky factorization reads the lower
+        triangle only).  Two or three passes over the q2² entries (the Schur block of
+        InstEval's 1128 lecturers is 10 MB; the transposed one is the slowest); building the
+        symmetric product first and subtracting and scaling it afterwards took seven.
         """
         q2 = self.q2
-        upper = None
+        lower = None
         for part, (i, j) in zip(self.parts, self.entries):
             p_ij = m[:, i, 0] * m[:, j, 0]
             for col in range(1, m.shape[2]):
                 p_ij += m[:, i, col] * m[:, j, col]
             product = part @ (scale * p_ij)
-            upper = product if upper is None else np.add(upper, product, out=upper)
-        upper = upper.reshape(q2, q2)
+            lower = product if lower is None else np.add(lower, product, out=lower)
+        lower = lower.reshape(q2, q2)
         out = np.multiply(a, scale, out=out)
-        out -= upper
-        out -= upper.T
-        diagonal = np.arange(q2)
-        out[diagonal, diagonal] += np.diagonal(upper)  # the diagonal was taken twice
+        out -= lower
+        if not lower_only:
+            out -= lower.T
+            diagonal = np.arange(q2)
+            out[diagonal, diagonal] += np.diagonal(lower)  # the diagonal was taken twice
         return out
 
 

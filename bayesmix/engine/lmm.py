@@ -308,7 +308,8 @@ class ProfiledDeviance:
         ``Λ_rest' (A_r1 blockdiag(M M') A_r1') Λ_rest`` (the LevelGram) and ``C_r C_x'`` is
         ``Λ_rest' A_r1 blockdiag(M) C_x'`` (a sparse times a dense (q1, p+1) matrix).  The
         rest block is written straight into the assembled matrix, scaled there; one scalar
-        rest term (InstEval's lecturers) scales it in the same pass.
+        rest term (InstEval's lecturers) scales it in the same pass, and only its lower
+        triangle is formed (the entries above the diagonal are not the Schur complement's).
         """
         cp = self.cross
         levels, k = m1.shape[0], m1.shape[1]
@@ -318,8 +319,8 @@ class ProfiledDeviance:
         s = np.empty((q2 + len(cp.a_xx),) * 2)
         s_rr = s[:q2, :q2]
         one_scale = isinstance(lam_r, np.ndarray) and np.all(lam_r == lam_r[0])
-        if one_scale:
-            gram.subtracted_from(cp.a_rr, m1, scale=float(lam_r[0]) ** 2, out=s_rr)
+        if one_scale:  # the lower triangle only: all _cholesky_diagonal_leads reads of it
+            gram.subtracted_from(cp.a_rr, m1, scale=float(lam_r[0]) ** 2, out=s_rr, lower_only=True)
             s_xr = a_xr * lam_r[0]
         else:
             s_rr[...], s_xr = _scaled_by_lambda(gram.subtracted_from(cp.a_rr, m1), a_xr, lam_r)
@@ -453,7 +454,9 @@ def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool 
     only what remains goes to LAPACK.  The result is exactly the Cholesky factor, built
     in ``s``'s storage (a fresh Schur complement: a second m x m array and its copies cost
     more than the arithmetic on PIRLS's small systems); also returned is how many of the
-    blocks were diagonal.  ``check=False``: the blocks are known to be diagonal.
+    blocks were diagonal.  ``check=False``: the blocks are known to be diagonal.  Only the
+    lower triangle of ``s`` is read (the diagonal check, conservatively, looks at the whole
+    leading block: a non-zero above the diagonal sends the rest to LAPACK).
     """
     m = s.shape[0]
     pos = 0

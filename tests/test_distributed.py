@@ -163,8 +163,12 @@ def test_sufficient_statistics_methods_work():
     pd.testing.assert_frame_equal(d.icc(), m.icc(), rtol=1e-8)  # from the row moments of pass 2
     pd.testing.assert_series_equal(d.r2(), m.r2(), rtol=1e-8)
     ci_d, ci_m = d.confint(method="profile"), m.confint(method="profile")
-    # profile intervals: ζ evaluated along a path and interpolated (inference.profiles), to ~1e-7 relative
-    np.testing.assert_allclose(ci_d.to_numpy(), ci_m.to_numpy(), rtol=1e-6)
+    # profile intervals: ζ evaluated along an adaptive path and interpolated (inference.profiles); the
+    # same rows in another order move them by ~3e-6 relative in memory (θ by 1e-14), so the Dask fit,
+    # whose sums come in another order, is held to that bar: twice the in-memory row-order spread
+    shuffled = bm.lmer(SLEEP, df.sample(frac=1.0, random_state=3).reset_index(drop=True)).confint(method="profile")
+    spread = np.max(np.abs(shuffled.to_numpy() - ci_m.to_numpy()) / np.abs(ci_m.to_numpy()))
+    np.testing.assert_allclose(ci_d.to_numpy(), ci_m.to_numpy(), rtol=max(1e-6, 2 * spread))
     pd.testing.assert_index_equal(ci_d.index, ci_m.index)
 
 

@@ -15,7 +15,7 @@ from bayesmix.engine.gradient import criterion_weights, theta_pattern
 # Largest [u; β; y] dimension factored densely at each evaluation: below it one LAPACK
 # Cholesky of the whole system (O(m³) flops, few calls) beats the blocked path's Python
 # overhead (measured: Pixel m = 46, two slope terms on 20 groups m = 81, sleepstudy m = 39).
-_DENSE_SYSTEM_DIM = 160
+DENSE_SYSTEM_DIM = 160
 
 
 class DenseSystem:
@@ -43,7 +43,7 @@ class DenseSystem:
         q2 = cross.a_rr.shape[0]
         p1 = cross.a_xx.shape[0]
         m = q1 + q2 + p1
-        if m > _DENSE_SYSTEM_DIM:
+        if m > DENSE_SYSTEM_DIM:
             return None
         A = np.zeros((m, m))
         k1 = terms[0].k

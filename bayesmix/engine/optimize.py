@@ -200,7 +200,9 @@ def _fold_best(counter, fold, lower) -> None:
         f_trial = counter(trial)
         if f_trial <= counter.best_f:  # a tie too: the criterion is flat to rounding there
             counter.best_x, counter.best_f = trial, f_trial
-_LBFGSB_FTOL = 1e-12
+# (1e-12 spent its last evaluations where the Newton steps that follow gain the same in fewer:
+# Pixel 54 -> 49 evaluations, kb07-like 131 -> 113, criteria equal to 1e-12 relative)
+_LBFGSB_FTOL = 1e-10
 
 
 class _NotFinite(Exception):

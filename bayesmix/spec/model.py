@@ -103,7 +103,8 @@ def compile_model(
     data, n_dropped = _drop_missing(values, data, ev_all, weights, offset)
     if len(data) == 0:
         raise DataError("no rows left after removing rows with missing values")
-    ev = Evaluator(data, state=ev_all.state, learning=frame_state is None)
+    # no row dropped: the same rows, so the values evaluated for the scan serve the matrices too
+    ev = ev_all if n_dropped == 0 else Evaluator(data, state=ev_all.state, learning=frame_state is None)
 
     y, trials = _response(parsed.response, ev, binomial_response)
     prior = _prior_weights(weights, data, ev)

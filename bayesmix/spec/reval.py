@@ -82,12 +82,19 @@ class Evaluator:
         self.n = len(data)
         self.learning = state is None if learning is None else learning
         self.state = FrameState() if state is None else state
+        # values by deparsed text: the model frame evaluates each variable for the missing-row
+        # scan and again to build the matrices (a third of compiling a small model)
+        self._values: dict[str, object] = {}
 
     def evaluate(self, expr: str | Node):
-        """The value of ``expr`` with one entry per row (see :mod:`bayesmix.spec.rvalues`)."""
+        """The value of ``expr`` with one entry per row (see :mod:`bayesmix.spec.rvalues`); the same
+        text gives the same (shared, not to be modified) value."""
         node = parse(expr) if isinstance(expr, str) else expr
-        run = _Run(self, node.deparse())
-        return run.shaped(run.value_of(node))
+        key = node.deparse()
+        if key not in self._values:
+            run = _Run(self, key)
+            self._values[key] = run.shaped(run.value_of(node))
+        return self._values[key]
 
     def referenced_columns(self, expr: str | Node) -> list:
         """The data's column labels (as given, not as strings) that ``expr`` uses."""

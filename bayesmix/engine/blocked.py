@@ -16,7 +16,7 @@ arithmetic on fixed arrays instead of scipy.sparse products and constructions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -138,11 +138,14 @@ class BlockPattern:
         return (a.shape == self.shape and a.nnz == len(self.entry_block) and np.array_equal(a.indptr, self.source[1])
                 and np.array_equal(a.indices, self.source[0]))
 
+    _sparse_gram: list = field(default_factory=list, init=False, repr=False, compare=False)  # [] until built
+
     def sparse_gram(self) -> SparseGram | None:
-        """The SparseGram of matrices on the block pattern (built at the first call, shared by PIRLS's systems)."""
-        if not hasattr(self, "_sparse_gram"):
-            self._sparse_gram = SparseGram.build(self.indices, self.indptr, self.shape)
-        return self._sparse_gram
+        """The SparseGram of matrices on the block pattern (built at the first call, shared by PIRLS's systems;
+        None where SciPy's kernel is not available)."""
+        if not self._sparse_gram:
+            self._sparse_gram.append(SparseGram.build(self.indices, self.indptr, self.shape))
+        return self._sparse_gram[0]
 
 
 class SparseGram:

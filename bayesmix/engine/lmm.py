@@ -514,7 +514,7 @@ def _cholesky_diagonal_leads(s: np.ndarray, block_sizes: list[int], check: bool 
         upper, info = dpotrf(tail.T, lower=0, clean=1, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"the Schur complement is not positive definite (LAPACK dpotrf info {info})")
-        if pos == 0 and np.shares_memory(upper, s):
+        if pos == 0 and np.may_share_memory(upper, s):
             return upper.T, n_diagonal  # s itself, now holding L
         tail[...] = upper.T
     return s, n_diagonal
@@ -602,7 +602,7 @@ def _assembled(s_rr: np.ndarray, s_xr: np.ndarray, s_xx: np.ndarray, into: np.nd
     """
     q2, m = len(s_rr), len(s_rr) + len(s_xx)
     s = np.empty((m, m)) if into is None else into
-    if not np.shares_memory(s, s_rr):
+    if not np.may_share_memory(s, s_rr):  # bounds only: s_rr is s[:q2, :q2] or a separate array
         s[:q2, :q2] = s_rr
     s.flat[: q2 * m : m + 1] += 1.0
     s[q2:, :q2] = s_xr

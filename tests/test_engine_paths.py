@@ -209,3 +209,28 @@ def test_one_term_models_factor_repeatedly(formula):
         for _ in range(2):
             assert dev.deviance_from(dev.factorize(theta)) == pytest.approx(expected, rel=1e-10)
     assert dev._level_gram is None
+
+
+def test_pirls_schur_placed_on_the_pattern_equals_the_dense_assembly(monkeypatch):
+    """Scalar terms throughout (PIRLS on grouseticks: observation-level INDEX, BROOD nested in LOCATION):
+    the Schur complement's lower triangle placed entry by entry on the rest rows' pair pattern gives the
+    factor, solution and log-determinant of the dense assembly, at θ with and without a zero."""
+    import bayesmix as bm
+    from bayesmix.engine.families import get_family
+    from bayesmix.engine.glmm import GlmmObjective
+
+    c = compile_model("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+                      bm.load_dataset("grouseticks"), check_levels_vs_nobs=False)  # as glmer compiles it
+    obj = GlmmObjective(c, get_family("poisson"))
+    eta = obj.eta_start
+    mu = obj.family.link.linkinv(eta)
+    for theta in (np.array([0.9, 1.2, 0.6]), np.array([0.9, 0.0, 0.6])):
+        _, dev, f = obj.weighted_system(theta, eta, mu)
+        assert isinstance(dev.cross.a_r1, blocked.PatternMatrix)  # the path under test
+        with monkeypatch.context() as patched:
+            patched.setattr(blocked.PatternMatrix, "lower_gram", lambda self: None)  # the dense assembly
+            _, dev_dense, f_dense = obj.weighted_system(theta, eta, mu)
+        np.testing.assert_allclose(f.l_s, f_dense.l_s, rtol=1e-12, atol=1e-12)
+        assert f.ldL2 == pytest.approx(f_dense.ldL2, rel=1e-13)
+        for got, want in zip(dev.solve(f), dev_dense.solve(f_dense)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -285,6 +285,10 @@ class _ColumnPatternMatrix(PatternMatrix):
     def gram(self) -> np.ndarray:
         return _column_gram(*self.by_column(), self.pattern.nrows)
 
+    def lower_gram(self) -> None:
+        """None: this pattern keeps no entry pairs to place ``M M'`` by, so the engine forms it densely (gram())."""
+        return None
+
     def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
         return _times_transpose(self.pattern.rows, self.pattern.cols, self.values, np.ascontiguousarray(dense),
                                 self.pattern.nrows)

@@ -62,9 +62,35 @@ class GramPattern:
         """Pairs cost ~20 times a dense multiply-add; use them when there are far fewer."""
         return 20 * len(self.pair_a) < self.nrows * self.nrows * ncols
 
+    _lower: list = field(default_factory=list, init=False, repr=False, compare=False)  # [] until built
+
+    def lower(self) -> LowerPairs:
+        """The pairs of ``M M'``'s lower triangle (row a >= row b), by distinct entry (built once)."""
+        if not self._lower:
+            keep = self.rows[self.pair_a] >= self.rows[self.pair_b]
+            keys, slot = np.unique(self.target[keep], return_inverse=True)
+            self._lower.append(LowerPairs(self.pair_a[keep], self.pair_b[keep], slot, keys // self.nrows,
+                                          keys % self.nrows))
+        return self._lower[0]
+
     def gram(self, values: np.ndarray) -> np.ndarray:
         q = self.nrows
         return np.bincount(self.target, values[self.pair_a] * values[self.pair_b], minlength=q * q).reshape(q, q)
+
+
+@dataclass
+class LowerPairs:
+    """The distinct entries (row, col), row >= col, of a GramPattern's ``M M'`` and the pairs summed into each."""
+
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+    slot: np.ndarray  # entry of each pair
+    row: np.ndarray  # per entry
+    col: np.ndarray
+
+    def values(self, m_values: np.ndarray) -> np.ndarray:
+        """``(M M')[row, col]`` per entry for M with these values."""
+        return np.bincount(self.slot, m_values[self.pair_a] * m_values[self.pair_b], minlength=len(self.row))
 
 
 @dataclass
@@ -91,6 +117,11 @@ class PatternMatrix:
     def gram(self) -> np.ndarray:
         """``M M'``, dense."""
         return self.pattern.gram(self.values)
+
+    def lower_gram(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``M M'``'s lower triangle as (rows, cols, values) on the pattern's entry pairs (None: form it by gram())."""
+        lower = self.pattern.lower()
+        return lower.row, lower.col, lower.values(self.values)
 
     def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
         """``M dense'`` for a dense (m, ncols) matrix."""

@@ -193,9 +193,7 @@ class SparseGram:
     def __init__(self, indices, indptr, shape, t_indices, t_indptr, t_order, nnz):
         self.indices, self.indptr, self.shape = indices, indptr, shape
         self.t_indices, self.t_indptr, self.t_order = t_indices, t_indptr, t_order
-        self._cp = np.empty(shape[0] + 1, dtype=indptr.dtype)
-        self._cj = np.empty(nnz, dtype=indptr.dtype)
-        self._cx = np.empty(nnz)
+        self.nnz = nnz
 
     @classmethod
     def build(cls, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> SparseGram | None:
@@ -214,7 +212,9 @@ class SparseGram:
     def dense(self, values: np.ndarray) -> np.ndarray:
         """``C C'`` for the C with these values (in the pattern's CSR order)."""
         n = self.shape[0]
-        cp, cj, cx = self._cp, self._cj, self._cx
+        # fresh outputs per call: the samplers' chains share one pattern across threads, and SciPy's
+        # kernel runs without the GIL
+        cp, cj, cx = np.empty(n + 1, dtype=self.indptr.dtype), np.empty(self.nnz, dtype=self.indptr.dtype), np.empty(self.nnz)
         _csr_matmat(n, n, self.indptr, self.indices, values, self.t_indptr, self.t_indices, values[self.t_order],
                     cp, cj, cx)
         out = np.zeros((n, n))

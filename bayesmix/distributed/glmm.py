@@ -36,6 +36,7 @@ from bayesmix.engine.glmm import (
     _pirls_error,
     fit_glmm,
     gauss_hermite_rule,
+    halve_steps,
     pirls_not_converged,
 )
 from bayesmix.engine.lmm import CrossProducts, PatternMatrix
@@ -331,8 +332,9 @@ class DaskGlmmObjective(GlmmObjective):
             beta_new, u_new = dev.solve(f)
             if u_only:
                 beta_new = beta
-            pdev, u_new, beta_new, sums = self._halve_steps_rows(theta, u, beta, u_new, beta_new, old_pdev,
-                                                                 iteration, fixed)
+            # each trial is a pass, whose sums serve the next iteration
+            pdev, sums, u_new, beta_new = halve_steps(self._penalized_rows(theta, fixed), u, beta, u_new, beta_new,
+                                                      old_pdev, theta, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
             loose = self.rough_factor
             converged = abs(old_pdev - pdev) <= loose * self.tol * abs(pdev) and modes_settled(du, previous_du,
@@ -350,19 +352,13 @@ class DaskGlmmObjective(GlmmObjective):
         point = RowPoint(beta, u)
         return DaskPirlsState(theta, beta, u, point, point, None, f, dev, old_pdev, sums)
 
-    def _halve_steps_rows(self, theta, u, beta, u_new, beta_new, old_pdev, iteration, fixed):
-        """engine.glmm's step halving; each trial is a pass, whose sums serve the next iteration."""
-        for _ in range(12):
-            sums = self.row_pass(theta, RowPoint(beta_new, u_new), fixed)
-            pdev = float(sums.dev + u_new @ u_new)
-            if np.isfinite(pdev) and pdev <= old_pdev + 1e-10 * abs(old_pdev if np.isfinite(old_pdev) else 0):
-                return pdev, u_new, beta_new, sums
-            u_new = 0.5 * (u + u_new)
-            beta_new = 0.5 * (beta + beta_new)
-        raise _pirls_error(
-            theta, iteration,
-            f"step-halvings failed to reduce the penalized deviance below {old_pdev:.6g} "
-            f"(last trial: {pdev:.6g})", "try rescaling covariates or nAGQ=0")
+    def _penalized_rows(self, theta, fixed):
+        """``(u, β) -> (penalized deviance, the pass's sums)`` at θ: the trials of engine.glmm's halve_steps."""
+        def penalized(u, beta):
+            sums = self.row_pass(theta, RowPoint(beta, u), fixed)
+            return float(sums.dev + u @ u), sums
+
+        return penalized
 
     def laplace(self, state: DaskPirlsState) -> float:
         return float(state.factorization.ldL2 + state.u @ state.u + state.sums.aic)

@@ -280,8 +280,8 @@ class GlmmObjective:
             if u_only:
                 beta_new = beta
             full_step = u_new
-            pdev, eta_new, mu_new, u_new, beta_new = self._halve_steps(
-                theta, dev, u, beta, u_new, beta_new, old_pdev, iteration)
+            pdev, (eta_new, mu_new), u_new, beta_new = halve_steps(
+                self._penalized_at(theta), u, beta, u_new, beta_new, old_pdev, theta, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
             self._newton_rate.observe(previous_du, du, full_step is u_new)
             loose = self.rough_factor
@@ -318,20 +318,16 @@ class GlmmObjective:
         dev = self._deviance(X_used, self.system.cross(w, X_used, response))
         return w, dev, dev.factorize(theta)
 
-    def _halve_steps(self, theta, dev, u, beta, u_new, beta_new, old_pdev, iteration=0):
-        """Step halving (lme4's pwrssUpdate): shrink the step until the penalized deviance drops."""
-        for _ in range(12):
-            eta = self.compiled.offset + self.compiled.X @ beta_new + self.system.z_lambda_u(theta, u_new)
+    def _penalized_at(self, theta):
+        """``(u, β) -> (penalized deviance, (η, μ))`` at θ: the trials of :func:`halve_steps` in memory."""
+        c = self.compiled
+
+        def penalized(u, beta):
+            eta = c.offset + c.X @ beta + self.system.z_lambda_u(theta, u)
             mu = self.family.link.linkinv(eta)
-            pdev = self._pdev(mu, u_new)
-            if np.isfinite(pdev) and pdev <= old_pdev + 1e-10 * abs(old_pdev if np.isfinite(old_pdev) else 0):
-                return pdev, eta, mu, u_new, beta_new
-            u_new = 0.5 * (u + u_new)
-            beta_new = 0.5 * (beta + beta_new)
-        raise _pirls_error(
-            theta, iteration,
-            f"step-halvings failed to reduce the penalized deviance below {old_pdev:.6g} "
-            f"(last trial: {pdev:.6g})", "try rescaling covariates or nAGQ=0")
+            return self._pdev(mu, u), (eta, mu)
+
+        return penalized
 
     def _pdev(self, mu, u) -> float:
         """The penalized deviance: deviance residuals plus ``||u||²``."""
@@ -398,6 +394,25 @@ class GlmmObjective:
             return np.inf
         self.memory_joint.remember(par, state.u)
         return self.objective(state)
+
+
+def halve_steps(penalized, u, beta, u_new, beta_new, old_pdev: float, theta, iteration: int = 0):
+    """Step halving (lme4's pwrssUpdate): shrink the step from (u, β) until the penalized deviance drops.
+
+    ``penalized(u, β) -> (penalized deviance, what the caller keeps of the trial)``: η and μ in
+    memory, a pass's sums over Dask partitions.  Returns (penalized deviance, that, u, β) at the
+    accepted point; a PirlsError after 12 halvings.
+    """
+    for _ in range(12):
+        pdev, kept = penalized(u_new, beta_new)
+        if np.isfinite(pdev) and pdev <= old_pdev + 1e-10 * abs(old_pdev if np.isfinite(old_pdev) else 0):
+            return pdev, kept, u_new, beta_new
+        u_new = 0.5 * (u + u_new)
+        beta_new = 0.5 * (beta + beta_new)
+    raise _pirls_error(
+        theta, iteration,
+        f"step-halvings failed to reduce the penalized deviance below {old_pdev:.6g} "
+        f"(last trial: {pdev:.6g})", "try rescaling covariates or nAGQ=0")
 
 
 def pirls_not_converged(theta, maxit: int, du: float, pdev: float) -> PirlsError:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayesmix.engine.optimize import OptimizeResult, newton_step, stencil_derivatives
+from bayesmix.engine.optimize import (
+    OptimizeResult,
+    halving_line_search,
+    newton_step,
+    stencil_derivatives,
+)
 
 # a predicted gain below this (relative to the criterion) is not worth a step: it is the
 # resolution at which engine.optimize's polish, too, calls a point stationary
@@ -69,7 +74,7 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
         if -0.5 * g @ step < _GAIN_TOL * max(1.0, abs(fx)):
             stationary = True
             break
-        trial = _line_search(best, x, fx, idx, step, lower)
+        trial = halving_line_search(best, x, fx, idx, step, lower)
         if trial is None:
             if fresh:
                 stationary = True  # at the criterion's noise floor
@@ -87,16 +92,6 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
         x, fx = best.x.copy(), best.f
     return OptimizeResult(x, fx, start.nfev + best.calls, bool(start.converged or improved or stationary),
                           start.message, **out)
-
-
-def _line_search(fun, x, fx, idx, step, lower):
-    for scale in (1.0, 0.5, 0.25):
-        trial = x.copy()
-        trial[idx] = np.maximum(x[idx] + scale * step, lower[idx])
-        ft = fun(trial)
-        if ft < fx:
-            return trial, ft
-    return None
 
 
 def _steps(x, idx, lower):

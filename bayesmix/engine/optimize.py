@@ -305,22 +305,15 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
             # them): a line search would compare noise (InstEval: 7e-8 of 237585, three evaluations)
             stationary = True
             break
-        accepted = False
-        for scale in (1.0, 0.5, 0.25):
-            trial = x.copy()
-            trial[free] = np.clip(x[free] + scale * step, lower[free], upper[free])
-            ft = fun(trial)
-            if ft < fx:
-                accepted = True
-                gain = fx - ft
-                x, fx = trial, ft
-                break
-        if not accepted:
+        accepted = halving_line_search(fun, x, fx, free, step, lower, upper)
+        if accepted is None:
             if not fresh:  # the kept Hessian may be stale: refresh it once before giving up
                 H = None
                 continue
             stationary = True  # at the criterion's noise floor
             break
+        gain = fx - accepted[1]
+        x, fx = accepted
         improved_once = True
         if gain < 1e-10 * max(1.0, abs(fx)):
             stationary = True
@@ -332,6 +325,19 @@ def _newton_polish(fun, x, fx, lower, upper, max_steps, derivatives) -> _Polish:
 
 
 _UNRESOLVED_GAIN = 1e-12
+
+
+def halving_line_search(fun, x, fx, free, step, lower, upper=None):
+    """``x`` moved by ``s·step`` on the ``free`` parameters (clipped to the bounds) for s = 1, 1/2, 1/4:
+    the first point that lowers ``fun`` below ``fx``, as (point, value); None if none does."""
+    for scale in (1.0, 0.5, 0.25):
+        trial = x.copy()
+        moved = x[free] + scale * step
+        trial[free] = np.clip(moved, lower[free], upper[free]) if upper is not None else np.maximum(moved, lower[free])
+        ft = fun(trial)
+        if ft < fx:
+            return trial, ft
+    return None
 
 
 def newton_step(H: np.ndarray, g: np.ndarray) -> np.ndarray | None:

@@ -10,7 +10,7 @@ blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -554,35 +554,9 @@ def _joint_stage(obj: GlmmObjective, whitened, x0: np.ndarray, lower: np.ndarray
     start, stepped = _beta_newton_step(whitened, x0, obj.ntheta)
     stage2 = minimize_bounded(whitened, start, lower, ftol=1e-8, initial_step=0.05, max_newton=0)
     stage2.nfev += stepped
-    return newton_polish(whitened, _onto_near_bounds(whitened, stage2, lower, obj.ntheta), lower)
+    return newton_polish(whitened, stage2, lower)
 
 
-# a θ this close to its bound (0 for a relative SD) is tried on it before the polish
-_NEAR_BOUND_ROOM = 1e-2
-
-
-def _onto_near_bounds(fun, opt, lower: np.ndarray, ntheta: int):
-    """``opt`` with the θ within ``_NEAR_BOUND_ROOM`` of their bound put on it, where the criterion is no higher.
-
-    Near a singular optimum the criterion is flat in a variance parameter (it depends on
-    θ² there) and BOBYQA can stop a little off the bound (an unidentifiable Poisson model:
-    θ = 1.7e-3), where the polish's Hessian is indefinite: its line search halved θ once
-    and stopped with 4.7e-5 of criterion left.  On the bound the polish holds the parameter
-    and finishes the others, as lme4's fit ends singular there.  One evaluation; kept only
-    if no worse.  (Where the optimum is inside but this close, ``f(0) - f(θ*)`` is O(θ*⁴):
-    below 1e-8 of the criterion.)
-    """
-    x = np.asarray(opt.x, dtype=float)
-    near = np.flatnonzero(np.isfinite(lower[:ntheta]) & (x[:ntheta] > lower[:ntheta])
-                          & (x[:ntheta] - lower[:ntheta] < _NEAR_BOUND_ROOM))
-    if not len(near):
-        return opt
-    trial = x.copy()
-    trial[near] = lower[near]
-    f = float(fun(trial))
-    if f <= opt.fun:
-        return replace(opt, x=trial, fun=f, nfev=opt.nfev + 1, gradient=None, gradient_at=None)
-    return replace(opt, nfev=opt.nfev + 1)
 
 
 def _beta_newton_step(fun, x0: np.ndarray, ntheta: int, h: float = 0.5) -> tuple[np.ndarray, int]:

@@ -54,6 +54,7 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
     x, fx = np.array(start.x, dtype=float), float(start.fun)
     lower = np.asarray(lower, dtype=float)
     best = _Best(fun, x.copy(), fx)
+    x, fx = _onto_near_bounds(best, x, fx, lower)
     free = ~np.isclose(x, lower, atol=1e-10, rtol=0)
     idx = np.flatnonzero(free)
     out = {"hessian": None, "hessian_at": None, "hessian_free": free, "gradient": None, "gradient_at": None}
@@ -92,6 +93,29 @@ def newton_polish(fun, start: OptimizeResult, lower, max_steps: int = 8) -> Opti
         x, fx = best.x.copy(), best.f
     return OptimizeResult(x, fx, start.nfev + best.calls, bool(start.converged or improved or stationary),
                           start.message, **out)
+
+
+# a parameter this close to its finite lower bound (0 for a relative SD) is tried on it first
+_NEAR_BOUND_ROOM = 1e-2
+
+
+def _onto_near_bounds(fun, x, fx, lower):
+    """``(x, fx)`` with the parameters within ``_NEAR_BOUND_ROOM`` of their bound put on it, where ``fun`` is no higher.
+
+    Near a singular optimum the criterion is flat in a variance parameter (it depends on
+    θ² there) and a search can stop a little off the bound (an unidentifiable Poisson model:
+    θ = 1.7e-3), where the stencil Hessian is indefinite: the line search halved θ once and
+    stopped with 4.7e-5 of criterion left.  On the bound the polish holds the parameter and
+    finishes the others, as lme4's fit ends singular there.  One evaluation; kept only if no
+    worse.  (Where the optimum is inside but this close, ``f(0) - f(θ*)`` is O(θ*⁴): below
+    1e-8 of the criterion.)  Parameters without a finite bound (glmer's β) are never moved.
+    """
+    near = np.isfinite(lower) & (x > lower) & (x - lower < _NEAR_BOUND_ROOM)
+    if not near.any():
+        return x, fx
+    trial = np.where(near, lower, x)
+    f = float(fun(trial))
+    return (trial, f) if f <= fx else (x, fx)
 
 
 def _steps(x, idx, lower):

@@ -158,8 +158,8 @@ def test_sparse_gram_equals_the_dense_product():
         rows = rng.choice(q2 - 1, size=rng.integers(0, 4), replace=False)  # the last row stays empty
         A[np.ix_(rows, range(level * k, level * k + k))] = rng.normal(size=(len(rows), k))
     pattern = blocked.BlockColumns.from_csr(sp.csr_matrix(A), k).pattern
-    gram = pattern.sparse_gram()
-    assert gram is not None and pattern.sparse_gram() is gram  # built once
+    gram = pattern.sparse_gram
+    assert gram is not None and pattern.sparse_gram is gram  # built once
     for _ in range(2):
         values = rng.normal(size=len(pattern.indices))
         C = sp.csr_matrix((values, pattern.indices, pattern.indptr), shape=pattern.shape).toarray()

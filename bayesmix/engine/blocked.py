@@ -16,7 +16,8 @@ arithmetic on fixed arrays instead of scipy.sparse products and constructions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,16 +63,12 @@ class GramPattern:
         """Pairs cost ~20 times a dense multiply-add; use them when there are far fewer."""
         return 20 * len(self.pair_a) < self.nrows * self.nrows * ncols
 
-    _lower: list = field(default_factory=list, init=False, repr=False, compare=False)  # [] until built
-
+    @cached_property
     def lower(self) -> LowerPairs:
-        """The pairs of ``M M'``'s lower triangle (row a >= row b), by distinct entry (built once)."""
-        if not self._lower:
-            keep = self.rows[self.pair_a] >= self.rows[self.pair_b]
-            keys, slot = np.unique(self.target[keep], return_inverse=True)
-            self._lower.append(LowerPairs(self.pair_a[keep], self.pair_b[keep], slot, keys // self.nrows,
-                                          keys % self.nrows))
-        return self._lower[0]
+        """The pairs of ``M M'``'s lower triangle (row a >= row b), by distinct entry (built at first use)."""
+        keep = self.rows[self.pair_a] >= self.rows[self.pair_b]
+        keys, slot = np.unique(self.target[keep], return_inverse=True)
+        return LowerPairs(self.pair_a[keep], self.pair_b[keep], slot, keys // self.nrows, keys % self.nrows)
 
     def gram(self, values: np.ndarray) -> np.ndarray:
         q = self.nrows
@@ -120,7 +117,7 @@ class PatternMatrix:
 
     def lower_gram(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``M M'``'s lower triangle as (rows, cols, values) on the pattern's entry pairs (None: form it by gram())."""
-        lower = self.pattern.lower()
+        lower = self.pattern.lower
         return lower.row, lower.col, lower.values(self.values)
 
     def times_transpose_of(self, dense: np.ndarray) -> np.ndarray:
@@ -169,14 +166,11 @@ class BlockPattern:
         return (a.shape == self.shape and a.nnz == len(self.entry_block) and np.array_equal(a.indptr, self.source[1])
                 and np.array_equal(a.indices, self.source[0]))
 
-    _sparse_gram: list = field(default_factory=list, init=False, repr=False, compare=False)  # [] until built
-
+    @cached_property
     def sparse_gram(self) -> SparseGram | None:
-        """The SparseGram of matrices on the block pattern (built at the first call, shared by PIRLS's systems;
+        """The SparseGram of matrices on the block pattern (built at first use, shared by PIRLS's systems;
         None where SciPy's kernel is not available)."""
-        if not self._sparse_gram:
-            self._sparse_gram.append(SparseGram.build(self.indices, self.indptr, self.shape))
-        return self._sparse_gram[0]
+        return SparseGram.build(self.indices, self.indptr, self.shape)
 
 
 class SparseGram:

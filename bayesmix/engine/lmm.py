@@ -50,58 +50,13 @@ class CrossProducts:
 
     @classmethod
     def from_data(cls, terms, X, y, weights) -> CrossProducts:
-        first, rest = terms[0], terms[1:]
         w = np.asarray(weights, dtype=float)
         xy = np.column_stack([X, y])
         m = sum(t.q for t in terms) + xy.shape[1]
-        if m <= DENSE_SYSTEM_DIM and len(w) * m <= _DENSE_FROM_DATA_ENTRIES:
-            return cls._from_dense(terms, xy, w)
-        J1 = first.indicator()
-        z1 = first.columns
-        k1 = first.k
-        a11 = (J1 @ (w[:, None, None] * z1[:, :, None] * z1[:, None, :]).reshape(len(w), -1)).reshape(-1, k1, k1)
-        wxz = (w[:, None, None] * xy[:, :, None] * z1[:, None, :]).reshape(len(w), -1)
-        a_x1 = (J1 @ wxz).reshape(first.nlevels, xy.shape[1], k1).transpose(1, 0, 2)
-        if rest:
-            z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr")
-            wz_rest = sp.diags(w) @ z_rest
-            a_r1 = (wz_rest.T @ first.z_matrix()).tocsr()
-            size = a_r1.shape[0] * a_r1.shape[1]
-            if size <= _DENSE_LIMIT and (k1 == 1 or a_r1.nnz >= _DENSE_FILL * size):
-                a_r1 = a_r1.toarray()  # small, well-filled blocks: dense arithmetic beats sparse overhead
-            a_rr = (wz_rest.T @ z_rest).toarray()
-            a_xr = np.asarray((wz_rest.T @ xy).T)
-        else:
-            a_r1 = sp.csr_matrix((0, first.q))
-            a_rr = np.zeros((0, 0))
-            a_xr = np.zeros((xy.shape[1], 0))
-        a_xx = xy.T @ (w[:, None] * xy)
+        small = m <= DENSE_SYSTEM_DIM and len(w) * m <= _DENSE_FROM_DATA_ENTRIES
+        a11, a_x1, a_r1, a_rr, a_xr, a_xx = (_dense_blocks if small else _sparse_blocks)(terms, xy, w)
         positive = w[w > 0]
-        return cls(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, int(len(positive)), float(np.log(positive).sum()))
-
-    @classmethod
-    def _from_dense(cls, terms, xy: np.ndarray, w: np.ndarray) -> CrossProducts:
-        """Small models: ``[Z X y]'W[Z X y]`` as one dense product, cut into the blocks.
-
-        Pixel's 102 rows took 0.74 ms through a dozen scipy.sparse constructions (index
-        dtype checks, format conversions) and take ~0.05 ms as one matrix product.
-        """
-        n, first = len(w), terms[0]
-        q = sum(t.q for t in terms)
-        M = np.zeros((n, q + xy.shape[1]))
-        offset, rows = 0, np.arange(n)[:, None]
-        for t in terms:
-            M[rows, offset + t.factor.codes[:, None] * t.k + np.arange(t.k)[None, :]] = t.columns
-            offset += t.q
-        M[:, q:] = xy
-        A = M.T @ (w[:, None] * M)
-        q1, k1 = first.q, first.k
-        base = np.arange(first.nlevels)[:, None, None] * k1
-        a11 = A[base + np.arange(k1)[None, :, None], base + np.arange(k1)[None, None, :]]
-        a_x1 = A[q:, :q1].reshape(xy.shape[1], first.nlevels, k1)
-        positive = w[w > 0]
-        return cls(a11, np.ascontiguousarray(a_x1), np.ascontiguousarray(A[q1:q, :q1]), np.ascontiguousarray(A[q1:q, q1:q]),
-                   np.ascontiguousarray(A[q:, q1:q]), np.ascontiguousarray(A[q:, q:]), int(len(positive)),
+        return cls(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, len(positive),
                    float(np.log(positive).sum()))
 
     def __add__(self, other: CrossProducts) -> CrossProducts:
@@ -115,6 +70,54 @@ class CrossProducts:
             self.n + other.n,
             self.sum_log_weights + other.sum_log_weights,
         )
+
+
+def _sparse_blocks(terms, xy: np.ndarray, w: np.ndarray):
+    """CrossProducts' blocks by sparse products over the rows (a11, a_x1, a_r1, a_rr, a_xr, a_xx)."""
+    first, rest = terms[0], terms[1:]
+    J1 = first.indicator()
+    z1 = first.columns
+    k1 = first.k
+    a11 = (J1 @ (w[:, None, None] * z1[:, :, None] * z1[:, None, :]).reshape(len(w), -1)).reshape(-1, k1, k1)
+    wxz = (w[:, None, None] * xy[:, :, None] * z1[:, None, :]).reshape(len(w), -1)
+    a_x1 = (J1 @ wxz).reshape(first.nlevels, xy.shape[1], k1).transpose(1, 0, 2)
+    if rest:
+        z_rest = sp.hstack([t.z_matrix() for t in rest], format="csr")
+        wz_rest = sp.diags(w) @ z_rest
+        a_r1 = (wz_rest.T @ first.z_matrix()).tocsr()
+        size = a_r1.shape[0] * a_r1.shape[1]
+        if size <= _DENSE_LIMIT and (k1 == 1 or a_r1.nnz >= _DENSE_FILL * size):
+            a_r1 = a_r1.toarray()  # small, well-filled blocks: dense arithmetic beats sparse overhead
+        a_rr = (wz_rest.T @ z_rest).toarray()
+        a_xr = np.asarray((wz_rest.T @ xy).T)
+    else:
+        a_r1 = sp.csr_matrix((0, first.q))
+        a_rr = np.zeros((0, 0))
+        a_xr = np.zeros((xy.shape[1], 0))
+    return a11, a_x1, a_r1, a_rr, a_xr, xy.T @ (w[:, None] * xy)
+
+
+def _dense_blocks(terms, xy: np.ndarray, w: np.ndarray):
+    """Small models: ``[Z X y]'W[Z X y]`` as one dense product, cut into CrossProducts' blocks.
+
+    Pixel's 102 rows took 0.74 ms through a dozen scipy.sparse constructions (index
+    dtype checks, format conversions) and take ~0.05 ms as one matrix product.
+    """
+    n, first = len(w), terms[0]
+    q = sum(t.q for t in terms)
+    M = np.zeros((n, q + xy.shape[1]))
+    offset, rows = 0, np.arange(n)[:, None]
+    for t in terms:
+        M[rows, offset + t.factor.codes[:, None] * t.k + np.arange(t.k)[None, :]] = t.columns
+        offset += t.q
+    M[:, q:] = xy
+    A = M.T @ (w[:, None] * M)
+    q1, k1 = first.q, first.k
+    base = np.arange(first.nlevels)[:, None, None] * k1
+    a11 = A[base + np.arange(k1)[None, :, None], base + np.arange(k1)[None, None, :]]
+    a_x1 = A[q:, :q1].reshape(xy.shape[1], first.nlevels, k1)
+    return (a11, a_x1, np.ascontiguousarray(A[q1:q, :q1]), np.ascontiguousarray(A[q1:q, q1:q]),
+            np.ascontiguousarray(A[q:, q1:q]), np.ascontiguousarray(A[q:, q:]))
 
 
 @dataclass
@@ -291,16 +294,14 @@ class ProfiledDeviance:
         rows, cols, gram = lower
         s = np.zeros((m, m))
         s[rows, cols] = cp.a_rr[rows, cols] * lam_r[rows] * lam_r[cols] - gram
-        s.flat[: q2 * m : m + 1] += 1.0
-        s[q2:, :q2] = cp.a_xr * lam_r[None, :] - c_r.times_transpose_of(c_x).T
-        s[q2:, q2:] = s_xx
-        return s
+        s_xr = cp.a_xr * lam_r[None, :] - c_r.times_transpose_of(c_x).T
+        return _assembled(s[:q2, :q2], s_xr, s_xx, into=s)
 
     def _rest_gram(self, c_r) -> np.ndarray:
         """``C_r C_r'`` dense; on the block pattern PIRLS's systems share, by its SparseGram."""
         blocks = self._a_r1_blocks
         if sp.issparse(c_r) and blocks is not None:
-            gram = blocks.pattern.sparse_gram()
+            gram = blocks.pattern.sparse_gram
             if gram is not None and c_r.nnz == len(gram.indices):
                 return gram.dense(c_r.data)
         crr = c_r @ c_r.T

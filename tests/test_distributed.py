@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from dask_support import cluster, dask, dd, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
+from dask_support import cluster, dask, dd, fit_both, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
 
 import bayesmix as bm
 from bayesmix.errors import ArgumentError, RowsRequiredError
@@ -61,14 +61,7 @@ def _estimates_at(fit, theta):
 
 
 def _both(formula, df, bounds, **kwargs):
-    with warnings.catch_warnings(record=True) as w_mem:
-        warnings.simplefilter("always")
-        m = bm.lmer(formula, df, **kwargs)
-    with warnings.catch_warnings(record=True) as w_dask:
-        warnings.simplefilter("always")
-        d = bm.lmer(formula, partitioned(df, bounds), **kwargs)
-    assert sorted(str(w.message) for w in w_dask) == sorted(str(w.message) for w in w_mem)
-    return d, m
+    return fit_both(bm.lmer, formula, df, bounds, **kwargs)
 
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"

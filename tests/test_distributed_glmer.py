@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from dask_support import cluster, dd, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
+from dask_support import cluster, dd, fit_both, partitioned  # noqa: F401  (cluster: the module's autouse fixture)
 
 import bayesmix as bm
 from bayesmix.errors import ArgumentError, FamilyError, RowsRequiredError
@@ -23,14 +23,7 @@ RTOL = 1e-6
 
 
 def _both(formula, df, bounds, **kwargs):
-    with warnings.catch_warnings(record=True) as w_mem:
-        warnings.simplefilter("always")
-        m = bm.glmer(formula, df, **kwargs)
-    with warnings.catch_warnings(record=True) as w_dask:
-        warnings.simplefilter("always")
-        d = bm.glmer(formula, partitioned(df, bounds), **kwargs)
-    assert sorted(str(w.message) for w in w_dask) == sorted(str(w.message) for w in w_mem)
-    return d, m
+    return fit_both(bm.glmer, formula, df, bounds, **kwargs)
 
 
 def close(got, want, rtol=RTOL):

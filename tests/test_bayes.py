@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import cached_fit, load_case
 from scipy.optimize import minimize
@@ -306,6 +307,34 @@ def test_compiled_density_and_gradient_are_the_numpy_ones(case_id, priors):
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-10 * (1 + np.abs(expected_grad).max()))
 
 
+def _mixed_structure_lmm():
+    """Slopes on g1, a scalar term nested in g1 and one crossed with it, levels in no tidy order: the
+    kernel's pattern lists (A's pattern, the factor's envelope columns, C⁻¹'s reach) meet every kind of block."""
+    rng = np.random.default_rng(11)
+    n = 240
+    g1, g2, g3 = rng.integers(0, 9, n), rng.integers(0, 5, n), rng.integers(0, 3, n)
+    x = rng.normal(size=n)
+    b1, s1, b2, b3 = rng.normal(size=9), 0.5 * rng.normal(size=9), rng.normal(size=5), rng.normal(size=(9, 3))
+    data = pd.DataFrame({"g1": [f"a{v}" for v in g1], "g2": [f"b{v}" for v in g2],
+                         "g3": [f"c{v}_{w}" for v, w in zip(g1, g3)], "x": x,
+                         "y": 2.0 + (0.5 + s1[g1]) * x + b1[g1] + b2[g2] + b3[g1, g3] + rng.normal(size=n)})
+    return bm.lmer("y ~ x + (x | g1) + (1 | g2) + (1 | g3)", data)
+
+
+@pytest.mark.parametrize("priors", [None, KERNEL_PRIORS])
+def test_compiled_density_of_a_mixed_structure_is_the_numpy_one(priors):
+    m = _mixed_structure_lmm()
+    post = FastPosterior(m, resolve_priors(m, priors), collapsed=True)
+    assert post.kernel is not None
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        x = post.start() + 0.3 * rng.standard_normal(post.dim)
+        value, grad = post.logp_and_grad(x)
+        expected_value, expected_grad = post.numpy_logp_and_grad(x)
+        assert value == pytest.approx(expected_value, rel=1e-10, abs=1e-10)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-9, atol=1e-10 * (1 + np.abs(expected_grad).max()))
+
+
 def test_compiled_poisson_quadrature_density_is_the_numpy_one():
     from conftest import small_poisson_glmm
 
@@ -345,7 +374,14 @@ class _FixedNormals:
                                             ("dyestuff_reml", None), ("penicillin_crossed", None)])
 def test_compiled_draws_of_u_have_the_numpy_conditional(case_id, priors):
     """Same mean (normals zero) and covariance (normals unit vectors) as CollapsedLmm.draw_u."""
-    m = _model(case_id)
+    _check_compiled_draws(_model(case_id), priors)
+
+
+def test_compiled_draws_of_a_mixed_structure_have_the_numpy_conditional():
+    _check_compiled_draws(_mixed_structure_lmm(), None)
+
+
+def _check_compiled_draws(m, priors):
     post = FastPosterior(m, resolve_priors(m, priors), collapsed=True)
     x = post.start() + 0.2 * np.random.default_rng(2).standard_normal(post.dim)
     beta, _, v = post.split(x[None, :])

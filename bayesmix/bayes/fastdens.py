@@ -150,13 +150,16 @@ def _chain_factor(v, term_k, sd_start, corr_start, L, dL, grad):
 
 
 @_jit
-def _cholesky(A, first):
-    """Lower Cholesky factor in place; False when A is not numerically positive definite.
+def _cholesky(A, first, pat):
+    """Lower Cholesky factor in place (A's lower triangle, zero outside the envelope); False when A is not
+    numerically positive definite.
 
-    ``first[i]``: the first structurally non-zero column of row i (the envelope, which the
-    factor keeps): with the fixed effects' block last an LMM's A is an arrow, and its factor
-    costs O(q) instead of O(q³).
+    ``first[i]``: the first structurally non-zero column of row i (the envelope, which the factor keeps);
+    ``pat``'s second list holds, per column j, the rows i > j whose envelope reaches j.  With the fixed
+    effects' block last an LMM's A is an arrow, and its factor costs O(q) instead of O(q³).  The upper
+    triangle is neither read nor written.
     """
+    ptr, idx = pat
     q = A.shape[0]
     for j in range(q):
         d = A[j, j]
@@ -166,22 +169,29 @@ def _cholesky(A, first):
             return False
         d = np.sqrt(d)
         A[j, j] = d
-        for i in range(j + 1, q):
-            if first[i] > j:
-                A[i, j] = 0.0
-                continue
+        for t in range(ptr[1, j], ptr[1, j + 1]):
+            i = idx[t]
             s = A[i, j]
             for m in range(max(first[i], first[j]), j):
                 s -= A[i, m] * A[j, m]
             A[i, j] = s / d
-    for j in range(q):
-        for i in range(j):
-            A[i, j] = 0.0
     return True
 
 
 @_jit
-def _cho_solve(C, b, first):
+def _back_substitute(C, y, pat):
+    """y <- C'⁻¹ y in place for the lower factor C, over its envelope's column lists."""
+    ptr, idx = pat
+    for i in range(C.shape[0] - 1, -1, -1):
+        s = y[i]
+        for t in range(ptr[1, i], ptr[1, i + 1]):
+            m = idx[t]
+            s -= C[m, i] * y[m]
+        y[i] = s / C[i, i]
+
+
+@_jit
+def _cho_solve(C, b, first, pat):
     q = C.shape[0]
     y = b.copy()
     for i in range(q):
@@ -189,38 +199,41 @@ def _cho_solve(C, b, first):
         for m in range(first[i], i):
             s -= C[i, m] * y[m]
         y[i] = s / C[i, i]
-    for i in range(q - 1, -1, -1):
-        s = y[i]
-        for m in range(i + 1, q):
-            s -= C[m, i] * y[m]
-        y[i] = s / C[i, i]
+    _back_substitute(C, y, pat)
     return y
 
 
 @_jit
-def _cho_inverse(C, first):
-    """A⁻¹ from A's lower Cholesky factor: W = C⁻¹ (lower), A⁻¹ = W'W, skipping W's zeros."""
+def _cho_inverse(C, first, pat):
+    """A⁻¹ on A's pattern (the entries the gradient reads; zero elsewhere) from A's lower Cholesky factor.
+
+    W = C⁻¹ (lower) is formed over its structural non-zeros (``pat``'s third list: per column j, the rows
+    i >= j where W[i, j] can be non-zero), then A⁻¹ = W'W at the pattern's entries (its first list).
+    """
+    ptr, idx = pat
     q = C.shape[0]
     Wt = np.zeros((q, q))  # W transposed, so that the inner loops run along rows
     for j in range(q):
+        start, end = ptr[2, j], ptr[2, j + 1]  # idx[start] is j itself
         Wt[j, j] = 1.0 / C[j, j]
-        for i in range(j + 1, q):
+        for t in range(start + 1, end):
+            i = idx[t]
             s = 0.0
-            for m in range(max(j, first[i]), i):
-                s -= C[i, m] * Wt[j, m]
+            for u in range(start, t):
+                m = idx[u]
+                if m >= first[i]:
+                    s -= C[i, m] * Wt[j, m]
             Wt[j, i] = s / C[i, i]
-    nz = np.empty(q, np.int64)
-    out = np.empty((q, q))
+    out = np.zeros((q, q))
     for i in range(q):
-        count = 0
-        for m in range(i, q):  # the rows where column i of W is non-zero
-            if Wt[i, m] != 0.0:
-                nz[count] = m
-                count += 1
-        for j in range(i + 1):
+        for t in range(ptr[0, i], ptr[0, i + 1]):
+            j = idx[t]
+            if j > i:
+                break
             s = 0.0
-            for t in range(count):
-                s += Wt[i, nz[t]] * Wt[j, nz[t]]
+            for u in range(ptr[2, i], ptr[2, i + 1]):  # W[r, i] != 0 only there (r >= i >= j)
+                r = idx[u]
+                s += Wt[i, r] * Wt[j, r]
             out[i, j] = s
             out[j, i] = s
     return out
@@ -229,9 +242,14 @@ def _cho_inverse(C, first):
 # --- collapsed LMM ------------------------------------------------------------------------------
 
 @_jit
-def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
-    """s = Z'W(y - Xβ), MΛ, A = Λ'MΛ/σ² + I (lower triangle) and c = Λ's/σ²."""
+def _system(beta, sigma, BL, blk_k, cols, pat, ztz, zty, ztx):
+    """s = Z'W(y - Xβ), Λ'M (MΛ transposed), A = Λ'MΛ/σ² + I (lower triangle) and c = Λ's/σ².
+
+    Only the entries of ``pat``'s first list (per row, the columns of the levels it touches, ascending)
+    are computed: elsewhere M, MΛ and A are zero.
+    """
     col_blk, col_first, col_pos = cols
+    ptr, idx = pat
     q = zty.shape[0]
     s2 = sigma * sigma
     s = zty.copy()
@@ -239,19 +257,16 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
         xb = _matvec(ztx, beta)
         for i in range(q):
             s[i] -= xb[i]
-    MLt = np.zeros((q, q))  # Λ'M, built by rows (M is symmetric), then M Λ its transpose
+    MLt = np.zeros((q, q))  # Λ'M by rows (M is symmetric): MLt[j, r] = (MΛ)[r, j]
     for j in range(q):
         b, f, c = col_blk[j], col_first[j], col_pos[j]
         for a in range(c, blk_k[b]):
             w = BL[b, a, c]
             if w != 0.0:
-                for r in range(q):
+                for t in range(ptr[0, j], ptr[0, j + 1]):  # row f + a of M: the level of j's pattern
+                    r = idx[t]
                     MLt[j, r] += ztz[f + a, r] * w
-    ML = np.empty((q, q))
-    for i in range(q):
-        for j in range(q):
-            ML[i, j] = MLt[j, i]
-    A = np.empty((q, q))
+    A = np.zeros((q, q))
     cvec = np.empty(q)
     for i in range(q):
         b, f, c = col_blk[i], col_first[i], col_pos[i]
@@ -259,19 +274,20 @@ def _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx):
         for a in range(c, blk_k[b]):
             acc_c += BL[b, a, c] * s[f + a]
         cvec[i] = acc_c / s2
-        for j in range(i + 1):
-            if j < first[i]:
-                A[i, j] = 0.0
-                continue
+        for t in range(ptr[0, i], ptr[0, i + 1]):
+            j = idx[t]
+            if j > i:
+                break
             acc = 0.0
             for a in range(c, blk_k[b]):
-                acc += BL[b, a, c] * ML[f + a, j]
-            A[i, j] = acc / s2 + (1.0 if i == j else 0.0)
-    return s, ML, A, cvec
+                acc += BL[b, a, c] * MLt[j, f + a]
+            A[i, j] = acc / s2
+        A[i, i] += 1.0
+    return s, MLt, A, cvec
 
 
 @_inline
-def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
+def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, pat, ztz, zty, ztx, xtx, xty, yty, n, const, dL):
     """CollapsedLmm.value_and_grad with Λ block diagonal (block b: nlev levels of BL[b]'s k x k factor).
 
     Returns ok (False for a numerically singular A), value, ∂/∂β, ∂/∂σ; ∂/∂L per block goes into dL.
@@ -280,21 +296,25 @@ def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, ztz, zty, ztx, xtx, xty,
     p = beta.shape[0]
     s2 = sigma * sigma
     col_blk, col_first, col_pos = cols
-    s, ML, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
-    if not _cholesky(A, first):
+    ptr, idx = pat
+    s, MLt, A, cvec = _system(beta, sigma, BL, blk_k, cols, pat, ztz, zty, ztx)
+    if not _cholesky(A, first, pat):
         return False, 0.0, np.zeros(p), 0.0
     half_logdet = 0.0
     for i in range(q):
         half_logdet += np.log(A[i, i])
-    u = _cho_solve(A, cvec, first)
+    u = _cho_solve(A, cvec, first, pat)
     c_u = _dot(cvec, u)
     bvec = np.zeros(q)
     for i in range(q):
         b, f, c = col_blk[i], col_first[i], col_pos[i]
         for a in range(c + 1):
             bvec[i] += BL[b, c, a] * u[f + a]
-    mb = _matvec(ztz, bvec)
-    a_inv = _cho_inverse(A, first)
+    mb = np.zeros(q)  # M b, over M's pattern
+    for i in range(q):
+        for t in range(ptr[0, i], ptr[0, i + 1]):
+            mb[i] += ztz[i, idx[t]] * bvec[idx[t]]
+    a_inv = _cho_inverse(A, first, pat)
     trace = 0.0
     for i in range(q):
         trace += a_inv[i, i]
@@ -305,8 +325,9 @@ def _collapsed_lmm(beta, sigma, BL, cols, blk_k, first, ztz, zty, ztx, xtx, xty,
         for c in range(blk_k[b]):
             jc = f + c
             e = 0.0
-            for m in range(q):
-                e += ML[i, m] * a_inv[jc, m]  # A⁻¹ is symmetric
+            for t in range(ptr[0, i], ptr[0, i + 1]):  # (MΛ)[i, m] is zero off row i's pattern
+                m = idx[t]
+                e += MLt[m, i] * a_inv[jc, m]  # A⁻¹ is symmetric
             dL[b, a, c] += ((s[i] - mb[i]) * u[jc] - e) / s2
     rwr = yty
     if p > 0:
@@ -340,22 +361,18 @@ def _block_factors(L, beta_factor):
 
 
 @_inline
-def _draw_u(beta, sigma, L, beta_factor, cols, blk_k, first, ztz, zty, ztx, z, out):
+def _draw_u(beta, sigma, L, beta_factor, cols, blk_k, first, pat, ztz, zty, ztx, z, out):
     """One draw of u (kernel order) from its exact conditional N(A⁻¹c, A⁻¹) into out: the mean plus C'⁻¹z (A = CC')."""
     q = z.shape[0]
     BL = _block_factors(L, beta_factor)
-    _, _, A, cvec = _system(beta, sigma, BL, blk_k, cols, first, ztz, zty, ztx)
-    if not _cholesky(A, first):
+    _, _, A, cvec = _system(beta, sigma, BL, blk_k, cols, pat, ztz, zty, ztx)
+    if not _cholesky(A, first, pat):
         for i in range(q):
             out[i] = np.nan
         return
-    mean = _cho_solve(A, cvec, first)
+    mean = _cho_solve(A, cvec, first, pat)
     y = z.copy()
-    for i in range(q - 1, -1, -1):
-        acc = y[i]
-        for m in range(i + 1, q):
-            acc -= A[m, i] * y[m]
-        y[i] = acc / A[i, i]
+    _back_substitute(A, y, pat)
     for i in range(q):
         out[i] = mean[i] + y[i]
 
@@ -363,7 +380,7 @@ def _draw_u(beta, sigma, L, beta_factor, cols, blk_k, first, ztz, zty, ztx, z, o
 @_jit
 def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_const, sd_start, corr_start,
                   beta_codes, beta_pars, beta_consts, beta_factor, ztz, zty, ztx, xtx, xty, yty, n, const,
-                  col_blk, col_first, col_pos, blk_k, first, draw_sigma, draw_L, z, out):
+                  col_blk, col_first, col_pos, blk_k, first, pat_ptr, pat_idx, draw_sigma, draw_L, z, out):
     """FastPosterior.logp_and_grad of a collapsed LMM whose terms have k ≤ 2 (β in x when p > 0, else integrated).
 
     With z non-empty, instead one draw of u given β = x[:p], σ = draw_sigma and the terms' factors draw_L into
@@ -374,8 +391,8 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
     grad = np.zeros(dim)
     beta = x[:p].copy()
     if z.shape[0] > 0:
-        _draw_u(beta, draw_sigma, draw_L, beta_factor, (col_blk, col_first, col_pos), blk_k, first, ztz, zty, ztx,
-                z, out)
+        _draw_u(beta, draw_sigma, draw_L, beta_factor, (col_blk, col_first, col_pos), blk_k, first,
+                (pat_ptr, pat_idx), ztz, zty, ztx, z, out)
         return 0.0, out
     v = x[p:]
     nt = term_k.shape[0]
@@ -385,8 +402,8 @@ def lmm_posterior(x, p, n_scales, codes, pars, consts, term_k, term_eta, term_co
                             corr_start, L, gv)
     BL = _block_factors(L, beta_factor)
     dBL = np.zeros(BL.shape)
-    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, (col_blk, col_first, col_pos), blk_k, first, ztz,
-                                                zty, ztx, xtx, xty, yty, n, const, dBL)
+    ok, value, d_beta, d_sigma = _collapsed_lmm(beta, sigma, BL, (col_blk, col_first, col_pos), blk_k, first,
+                                                (pat_ptr, pat_idx), ztz, zty, ztx, xtx, xty, yty, n, const, dBL)
     if not ok:
         return -np.inf, grad
     gv[0] += d_sigma * sigma
@@ -599,7 +616,7 @@ def _lmm_posterior(post, priors):
     ztz = np.ascontiguousarray((lik.ztz if not lik.single else _dense_ztz(lik))[np.ix_(order, order)], dtype=float)
     system = (factor, ztz, np.ascontiguousarray(lik.zty[order], dtype=float),
               np.ascontiguousarray(lik.ztx[order], dtype=float))
-    layout = (*_columns(blk_nlev, blk_k), blk_k, _envelope(ztz, blk_start, blk_nlev, blk_k))
+    layout = (*_columns(blk_nlev, blk_k), blk_k, *_envelope(ztz, blk_start, blk_nlev, blk_k))
     args = (np.int64(post.p), np.int64(var.n_scales), codes, pars, consts, term_k, term_eta, term_const,
             sd_start, corr_start, bcodes, bpars, bconsts, *system,
             np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
@@ -674,8 +691,16 @@ def _columns(blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return blk, first, pos
 
 
-def _envelope(ztz, blk_start, blk_nlev, blk_k) -> np.ndarray:
-    """First structurally non-zero column per row of A = Λ'MΛ/σ² + I (Λ mixes columns within a level only)."""
+def _envelope(ztz, blk_start, blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A = Λ'MΛ/σ² + I's structure for the kernel: ``first`` (per row, its first structurally non-zero
+    column: the envelope the Cholesky factor keeps) and three index lists as (ptr (3, q+1), idx).
+
+    Λ mixes columns within a level only, so A's pattern is M's closed over levels.  The lists:
+    0. per row, the columns of A's pattern, ascending (M, MΛ, A and the entries of A⁻¹ the gradient reads);
+    1. per column j, the rows i > j whose envelope reaches j (the factor's column j);
+    2. per column j, the rows i >= j where W = C⁻¹ can be non-zero: W[i, j] sums C[i, m] W[m, j] over
+       first[i] <= m < i, so row i joins as soon as it reaches back to a row already there.
+    """
     level_of = np.empty(ztz.shape[0], dtype=np.int64)
     level_first = []
     for start, nlev, k in zip(blk_start, blk_nlev, blk_k):
@@ -686,5 +711,21 @@ def _envelope(ztz, blk_start, blk_nlev, blk_k) -> np.ndarray:
     touches = np.zeros((nlevels, nlevels), dtype=bool)
     rows, cols = np.nonzero(ztz)
     touches[level_of[rows], level_of[cols]] = True
-    first_level = np.argmax(touches | np.eye(nlevels, dtype=bool), axis=1)
-    return np.array(level_first, dtype=np.int64)[first_level][level_of]
+    touches |= np.eye(nlevels, dtype=bool)
+    first = np.array(level_first, dtype=np.int64)[np.argmax(touches, axis=1)][level_of]
+    q = len(first)
+    pattern = [np.flatnonzero(row) for row in touches[level_of][:, level_of]]
+    factor_columns = [j + 1 + np.flatnonzero(first[j + 1 :] <= j) for j in range(q)]
+    inverse_columns = []
+    for j in range(q):
+        reach, last = [j], j
+        for i in range(j + 1, q):
+            if first[i] <= last:  # the rows already reached are all below i: their maximum is the last
+                reach.append(i)
+                last = i
+        inverse_columns.append(np.array(reach, dtype=np.int64))
+    lists = (pattern, factor_columns, inverse_columns)
+    ends = np.cumsum([0] + [len(x) for lst in lists for x in lst])  # list l's row j: ends[l*q + j : l*q + j + 2]
+    ptr = np.stack([ends[lst * q : lst * q + q + 1] for lst in range(3)]).astype(np.int64)
+    idx = np.concatenate([x for lst in lists for x in lst]).astype(np.int64)
+    return first, np.ascontiguousarray(ptr), idx

@@ -30,7 +30,13 @@ from bayesmix.bayes.densities import (
     prior_logp,
 )
 from bayesmix.bayes.posterior import FastPosterior
-from bayesmix.bayes.pymc_model import Prior, PriorError, default_priors, prior_names, resolve_priors
+from bayesmix.bayes.pymc_model import (
+    Prior,
+    PriorError,
+    default_priors,
+    prior_names,
+    resolve_priors,
+)
 
 pm = pytest.importorskip("pymc")
 pytensor = pytest.importorskip("pytensor")

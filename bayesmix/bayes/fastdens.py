@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from bayesmix.bayes import kernel_layout
+
 # the family codes (bayesmix.engine.families' Family.kernel_code) the GLMM kernel switches on: binomial-logit,
 # else Poisson-log
 from bayesmix.engine.families import KERNEL_BINOMIAL_LOGIT as _BINOMIAL_LOGIT
@@ -613,10 +615,12 @@ def _lmm_posterior(post, priors):
     blk_nlev = np.array([ix.shape[0] for ix in index], dtype=np.int64)
     blk_k = np.array([ix.shape[1] for ix in index], dtype=np.int64)
     factor = np.zeros((0, 0)) if lik.beta_factor is None else np.ascontiguousarray(lik.beta_factor, dtype=float)
-    ztz = np.ascontiguousarray((lik.ztz if not lik.single else _dense_ztz(lik))[np.ix_(order, order)], dtype=float)
+    ztz = lik.ztz if not lik.single else kernel_layout.dense_ztz(lik)
+    ztz = np.ascontiguousarray(ztz[np.ix_(order, order)], dtype=float)
     system = (factor, ztz, np.ascontiguousarray(lik.zty[order], dtype=float),
               np.ascontiguousarray(lik.ztx[order], dtype=float))
-    layout = (*_columns(blk_nlev, blk_k), blk_k, *_envelope(ztz, blk_start, blk_nlev, blk_k))
+    layout = (*kernel_layout.columns(blk_nlev, blk_k), blk_k,
+              *kernel_layout.envelope(ztz, blk_start, blk_nlev, blk_k))
     args = (np.int64(post.p), np.int64(var.n_scales), codes, pars, consts, term_k, term_eta, term_const,
             sd_start, corr_start, bcodes, bpars, bconsts, *system,
             np.ascontiguousarray(lik.xtx, dtype=float), np.ascontiguousarray(lik.xty, dtype=float),
@@ -672,60 +676,3 @@ class CompiledPosterior:
         out = np.empty_like(u)
         out[:, self.order] = u
         return out
-
-
-def _dense_ztz(lik) -> np.ndarray:
-    """Z'WZ of a single term from its per-level blocks (CollapsedLmm keeps only those then)."""
-    ix = lik.blocks.index[0]
-    out = np.zeros((lik.q, lik.q))
-    for lvl in range(ix.shape[0]):
-        out[np.ix_(ix[lvl], ix[lvl])] = lik.ztz_blocks[lvl]
-    return out
-
-
-def _columns(blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column of u (kernel order): its block, the first column of its level, its position within the level."""
-    blk = np.concatenate([np.full(n * k, b) for b, (n, k) in enumerate(zip(blk_nlev, blk_k))]).astype(np.int64)
-    pos = np.concatenate([np.tile(np.arange(k), n) for n, k in zip(blk_nlev, blk_k)]).astype(np.int64)
-    first = np.arange(len(pos), dtype=np.int64) - pos
-    return blk, first, pos
-
-
-def _envelope(ztz, blk_start, blk_nlev, blk_k) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A = Λ'MΛ/σ² + I's structure for the kernel: ``first`` (per row, its first structurally non-zero
-    column: the envelope the Cholesky factor keeps) and three index lists as (ptr (3, q+1), idx).
-
-    Λ mixes columns within a level only, so A's pattern is M's closed over levels.  The lists:
-    0. per row, the columns of A's pattern, ascending (M, MΛ, A and the entries of A⁻¹ the gradient reads);
-    1. per column j, the rows i > j whose envelope reaches j (the factor's column j);
-    2. per column j, the rows i >= j where W = C⁻¹ can be non-zero: W[i, j] sums C[i, m] W[m, j] over
-       first[i] <= m < i, so row i joins as soon as it reaches back to a row already there.
-    """
-    level_of = np.empty(ztz.shape[0], dtype=np.int64)
-    level_first = []
-    for start, nlev, k in zip(blk_start, blk_nlev, blk_k):
-        for lvl in range(nlev):
-            level_of[start + lvl * k : start + (lvl + 1) * k] = len(level_first)
-            level_first.append(start + lvl * k)
-    nlevels = len(level_first)
-    touches = np.zeros((nlevels, nlevels), dtype=bool)
-    rows, cols = np.nonzero(ztz)
-    touches[level_of[rows], level_of[cols]] = True
-    touches |= np.eye(nlevels, dtype=bool)
-    first = np.array(level_first, dtype=np.int64)[np.argmax(touches, axis=1)][level_of]
-    q = len(first)
-    pattern = [np.flatnonzero(row) for row in touches[level_of][:, level_of]]
-    factor_columns = [j + 1 + np.flatnonzero(first[j + 1 :] <= j) for j in range(q)]
-    inverse_columns = []
-    for j in range(q):
-        reach, last = [j], j
-        for i in range(j + 1, q):
-            if first[i] <= last:  # the rows already reached are all below i: their maximum is the last
-                reach.append(i)
-                last = i
-        inverse_columns.append(np.array(reach, dtype=np.int64))
-    lists = (pattern, factor_columns, inverse_columns)
-    ends = np.cumsum([0] + [len(x) for lst in lists for x in lst])  # list l's row j: ends[l*q + j : l*q + j + 2]
-    ptr = np.stack([ends[lst * q : lst * q + q + 1] for lst in range(3)]).astype(np.int64)
-    idx = np.concatenate([x for lst in lists for x in lst]).astype(np.int64)
-    return first, np.ascontiguousarray(ptr), idx

@@ -71,6 +71,7 @@ class WeightedSystem:
         self.J1 = first.indicator()
         self.z1_outer = (self.z1[:, :, None] * self.z1[:, None, :]).reshape(len(self.z1), -1)
         self.Z_full = sp.hstack([t.z_matrix() for t in self.terms], format="csr")
+        self.Z_full_T = self.Z_full.T.tocsr()
         self.all_scalar = all(t.k == 1 for t in self.terms)
         self.nlevels = [t.nlevels for t in self.terms]
         rest = self.terms[1:]
@@ -128,9 +129,9 @@ class WeightedSystem:
             a11 = np.bincount(self.codes1, w * self.z1_outer[:, 0], minlength=nl).reshape(nl, 1, 1)
         else:
             a11 = (self.J1 @ (w[:, None] * self.z1_outer)).reshape(nl, k1, k1)
-        if k1 == 1:  # a few bincounts beat a sparse product on small problems
-            wxz = wxy * self.z1
-            a_x1 = np.stack([np.bincount(self.codes1, col, minlength=nl) for col in wxz.T])[:, :, None]
+        if k1 == 1:  # [X y]'WZ for every term at once: one sparse product (a bincount per column cost more)
+            by_column = self.Z_full_T @ wxy
+            a_x1 = np.ascontiguousarray(by_column[: self.q1].T)[:, :, None]
         else:
             wxz = (wxy[:, :, None] * self.z1[:, None, :]).reshape(n, -1)
             a_x1 = (self.J1 @ wxz).reshape(nl, xy.shape[1], k1).transpose(1, 0, 2)
@@ -147,7 +148,7 @@ class WeightedSystem:
                     a_r1 = PatternMatrix(data, self.r1_pattern, self.q1)
                 else:
                     a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
-            a_xr = np.asarray(self.Zrest_T @ wxy).T
+            a_xr = by_column[self.q1 :].T if k1 == 1 else np.asarray(self.Zrest_T @ wxy).T
         else:
             a_r1 = self._no_rest
             a_rr = np.zeros((0, 0))

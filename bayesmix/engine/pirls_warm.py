@@ -25,29 +25,50 @@ class ModeMemory:
     def __init__(self, metric: np.ndarray):
         self.metric = np.asarray(metric, dtype=float)
         self.size = max(16, 3 * len(self.metric) + 4)
-        self.pars: list[np.ndarray] = []
-        self.values: list[np.ndarray] = []
+        # the last ``size`` points and their modes, as rows of two arrays filled in turn (a ring:
+        # stacking lists of arrays at each prediction cost more than the prediction's arithmetic)
+        self._pars: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+        self._count = 0
+
+    @property
+    def pars(self) -> list[np.ndarray]:
+        """The points remembered, oldest first."""
+        if self._pars is None:
+            return []
+        n = min(self._count, self.size)
+        order = (np.arange(n) + (self._count - n)) % self.size
+        return list(self._pars[order])
 
     def predict(self, par: np.ndarray) -> np.ndarray | None:
-        if not self.pars:
+        if not self._count:
             return None
-        offsets = (np.asarray(self.pars) - par) * self.metric
+        n = min(self._count, self.size)
+        values = self._values[:n]
+        offsets = (self._pars[:n] - par) * self.metric
         dist = np.sqrt((offsets**2).sum(axis=1))
-        nearest = self.values[int(np.argmin(dist))]
-        if len(self.pars) < len(par) + 2 or dist.min() == 0:  # a point seen before: its own modes
+        nearest = values[int(np.argmin(dist))].copy()
+        if n < len(par) + 2 or dist.min() == 0:  # a point seen before: its own modes
             return nearest
         weights = 1.0 / np.maximum(dist, 1e-12 * max(dist.max(), 1e-300)) ** 2
         weights /= weights.max()
-        design = np.column_stack([np.ones(len(dist)), offsets]) * weights[:, None]
-        # only the intercept of the least-squares fit is wanted: one row of the pseudo-inverse
-        # applied to the values (lstsq with every mode as a right-hand side cost 2 ms)
-        predicted = (np.linalg.pinv(design)[0] * weights) @ np.asarray(self.values)
+        design = np.column_stack([np.ones(n), offsets]) * weights[:, None]
+        # only the intercept of the least-squares fit is wanted: row 0 of the pseudo-inverse V S⁺ U'
+        # (numpy's pinv cutoff), applied to the values (lstsq with every mode as a right-hand side cost 2 ms)
+        u, s, vt = np.linalg.svd(design, full_matrices=False)
+        keep = s > 1e-15 * s.max()
+        row = (u[:, keep] * (vt[keep, 0] / s[keep])).sum(axis=1)
+        predicted = (row * weights) @ values
         return predicted if np.all(np.isfinite(predicted)) else nearest
 
     def remember(self, par: np.ndarray, value: np.ndarray) -> None:
-        self.pars.append(np.array(par, dtype=float))
-        self.values.append(value)
-        del self.pars[: -self.size], self.values[: -self.size]
+        if self._pars is None:
+            self._pars = np.empty((self.size, len(par)))
+            self._values = np.empty((self.size, len(value)))
+        slot = self._count % self.size
+        self._pars[slot] = par
+        self._values[slot] = value
+        self._count += 1
 
 
 def modes_settled(du: float, previous_du: float | None, tol: float = 1e-9) -> bool:

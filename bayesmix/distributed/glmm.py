@@ -40,7 +40,7 @@ from bayesmix.engine.glmm import (
     pirls_not_converged,
 )
 from bayesmix.engine.lmm import CrossProducts, PatternMatrix
-from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate, modes_settled
+from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate
 from bayesmix.errors import ArgumentError, DataError, RowsRequiredError, warn
 from bayesmix.spec.design import FrameState, drop_rank_deficient
 from bayesmix.spec.model import check_terms
@@ -333,12 +333,11 @@ class DaskGlmmObjective(GlmmObjective):
             if u_only:
                 beta_new = beta
             # each trial is a pass, whose sums serve the next iteration
+            full_step = u_new
             pdev, sums, u_new, beta_new = halve_steps(self._penalized_rows(theta, fixed), u, beta, u_new, beta_new,
                                                       old_pdev, theta, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
-            loose = self.rough_factor
-            converged = abs(old_pdev - pdev) <= loose * self.tol * abs(pdev) and modes_settled(du, previous_du,
-                                                                                              loose * 1e-9)
+            converged = self.step_converged(old_pdev, pdev, du, previous_du, full_step is u_new)
             previous_du = du
             u, beta, old_pdev = u_new, beta_new, pdev
             if converged:

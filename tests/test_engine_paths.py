@@ -225,11 +225,12 @@ def test_pirls_schur_placed_on_the_pattern_equals_the_dense_assembly(monkeypatch
     eta = obj.eta_start
     mu = obj.family.link.linkinv(eta)
     for theta in (np.array([0.9, 1.2, 0.6]), np.array([0.9, 0.0, 0.6])):
-        _, dev, f = obj.weighted_system(theta, eta, mu)
+        # engine.lmm's route (PIRLS itself takes engine.nested's for these nested terms: test_nested_chain.py)
+        _, dev, f = obj.weighted_system(theta, eta, mu, general=True)
         assert isinstance(dev.cross.a_r1, blocked.PatternMatrix)  # the path under test
         with monkeypatch.context() as patched:
             patched.setattr(blocked.PatternMatrix, "lower_gram", lambda self: None)  # the dense assembly
-            _, dev_dense, f_dense = obj.weighted_system(theta, eta, mu)
+            _, dev_dense, f_dense = obj.weighted_system(theta, eta, mu, general=True)
         np.testing.assert_allclose(f.l_s, f_dense.l_s, rtol=1e-12, atol=1e-12)
         assert f.ldL2 == pytest.approx(f_dense.ldL2, rel=1e-13)
         for got, want in zip(dev.solve(f), dev_dense.solve(f_dense)):

@@ -29,6 +29,23 @@ except ImportError:  # pragma: no cover - a SciPy that moved its kernels
     _csr_matmat = _csr_matvecs = None
 
 
+def csr_times_dense(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int],
+                    dense: np.ndarray) -> np.ndarray:
+    """``A @ dense`` for the CSR matrix A = (data, indices, indptr) without building a scipy object.
+
+    PIRLS forms such products from fixed patterns with new values hundreds of times; the scipy
+    matrix's construction and checks cost more than the product (SciPy's numeric kernel is called
+    directly where it is available; ``indptr`` and ``indices`` must share one integer type).
+    """
+    rhs = np.ascontiguousarray(dense, dtype=float)
+    if _csr_matvecs is None:  # pragma: no cover - a SciPy that moved its kernels
+        return np.asarray(sp.csr_matrix((data, indices, indptr), shape=shape) @ rhs)
+    out = np.zeros((shape[0], rhs.shape[1]))
+    _csr_matvecs(shape[0], shape[1], rhs.shape[1], indptr, indices, np.ascontiguousarray(data, dtype=float),
+                 rhs.ravel(), out.ravel())
+    return out
+
+
 @dataclass
 class GramPattern:
     """The fixed sparsity pattern of a CSR matrix M, with the entry pairs that share a column.
@@ -133,11 +150,7 @@ class PatternMatrix:
         p = self.pattern
         if _csr_matvecs is not None:  # one pass of SciPy's kernel: a bincount per row of dense cost ~4x more
             indptr, indices = p.csr_index
-            rhs = np.ascontiguousarray(dense.T, dtype=float)
-            out = np.zeros((p.nrows, rhs.shape[1]))
-            values = np.ascontiguousarray(self.values, dtype=float)
-            _csr_matvecs(p.nrows, self.ncols, rhs.shape[1], indptr, indices, values, rhs.ravel(), out.ravel())
-            return out
+            return csr_times_dense(indptr, indices, self.values, (p.nrows, self.ncols), dense.T)
         weighted = dense[:, p.cols] * self.values
         return np.stack([np.bincount(p.rows, row, minlength=p.nrows) for row in weighted], axis=1)
 

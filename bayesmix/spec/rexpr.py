@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bayesmix.errors import FormulaError
 from bayesmix.rformat import DEPARSE_CUTOFF, r_format_number
@@ -494,6 +495,15 @@ def _number(literal: str) -> Num:
 
 def parse(text: str) -> Node:
     """Parse R source text (one expression) into a tree; a :class:`FormulaError` names what is wrong."""
+    if not isinstance(text, str):
+        raise FormulaError(f"an R expression must be a string, got {type(text).__name__}")
+    return _parsed(text)
+
+
+@lru_cache(maxsize=2048)
+def _parsed(text: str) -> Node:
+    """One tree per text: the trees are immutable, and a fit parses the same few texts a dozen times
+    (tokenizing them was a fifth of a small model's compile)."""
     return parse_with_comments(text)[0]
 
 

@@ -186,7 +186,7 @@ def test_negative_binomial_at_a_fixed_theta_and_anova():
 
 
 def test_partition_cross_products_add_up_to_the_whole_data():
-    """Each partition's PIRLS system (engine.glmm.WeightedSystem's bincounts, a sparse Zrest'WZ1 on the
+    """Each partition's PIRLS system (engine.weighted_system.WeightedSystem's bincounts, a sparse Zrest'WZ1 on the
     partition's own pattern) sums to the cross-products of all rows."""
     from bayesmix.distributed.frame import ModelSpec, learn_partition
     from bayesmix.distributed.glmm import design_partition

@@ -241,7 +241,7 @@ def test_pirls_sums_zrest_wz1_into_level_blocks_as_the_csr_route_does():
     """A vector-valued first term with a sparse Zrest'WZ1 (crossed slopes): PIRLS's WeightedSystem sums the rows
     straight into BlockColumns' k-wide level blocks; the block values, the factor and the solution are those of
     the CSR matrix built from the data with the same weights."""
-    from bayesmix.engine.glmm import WeightedSystem
+    from bayesmix.engine.weighted_system import WeightedSystem
     from bayesmix.engine.lmm import CrossProducts
 
     c = compile_model("y ~ x + (1 + x | g1) + (1 | g2)", _data(700, 200, 4))  # Zrest'WZ1: 200 x 1400, sparse

@@ -13,9 +13,10 @@ import pytest
 
 import bayesmix as bm
 from bayesmix.engine.families import get_family
-from bayesmix.engine.glmm import GlmmObjective, WeightedSystem, fit_glmm
+from bayesmix.engine.glmm import GlmmObjective, fit_glmm
 from bayesmix.engine.lmm import ProfiledDeviance
 from bayesmix.engine.nested import NestedChain
+from bayesmix.engine.weighted_system import WeightedSystem
 from bayesmix.spec.model import compile_model
 
 

@@ -29,18 +29,10 @@ import scipy.sparse as sp
 from bayesmix.distributed.frame import model_rows
 from bayesmix.distributed.model import RowlessModel, RowMoments
 from bayesmix.distributed.passes import compile_partition, learn_frame, reduce_parts
-from bayesmix.engine.glmm import (
-    GlmmObjective,
-    PirlsState,
-    WeightedSystem,
-    _pirls_error,
-    fit_glmm,
-    gauss_hermite_rule,
-    halve_steps,
-    pirls_not_converged,
-)
+from bayesmix.engine.glmm import GlmmObjective, PirlsState, fit_glmm, gauss_hermite_rule
 from bayesmix.engine.lmm import CrossProducts, PatternMatrix
 from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate
+from bayesmix.engine.weighted_system import WeightedSystem
 from bayesmix.errors import ArgumentError, DataError, RowsRequiredError, warn
 from bayesmix.spec.design import FrameState, drop_rank_deficient
 from bayesmix.spec.model import check_terms
@@ -61,7 +53,7 @@ class PartitionDesign:
     terms: list
     eta_start: np.ndarray  # the family's initialize() on the link scale
     fixef_names: list
-    system: object = None  # engine.glmm.WeightedSystem of these rows: index arrays built once, bincounts per pass
+    system: object = None  # engine.weighted_system.WeightedSystem of these rows: index arrays built once, bincounts per pass
 
     def cross(self, w: np.ndarray, X: np.ndarray, z: np.ndarray) -> CrossProducts:
         """``[Z X z]' W [Z X z]`` of these rows, in a form partitions' sums can add (no PatternMatrix,
@@ -323,33 +315,12 @@ class DaskGlmmObjective(GlmmObjective):
         fixed = beta if u_only else None
         p_used = 0 if u_only else self.p
         sums = self.row_pass(theta, point, fixed)
-        old_pdev, previous_du = np.inf, None
-        for iteration in range(1, self.maxit + 1):
-            dev, f = self._system(theta, sums, p_used)
-            if f is None:
-                raise _pirls_error(theta, iteration, _not_positive_definite(sums),
-                                   "try the family's default link, rescaling covariates, or nAGQ=0")
-            beta_new, u_new = dev.solve(f)
-            if u_only:
-                beta_new = beta
-            # each trial is a pass, whose sums serve the next iteration
-            full_step = u_new
-            pdev, sums, u_new, beta_new = halve_steps(self._penalized_rows(theta, fixed), u, beta, u_new, beta_new,
-                                                      old_pdev, theta, iteration)
-            du = float(np.max(np.abs(u_new - u), initial=0))
-            converged = self.step_converged(old_pdev, pdev, du, previous_du, full_step is u_new)
-            previous_du = du
-            u, beta, old_pdev = u_new, beta_new, pdev
-            if converged:
-                break
-        else:
-            raise pirls_not_converged(theta, self.maxit, du, pdev)
-        dev, f = self._system(theta, sums, p_used)  # the weights of the final modes, from the last pass
-        if f is None:
-            raise _pirls_error(theta, iteration, _not_positive_definite(sums),
-                               "try the family's default link, rescaling covariates, or nAGQ=0")
+        # each trial is a pass, whose sums serve the next iteration (and the last one the final factor)
+        u, beta, sums, pdev, (_, dev, f) = self.iterate(
+            theta, beta, u, sums, np.inf, u_only, lambda at: (None, *self._system(theta, at, p_used)),
+            self._penalized_rows(theta, fixed), lambda at, _: _not_positive_definite(at))
         point = RowPoint(beta, u)
-        return DaskPirlsState(theta, beta, u, point, point, None, f, dev, old_pdev, sums)
+        return DaskPirlsState(theta, beta, u, point, point, None, f, dev, pdev, sums)
 
     def _penalized_rows(self, theta, fixed):
         """``(u, β) -> (penalized deviance, the pass's sums)`` at θ: the trials of engine.glmm's halve_steps."""

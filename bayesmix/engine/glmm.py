@@ -13,16 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.stats import norm
 
-from bayesmix.engine.blocked import BlockColumns, BlockPattern
 from bayesmix.engine.glmm_polish import newton_polish
 from bayesmix.engine.lmm import (
-    _DENSE_LIMIT,
     CrossProducts,
-    GramPattern,
-    PatternMatrix,
     ProfiledDeviance,
 )
 from bayesmix.engine.nested import NestedChain
@@ -35,8 +30,8 @@ from bayesmix.engine.optimize import (
     stencil_derivatives,
 )
 from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate, modes_settled
+from bayesmix.engine.weighted_system import WeightedSystem
 from bayesmix.errors import ConvergenceWarning, FitError, PirlsError, warn
-from bayesmix.spec.terms import b_from_u
 
 
 @dataclass
@@ -52,132 +47,6 @@ class PirlsState:
     factorization: object
     deviance_obj: ProfiledDeviance | NestedChain  # PIRLS's system: solve, fixef_covariance_unscaled
     pdev: float  # sum of deviance residuals + ||u||^2
-
-
-class WeightedSystem:
-    """The data structures of the weighted least-squares problem, built once per model.
-
-    Only the working weights change between PIRLS iterations, so every cross-product is
-    a weighted sum over observations into a fixed pattern: ``np.bincount`` over index
-    arrays computed here once, rather than sparse products rebuilt each iteration.
-    """
-
-    def __init__(self, compiled):
-        self.compiled = compiled
-        self.terms = compiled.terms
-        first = self.terms[0]
-        self.z1 = first.columns
-        self.k1 = first.k
-        self.nlevels1 = first.nlevels
-        self.codes1 = first.factor.codes
-        self.J1 = first.indicator()
-        self.z1_outer = (self.z1[:, :, None] * self.z1[:, None, :]).reshape(len(self.z1), -1)
-        self.Z_full = sp.hstack([t.z_matrix() for t in self.terms], format="csr")
-        self.Z_full_T = self.Z_full.T.tocsr()
-        self.all_scalar = all(t.k == 1 for t in self.terms)
-        self.nlevels = [t.nlevels for t in self.terms]
-        rest = self.terms[1:]
-        self.q2 = sum(t.q for t in rest)
-        self._no_rest = sp.csr_matrix((0, first.q))  # built once: sparse constructors are slow
-        if rest:
-            self._init_rest(rest, first)
-
-    def _init_rest(self, rest, first):
-        """Index arrays of Zrest'WZrest, Zrest'WZ1 (dense, or CSR on a fixed pattern) per observation."""
-        q1, q2, n = first.q, self.q2, len(self.codes1)
-        cols, vals, offset = [], [], 0
-        for t in rest:
-            cols.append(t.factor.codes[:, None] * t.k + np.arange(t.k) + offset)
-            vals.append(t.columns)
-            offset += t.q
-        rest_cols, rest_vals = np.hstack(cols), np.hstack(vals)  # (n, m): each row's entries of Zrest
-        self.rr_index = (rest_cols[:, :, None] * q2 + rest_cols[:, None, :]).reshape(n, -1)
-        self.rr_vals = (rest_vals[:, :, None] * rest_vals[:, None, :]).reshape(n, -1)
-        first_cols = self.codes1[:, None] * self.k1 + np.arange(self.k1)
-        r1_key = (rest_cols[:, :, None] * q1 + first_cols[:, None, :]).reshape(n, -1)
-        self.r1_vals = (rest_vals[:, :, None] * self.z1[:, None, :]).reshape(n, -1)
-        self.r1_dense = q1 * q2 <= _DENSE_LIMIT
-        if self.r1_dense:
-            self.r1_index = r1_key
-        else:  # fixed sparsity pattern, CSR order (keys sort row-major)
-            keys, self.r1_index = np.unique(r1_key.ravel(), return_inverse=True)
-            self.r1_index = self.r1_index.reshape(n, -1)
-            self.r1_indices = (keys % q1).astype(np.int32)
-            self.r1_indptr = np.searchsorted(keys // q1, np.arange(q2 + 1)).astype(np.int32)
-            self.r1_nnz = len(keys)
-        self.r1_pattern = self.r1_blocks = None
-        if not self.r1_dense:
-            probe = sp.csr_matrix((np.ones(self.r1_nnz), self.r1_indices, self.r1_indptr), shape=(q2, q1))
-            if self.k1 > 1:
-                # summed straight into the k-wide level blocks the factorization works on (BlockColumns):
-                # the same sums, without a CSR matrix rearranged at every system
-                self.r1_blocks = BlockPattern.from_csr(probe, self.k1)
-                slot = self.r1_blocks.entry_block.astype(np.int64) * self.k1 + self.r1_blocks.entry_column
-                self.r1_block_index = slot[self.r1_index].ravel()
-            else:
-                self.r1_pattern = GramPattern.from_csr(probe)
-        elif self.k1 == 1:
-            keys = np.unique(r1_key.ravel())
-            probe = sp.csr_matrix((np.ones(len(keys)), (keys // q1, keys % q1)), shape=(q2, q1))
-            pattern = GramPattern.from_csr(probe)
-            if pattern.worthwhile(q1):  # sparse enough: store on the pattern instead of densely
-                self.r1_dense = False
-                self.r1_index = np.searchsorted(keys, r1_key)
-                self.r1_indices, self.r1_indptr, self.r1_nnz = probe.indices, probe.indptr, len(keys)
-                self.r1_pattern = pattern
-        # values on the pattern without scipy objects: scalar terms only (Λ diagonal)
-        self.r1_as_pattern = bool(self.r1_pattern is not None and all(t.k == 1 for t in self.terms)
-                                  and self.r1_pattern.worthwhile(q1))
-        self.Zrest_T = sp.hstack([t.z_matrix() for t in rest], format="csr").T.tocsr()
-
-    def cross(self, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> CrossProducts:
-        n, k1, nl = len(w), self.k1, self.nlevels1
-        xy = np.column_stack([X, response])
-        wxy = w[:, None] * xy
-        if k1 == 1:
-            a11 = np.bincount(self.codes1, w * self.z1_outer[:, 0], minlength=nl).reshape(nl, 1, 1)
-        else:
-            a11 = (self.J1 @ (w[:, None] * self.z1_outer)).reshape(nl, k1, k1)
-        if k1 == 1:  # [X y]'WZ for every term at once: one sparse product (a bincount per column cost more)
-            by_column = self.Z_full_T @ wxy
-            a_x1 = np.ascontiguousarray(by_column[: self.q1].T)[:, :, None]
-        else:
-            wxz = (wxy[:, :, None] * self.z1[:, None, :]).reshape(n, -1)
-            a_x1 = (self.J1 @ wxz).reshape(nl, xy.shape[1], k1).transpose(1, 0, 2)
-        q2 = self.q2
-        if q2:
-            a_rr = np.bincount(self.rr_index.ravel(), (w[:, None] * self.rr_vals).ravel(), minlength=q2 * q2)
-            a_rr = a_rr.reshape(q2, q2)
-            r1 = (w[:, None] * self.r1_vals).ravel()
-            if self.r1_dense:
-                a_r1 = np.bincount(self.r1_index.ravel(), r1, minlength=q2 * self.q1).reshape(q2, self.q1)
-            elif self.r1_blocks is not None:
-                size = len(self.r1_blocks.block_rows) * k1
-                values = np.bincount(self.r1_block_index, r1, minlength=size).reshape(-1, k1)
-                a_r1 = BlockColumns(values, self.r1_blocks)
-            else:
-                data = np.bincount(self.r1_index.ravel(), r1, minlength=self.r1_nnz)
-                if self.r1_as_pattern:
-                    a_r1 = PatternMatrix(data, self.r1_pattern, self.q1)
-                else:
-                    a_r1 = sp.csr_matrix((data, self.r1_indices, self.r1_indptr), shape=(q2, self.q1))
-            a_xr = by_column[self.q1 :].T if k1 == 1 else np.asarray(self.Zrest_T @ wxy).T
-        else:
-            a_r1 = self._no_rest
-            a_rr = np.zeros((0, 0))
-            a_xr = np.zeros((xy.shape[1], 0))
-        a_xx = xy.T @ wxy
-        return CrossProducts(np.ascontiguousarray(a11), np.ascontiguousarray(a_x1), a_r1, a_rr, a_xr, a_xx, n, 0.0)
-
-    @property
-    def q1(self) -> int:
-        return self.terms[0].q
-
-    def z_lambda_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """``Z Λ(θ) u``: the random effects' contribution to the linear predictor."""
-        if self.all_scalar:  # Λ is diagonal: θ_t repeated over term t's levels
-            return self.Z_full @ (np.repeat(theta, self.nlevels) * u)
-        return self.Z_full @ b_from_u(self.terms, theta, u)
 
 
 class GlmmObjective:
@@ -287,34 +156,44 @@ class GlmmObjective:
         # η comes from the family's initialize, matching no (u, β)): then PIRLS can stop after
         # one step, which is all a well-predicted start needs
         old_pdev = np.inf if (cold or not np.any(u)) else self._pdev(mu, u)
+        fixed = beta if u_only else None
+        u, beta, (eta, mu), pdev, (w, dev, f) = self.iterate(
+            theta, beta, u, (eta, mu), old_pdev, u_only, lambda at: self.weighted_system(theta, *at, fixed),
+            self._penalized_at(theta), lambda at, w: _not_positive_definite(*at, w))
+        return PirlsState(theta, beta, u, eta, mu, w, f, dev, pdev)
+
+    def iterate(self, theta, beta, u, at, old_pdev: float, u_only: bool, system_at, penalized, not_pd):
+        """PIRLS's iterations (lme4's pwrssUpdate) from the modes ``u`` (and β) whose linear predictor is ``at``.
+
+        ``at`` is where the rows' weights come from: (η, μ) in memory, a pass's sums on Dask.
+        ``system_at(at)`` gives (weights, system, factor); ``penalized`` tries a step (see
+        :func:`halve_steps`) and gives its ``at``; ``not_pd(at, weights)`` says why a system is not
+        positive definite.  Returns u, β, ``at``, the penalized deviance and the system refactored at
+        the final modes' weights (lme4's L: a factor whose weights are a 1e-9 step old measurably
+        roughens the objective for the optimizer's differences).
+        """
         previous_du = None
         for iteration in range(1, self.maxit + 1):
-            w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
+            w, dev, f = system_at(at)
             if f is None:
-                raise _pirls_error(
-                    theta, iteration, _not_positive_definite(eta, mu, w),
-                    "try the family's default link, rescaling covariates, or nAGQ=0")
+                raise _pirls_error(theta, iteration, not_pd(at, w), _NOT_PD_ADVICE)
             beta_new, u_new = dev.solve(f)
             if u_only:
                 beta_new = beta
             full_step = u_new
-            pdev, (eta_new, mu_new), u_new, beta_new = halve_steps(
-                self._penalized_at(theta), u, beta, u_new, beta_new, old_pdev, theta, iteration)
+            pdev, at_new, u_new, beta_new = halve_steps(penalized, u, beta, u_new, beta_new, old_pdev, theta, iteration)
             du = float(np.max(np.abs(u_new - u), initial=0))
             converged = self.step_converged(old_pdev, pdev, du, previous_du, full_step is u_new)
             previous_du = du
-            u, beta, eta, mu, old_pdev = u_new, beta_new, eta_new, mu_new, pdev
+            u, beta, at, old_pdev = u_new, beta_new, at_new, pdev
             if converged:
                 break
         else:
             raise pirls_not_converged(theta, self.maxit, du, pdev)
-        # refactor at the weights of the final modes (lme4's L): a factor whose weights are
-        # a 1e-9 step old measurably roughens the objective for the optimizer's differences
-        w, dev, f = self.weighted_system(theta, eta, mu, beta if u_only else None)
+        w, dev, f = system_at(at)
         if f is None:
-            raise _pirls_error(theta, iteration, _not_positive_definite(eta, mu, w),
-                               "try the family's default link, rescaling covariates, or nAGQ=0")
-        return PirlsState(theta, beta, u, eta, mu, w, f, dev, old_pdev)
+            raise _pirls_error(theta, iteration, not_pd(at, w), _NOT_PD_ADVICE)
+        return u, beta, at, old_pdev, (w, dev, f)
 
     def step_converged(self, old_pdev: float, pdev: float, du: float, previous_du: float | None,
                        full_step: bool) -> bool:
@@ -359,8 +238,7 @@ class GlmmObjective:
             return state
         w, dev, f = self.weighted_system(state.theta, state.eta, state.mu, fixed_beta, general=True)
         if f is None:
-            raise _pirls_error(state.theta, 0, _not_positive_definite(state.eta, state.mu, w),
-                               "try the family's default link, rescaling covariates, or nAGQ=0")
+            raise _pirls_error(state.theta, 0, _not_positive_definite(state.eta, state.mu, w), _NOT_PD_ADVICE)
         return replace(state, working_weights=w, factorization=f, deviance_obj=dev)
 
     def _penalized_at(self, theta):
@@ -471,6 +349,9 @@ def _pirls_error(theta, iteration: int, reason: str, advice: str) -> PirlsError:
     theta_text = np.array2string(np.asarray(theta), precision=6, separator=", ")
     return PirlsError(f"PIRLS failed at theta = {theta_text}, iteration {iteration}: {reason}; {advice}",
                       theta=np.asarray(theta, dtype=float), iteration=iteration, reason=reason)
+
+
+_NOT_PD_ADVICE = "try the family's default link, rescaling covariates, or nAGQ=0"
 
 
 def _not_positive_definite(eta, mu, w) -> str:

@@ -213,3 +213,30 @@ def test_partition_cross_products_add_up_to_the_whole_data():
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-12, atol=1e-12)
     dense = (lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m))
     np.testing.assert_allclose(dense(got.a_r1), dense(want.a_r1), rtol=1e-12, atol=1e-12)
+
+
+def test_partition_cross_products_with_a_vector_valued_first_term_add_up():
+    """A partition whose Zrest'WZ1 is sparse under a vector-valued first term: PIRLS's WeightedSystem
+    lays it out in level blocks (BlockColumns), but partitions' sums need the plain sparse matrix, so
+    the partition hands on exactly the CSR matrix the data give, and two partitions add."""
+    import scipy.sparse as sp
+
+    from bayesmix.distributed.glmm import PartitionDesign
+    from bayesmix.engine.lmm import CrossProducts
+    from bayesmix.engine.weighted_system import WeightedSystem
+    from bayesmix.spec.model import compile_model
+
+    rng = np.random.default_rng(12)
+    n = 2800
+    data = pd.DataFrame({"g1": [f"a{v:03d}" for v in np.repeat(np.arange(700), 4)],
+                         "g2": [f"b{v:03d}" for v in rng.integers(0, 200, n)],
+                         "x": rng.normal(size=n), "y": rng.normal(size=n)})
+    c = compile_model("y ~ x + (1 + x | g1) + (1 | g2)", data)  # Zrest'WZ1: 200 x 1400, sparse
+    design = PartitionDesign(c.X, c.y, c.offset, c.weights, np.ones(c.n), list(c.terms), c.y, list(c.fixef_names),
+                             WeightedSystem(c))
+    w = rng.uniform(0.5, 2.0, c.n)
+    cross = design.cross(w, c.X, c.y)
+    assert sp.issparse(cross.a_r1)
+    reference = CrossProducts.from_data(c.terms, c.X, c.y, w).a_r1
+    np.testing.assert_allclose(cross.a_r1.toarray(), reference.toarray(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose((cross + cross).a_r1.toarray(), 2 * reference.toarray(), rtol=1e-13, atol=1e-13)

@@ -24,11 +24,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from bayesmix.distributed.frame import model_rows
 from bayesmix.distributed.model import RowlessModel, RowMoments
 from bayesmix.distributed.passes import compile_partition, learn_frame, reduce_parts
+from bayesmix.engine.blocked import BlockColumns
 from bayesmix.engine.glmm import GlmmObjective, PirlsState, fit_glmm, gauss_hermite_rule
 from bayesmix.engine.lmm import CrossProducts, PatternMatrix
 from bayesmix.engine.pirls_warm import ModeMemory, NewtonRate
@@ -53,17 +53,16 @@ class PartitionDesign:
     terms: list
     eta_start: np.ndarray  # the family's initialize() on the link scale
     fixef_names: list
-    system: object = None  # engine.weighted_system.WeightedSystem of these rows: index arrays built once, bincounts per pass
+    system: object = None  # engine.weighted_system's WeightedSystem of these rows: index arrays, bincounts per pass
 
     def cross(self, w: np.ndarray, X: np.ndarray, z: np.ndarray) -> CrossProducts:
-        """``[Z X z]' W [Z X z]`` of these rows, in a form partitions' sums can add (no PatternMatrix,
-        whose pattern is this partition's own)."""
+        """``[Z X z]' W [Z X z]`` of these rows, in a form partitions' sums can add (no PatternMatrix or
+        BlockColumns, whose patterns are this partition's own)."""
         if self.system is None:
             return CrossProducts.from_data(self.terms, X, z, w)
         cross = self.system.cross(w, X, z)
-        if isinstance(cross.a_r1, PatternMatrix):
-            p = cross.a_r1.pattern
-            cross = replace(cross, a_r1=sp.csr_matrix((cross.a_r1.values, (p.rows, p.cols)), shape=cross.a_r1.shape))
+        if isinstance(cross.a_r1, PatternMatrix | BlockColumns):
+            cross = replace(cross, a_r1=cross.a_r1.tocsr())
         return cross
 
 

@@ -164,6 +164,11 @@ class PatternMatrix:
         np.add.at(out, (self.pattern.rows, self.pattern.cols), self.values)
         return out
 
+    def tocsr(self) -> sp.csr_matrix:
+        """The scipy matrix (what sums of cross-products over data chunks add, each chunk with its own pattern)."""
+        p = self.pattern
+        return sp.csr_matrix((self.values, (p.rows, p.cols)), shape=self.shape)
+
 
 @dataclass
 class BlockPattern:
@@ -267,6 +272,13 @@ class BlockColumns:
         values = np.zeros((len(pattern.block_rows), k))
         values[pattern.entry_block, pattern.entry_column] = a.data  # one entry per (block, column)
         return cls(values, pattern)
+
+    def tocsr(self) -> sp.csr_matrix:
+        """The CSR matrix these blocks were laid out from (its own entries and pattern: what sums of
+        cross-products over data chunks add, each chunk with its own pattern)."""
+        p = self.pattern
+        indices, indptr = p.source
+        return sp.csr_matrix((self.values[p.entry_block, p.entry_column], indices, indptr), shape=p.shape)
 
     def times_block_diag(self, m1: np.ndarray, row_scale: np.ndarray | None = None) -> sp.csr_matrix:
         k = m1.shape[1]

@@ -485,8 +485,6 @@ def _joint_stage(obj: GlmmObjective, whitened, x0: np.ndarray, lower: np.ndarray
     return newton_polish(whitened, stage2, lower)
 
 
-
-
 def _beta_newton_step(fun, x0: np.ndarray, ntheta: int, h: float = 0.5) -> tuple[np.ndarray, int]:
     """Move the whitened β of ``x0`` (θ fixed) by one diagonal Newton step; the better point and the evaluations used.
 

@@ -46,12 +46,12 @@ class NestedFactor:
 class NestedChain:
     """The tree of a chain of nested scalar terms, found once per model (:meth:`of`: None where it does not apply)."""
 
-    def __init__(self, terms):
+    def __init__(self, terms, parents: list[np.ndarray]):
+        """``parents[j]``: each level of term j's level in term j + 1 (see :meth:`of`)."""
         self.codes = [t.factor.codes for t in terms]
         self.z = [np.ascontiguousarray(t.columns[:, 0], dtype=float) for t in terms]
         self.sizes = [t.nlevels for t in terms]
         n, nterms = len(self.codes[0]), len(terms)
-        parents = [_parent(self.codes[j], self.codes[j + 1], self.sizes[j]) for j in range(nterms - 1)]
         # ancestor of each level of term j in term k > j, and the (k-levels x j-levels) indicator summing into it
         self.ancestor, self.children = {}, {}
         for j in range(nterms):
@@ -59,9 +59,9 @@ class NestedChain:
             for k in range(j + 1, nterms):
                 up = parents[k - 1][up]
                 self.ancestor[j, k] = up
-                order = np.argsort(up, kind="stable")
-                indptr = np.searchsorted(up[order], np.arange(self.sizes[k] + 1))
-                self.children[j, k] = (indptr.astype(np.int64), order.astype(np.int64), order)
+                order = np.argsort(up, kind="stable").astype(np.int64)  # term j's levels by ancestor
+                indptr = np.searchsorted(up[order], np.arange(self.sizes[k] + 1)).astype(np.int64)
+                self.children[j, k] = (indptr, order)
         # all terms' level sums of the rows' [X r] at once: rows of the stacked indicator are the terms'
         # levels, in Z's column order
         offsets = np.cumsum([0] + self.sizes[:-1])
@@ -77,10 +77,8 @@ class NestedChain:
         """The chain of ``terms`` where there are at least two, all scalar, each nested in the next."""
         if len(terms) < 2 or any(t.k != 1 for t in terms):
             return None
-        for a, b in pairwise(terms):
-            if _parent(a.factor.codes, b.factor.codes, a.nlevels) is None:
-                return None
-        return cls(terms)
+        parents = [_parent(a.factor.codes, b.factor.codes, a.nlevels) for a, b in pairwise(terms)]
+        return None if any(p is None for p in parents) else cls(terms, parents)
 
     def factor(self, theta: np.ndarray, w: np.ndarray, X: np.ndarray, response: np.ndarray) -> NestedFactor | None:
         """The factor of ``[ZΛ X r]'W[ZΛ X r] + diag(I, 0)`` at θ (one per term); None if not positive definite."""
@@ -110,9 +108,9 @@ class NestedChain:
                 if lx.shape[1] == 1:  # u alone: the response's column only
                     with_x[k] = with_x[k] - np.bincount(up, lk[k] * lx[:, 0], minlength=self.sizes[k])[:, None]
                 else:
-                    indptr, indices, order = self.children[j, k]
+                    indptr, order = self.children[j, k]
                     shape = (self.sizes[k], self.sizes[j])
-                    with_x[k] = with_x[k] - csr_times_dense(indptr, indices, lk[k][order], shape, lx)
+                    with_x[k] = with_x[k] - csr_times_dense(indptr, order, lk[k][order], shape, lx)
                 below[j, k] = lk[k]
             tail -= lx.T @ lx
             d_all.append(d)

@@ -186,10 +186,10 @@ def _parallel_chains(post: FastPosterior, chains: int) -> int:
     nutpie calls the log density through Python, so chains in parallel threads take turns with the
     GIL around every call.  Only a density that spends most of a call outside the GIL gains: the
     blocked collapsed density (LAPACK; InstEval 1.8x faster with two), and a numba kernel (nogil)
-    whose calls are long.  A short kernel call loses: sleepstudy's (~15 µs, as long as nutpie's own
-    Python per call) sampled in 1.45 s one chain at a time and 3.4 s two at a time on a quiet
-    2-core machine, Penicillin's 1.1 s and 2.5 s, so chains run in parallel only where a call
-    takes at least ``_PARALLEL_CALL_S``.
+    whose calls are long.  A short kernel call loses: sleepstudy's (~15 µs when measured, 8.8 µs since;
+    nutpie's own Python per call is ~12 µs) sampled in 1.45 s one chain at a time and 3.4 s two at a
+    time on a quiet 2-core machine, Penicillin's 1.1 s and 2.5 s, so chains run in parallel only
+    where a call takes at least ``_PARALLEL_CALL_S``.
     """
     import os
 
